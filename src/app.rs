@@ -1,0 +1,281 @@
+//! Wiring and lifecycle of `leash serve`: policy store, pipeline, servers, reload
+//! triggers and shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+
+use crate::audit::{self, AuditSink};
+use crate::config::Config;
+use crate::edge::authz::{AuthorizationService, Authz};
+use crate::edge::control::{ControlServer, ControlService};
+use crate::edge::egress::EgressOptions;
+use crate::edge::{admin, ingress};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value, input};
+use crate::reload::Reloader;
+
+/// The parts of a running leash, built from a [`Config`] before anything listens.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<PolicyStore>,
+    pub reloader: Reloader,
+    pub authz: Arc<Authz>,
+    audit_rx: Option<tokio::sync::mpsc::Receiver<audit::DecisionRecord>>,
+}
+
+impl App {
+    /// Builds every part and loads the policy (blocking: compile and warm-up run here).
+    pub fn build(config: Config) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let warmup = warmup_inputs(&config);
+        let store = Arc::new(PolicyStore::new(
+            config.policy.source.clone(),
+            config.policy.load.clone(),
+            warmup,
+        ));
+        let reloader = Reloader::new(store.clone(), metrics.clone());
+        tracing::info!(source = %store.source().describe(), "loading policy");
+        reloader.reload_now("start");
+        let pipeline = Arc::new(Pipeline::new(store.clone(), config.request));
+        let (audit, audit_rx) =
+            AuditSink::new(config.log.decisions, metrics.decision_log_dropped());
+        let authz = Arc::new(Authz {
+            pipeline,
+            metrics: metrics.clone(),
+            audit,
+            egress: EgressOptions {
+                reason_header: config.response.reason_header.clone(),
+            },
+        });
+        Self {
+            config,
+            metrics,
+            store,
+            reloader,
+            authz,
+            audit_rx: Some(audit_rx),
+        }
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn serve(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let listen = self.config.listen.clone();
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_not_serving::<AuthorizationService>().await;
+        let mut ready = self.store.ready();
+        tokio::spawn(async move {
+            if ready.wait_for(|r| *r).await.is_ok() {
+                health.set_serving::<AuthorizationService>().await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+        });
+
+        if let Some(rx) = self.audit_rx.take() {
+            tokio::spawn(audit::write(rx));
+        }
+
+        let authz = AuthorizationService::new(self.authz.clone(), listen.max_receive_bytes.get());
+        let mut tasks = tokio::task::JoinSet::new();
+
+        let grpc = bind(listen.grpc, "listen.grpc").await?;
+        tracing::info!(addr = %grpc.local_addr()?, "ext_authz v3 gRPC listening");
+        tasks.spawn(
+            grpc_server()
+                .add_service(authz.clone())
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped()),
+        );
+
+        if let Some(path) = &listen.grpc_uds {
+            let uds = bind_unix(path)?;
+            tracing::info!(path = %path.display(), "ext_authz v3 gRPC listening on a Unix socket");
+            tasks.spawn(
+                grpc_server()
+                    .add_service(authz.clone())
+                    .add_service(health_service.clone())
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(uds), stopped()),
+            );
+        }
+
+        if let Some(addr) = listen.control {
+            let control = bind(addr, "listen.control").await?;
+            tracing::info!(addr = %control.local_addr()?, "control API (leash.v1.Control) listening");
+            let service = ControlService::new(self.reloader.clone(), self.metrics.clone());
+            tasks.spawn(
+                Server::builder()
+                    .add_service(ControlServer::new(service))
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(control), stopped()),
+            );
+        }
+
+        if let Some(addr) = listen.admin {
+            let listener = bind(addr, "listen.admin").await?;
+            tracing::info!(addr = %listener.local_addr()?, "admin HTTP (/healthz, /readyz, /metrics) listening");
+            let router = admin::router(self.store.clone(), self.metrics.clone());
+            let stop = stopped();
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!("admin server failed: {err}");
+                }
+            });
+        }
+
+        spawn_reload_triggers(&self.reloader, self.config.policy.watch_interval);
+
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down: draining in-flight Checks"),
+            Some(result) = tasks.join_next() => {
+                let _ = stop_tx.send(true);
+                result.context("a server task panicked")?.context("a gRPC server stopped")?;
+                anyhow::bail!("a gRPC server stopped unexpectedly");
+            }
+        }
+        let _ = stop_tx.send(true);
+        while let Some(result) = tasks.join_next().await {
+            result
+                .context("a server task panicked")?
+                .context("a gRPC server failed while draining")?;
+        }
+        if let Some(path) = &listen.grpc_uds {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+}
+
+fn grpc_server() -> Server {
+    Server::builder()
+        .tcp_nodelay(true)
+        // Envoy keeps a few long-lived HTTP/2 connections and multiplexes every Check
+        // over them; the stream limit must not be what queues Checks.
+        .max_concurrent_streams(None)
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} ({key}); pick a free port with --{}",
+            key.replace(['.', '_'], "-").trim_start_matches("listen-")
+        )
+    })
+}
+
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        // A socket left by a previous run would make bind fail.
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    UnixListener::bind(path).with_context(|| {
+        format!(
+            "cannot listen on Unix socket {} (listen.grpc_uds)",
+            path.display()
+        )
+    })
+}
+
+/// SIGHUP and, for a policy directory, file changes reload the policy.
+fn spawn_reload_triggers(reloader: &Reloader, watch_interval: Option<Duration>) {
+    let on_hup = reloader.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload through the control API instead");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            on_hup.reload("SIGHUP").await;
+        }
+    });
+
+    let (Some(interval), PolicySource::Dir(_)) = (watch_interval, reloader.store().source()) else {
+        return;
+    };
+    let watcher = reloader.clone();
+    tokio::spawn(async move {
+        let fingerprint = |r: &Reloader| {
+            let source = r.store().source().clone();
+            async move {
+                tokio::task::spawn_blocking(move || source.fingerprint().ok())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        let mut seen = fingerprint(&watcher).await;
+        loop {
+            tokio::time::sleep(interval).await;
+            let mut now = fingerprint(&watcher).await;
+            if now == seen {
+                continue;
+            }
+            // Editors and ConfigMap updates write in steps: wait until the tree is still.
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let settled = fingerprint(&watcher).await;
+                if settled == now {
+                    break;
+                }
+                now = settled;
+            }
+            seen = now;
+            if let ReloadOutcome::Rejected(_) = watcher.reload("file change").await {
+                tracing::warn!("fix the policy files; leash reloads as soon as they change again");
+            }
+        }
+    });
+}
+
+/// Inputs every candidate policy set is evaluated on before it may serve: built from
+/// real CheckRequests by the same code as live traffic.
+pub fn warmup_inputs(config: &Config) -> Vec<Value> {
+    ingress::sample_requests()
+        .into_iter()
+        .filter_map(|req| crate::view::RequestView::try_from(req).ok())
+        .filter_map(|view| input::build(&view, &config.request).ok())
+        .collect()
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,126 @@
+//! The decision log. A Check only builds a record and offers it to a bounded queue;
+//! a background task writes it. When the queue is full the record is counted as
+//! dropped (`leash_decision_log_dropped_total`), never waited for.
+//!
+//! Records name the action (method, host, path without its query string, which may
+//! carry credentials), the outcome, the reason code and the policy revision. Header
+//! values and bodies never reach the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::decision::{Decision, DenyReason};
+use crate::metrics::DropCounter;
+use crate::pipeline::Verdict;
+use crate::view::RequestView;
+
+/// Which decisions are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditLevel {
+    /// Every decision.
+    All,
+    /// Denials only: at high request rates the log then costs nothing for allows.
+    #[default]
+    Deny,
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct DecisionRecord {
+    pub decision_id: String,
+    pub reason: Option<DenyReason>,
+    pub detail: Option<String>,
+    pub status: u16,
+    pub revision: Option<Arc<str>>,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub source_principal: String,
+    pub took: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    level: AuditLevel,
+    tx: mpsc::Sender<DecisionRecord>,
+    dropped: DropCounter,
+}
+
+/// Records held while the writer catches up; beyond this a burst is counted, not queued.
+const QUEUE: usize = 16 * 1024;
+
+impl AuditSink {
+    /// The sink and the receiving end for [`write`].
+    pub fn new(level: AuditLevel, dropped: DropCounter) -> (Self, mpsc::Receiver<DecisionRecord>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { level, tx, dropped }, rx)
+    }
+
+    pub fn record(&self, verdict: &Verdict, view: Option<&RequestView>, took: Duration) {
+        let wanted = match self.level {
+            AuditLevel::All => true,
+            AuditLevel::Deny => !verdict.decision.is_allow(),
+            AuditLevel::Off => false,
+        };
+        if !wanted {
+            return;
+        }
+        let (status, detail) = match &verdict.decision {
+            Decision::Allow(_) => (200, None),
+            Decision::Deny(denial) => (
+                denial.response().status.code(),
+                denial.detail().map(str::to_owned),
+            ),
+        };
+        let (method, host, path, source_principal) = view.map_or_else(Default::default, |v| {
+            (
+                v.method.clone(),
+                v.header(":authority").unwrap_or_default().to_owned(),
+                v.path
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                v.source_principal.clone(),
+            )
+        });
+        let record = DecisionRecord {
+            decision_id: verdict.decision_id.clone(),
+            reason: verdict.decision.reason(),
+            detail,
+            status,
+            revision: verdict.revision.clone(),
+            method,
+            host,
+            path,
+            source_principal,
+            took,
+        };
+        if self.tx.try_send(record).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// Writes records until every sink is gone.
+pub async fn write(mut rx: mpsc::Receiver<DecisionRecord>) {
+    while let Some(r) = rx.recv().await {
+        tracing::info!(
+            target: "leash::decision",
+            decision_id = %r.decision_id,
+            decision = if r.reason.is_none() { "allow" } else { "deny" },
+            reason = r.reason.map_or("", DenyReason::code),
+            detail = r.detail.as_deref().unwrap_or(""),
+            status = r.status,
+            revision = r.revision.as_deref().unwrap_or(""),
+            method = %r.method,
+            host = %r.host,
+            path = %r.path,
+            source_principal = %r.source_principal,
+            took_us = u64::try_from(r.took.as_micros()).unwrap_or(u64::MAX),
+            "decision"
+        );
+    }
+}

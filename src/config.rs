@@ -1,0 +1,417 @@
+//! leash's configuration: a YAML file, command-line overrides on top, every setting
+//! with a default. [`RawConfig`] is what the file says; [`Config`] is checked and typed.
+//!
+//! Overrides are applied to the YAML document before it is read, so a flag and the
+//! file key it stands for can never disagree about parsing or defaults.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::audit::AuditLevel;
+use crate::policy::input::InputLimits;
+use crate::policy::{
+    DecisionRule, EngineChoice, EvalLimits, LoadOptions, PolicySource, RegoVersion,
+};
+
+/// The commented default configuration; `leash config` prints it.
+pub const EXAMPLE: &str = include_str!("../deploy/leash.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: `{key}` = {value:?} is invalid: {hint}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        value: String,
+        hint: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub listen: RawListen,
+    pub policy: RawPolicy,
+    pub request: RawRequest,
+    pub response: RawResponse,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawListen {
+    pub grpc: String,
+    pub grpc_uds: String,
+    pub admin: String,
+    pub control: String,
+    pub max_receive_bytes: usize,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        Self {
+            grpc: "127.0.0.1:9191".into(),
+            grpc_uds: String::new(),
+            admin: "127.0.0.1:9192".into(),
+            control: "127.0.0.1:9193".into(),
+            max_receive_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub dir: String,
+    pub decision: String,
+    pub rego_version: String,
+    pub engine: String,
+    pub watch_interval: String,
+    pub eval_timeout: String,
+    pub max_instructions: usize,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        let limits = EvalLimits::default();
+        Self {
+            dir: String::new(),
+            decision: "envoy/authz/allow".into(),
+            rego_version: "v1".into(),
+            engine: "auto".into(),
+            watch_interval: "1s".into(),
+            eval_timeout: humantime::format_duration(limits.timeout).to_string(),
+            max_instructions: limits.max_instructions.get(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRequest {
+    pub max_body_bytes: usize,
+    pub max_body_depth: usize,
+}
+
+impl Default for RawRequest {
+    fn default() -> Self {
+        let limits = InputLimits::default();
+        Self {
+            max_body_bytes: limits.max_body_bytes,
+            max_body_depth: limits.max_body_depth,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawResponse {
+    pub reason_header: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+    pub decisions: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+            decisions: "deny".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub policy: PolicyConfig,
+    pub request: InputLimits,
+    pub response: ResponseConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub grpc: SocketAddr,
+    pub grpc_uds: Option<PathBuf>,
+    pub admin: Option<SocketAddr>,
+    pub control: Option<SocketAddr>,
+    pub max_receive_bytes: NonZeroUsize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub source: PolicySource,
+    pub load: LoadOptions,
+    /// `None` turns the file watcher off.
+    pub watch_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ResponseConfig {
+    /// When set, leash's own denials carry their reason code in this response header.
+    pub reason_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+    pub decisions: AuditLevel,
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `overrides` (`section.key` = value) and validates.
+    pub fn load(path: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        let (origin, text) = match path {
+            Some(path) => (
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            ),
+            None => ("configuration".to_owned(), String::new()),
+        };
+        Self::from_yaml(&origin, &text, overrides)
+    }
+
+    pub fn from_yaml(
+        origin: &str,
+        text: &str,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |err: yaml_serde::Error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: err.to_string(),
+        };
+        let mut doc: yaml_serde::Value = if text.trim().is_empty() {
+            yaml_serde::Value::Mapping(Default::default())
+        } else {
+            // Reading the text itself first keeps line numbers in the file's errors;
+            // errors after the overrides below can only come from a flag.
+            yaml_serde::from_str::<RawConfig>(text).map_err(parse_error)?;
+            yaml_serde::from_str(text).map_err(parse_error)?
+        };
+        for (key, value) in overrides {
+            set_path(&mut doc, key, value).map_err(|message| ConfigError::Parse {
+                origin: format!("--{}", key.replace(['.', '_'], "-")),
+                message,
+            })?;
+        }
+        let raw: RawConfig = yaml_serde::from_value(doc).map_err(|err| ConfigError::Parse {
+            origin: "command line".to_owned(),
+            message: err.to_string(),
+        })?;
+        raw.validate(origin)
+    }
+}
+
+/// Sets `a.b` in a YAML mapping to `value`, read as YAML so numbers stay numbers.
+fn set_path(doc: &mut yaml_serde::Value, key: &str, value: &str) -> Result<(), String> {
+    let parsed: yaml_serde::Value =
+        yaml_serde::from_str(value).unwrap_or_else(|_| yaml_serde::Value::String(value.to_owned()));
+    // An empty flag value means "off", which the file spells as an empty string.
+    let parsed = if value.is_empty() || parsed.is_null() {
+        yaml_serde::Value::String(value.to_owned())
+    } else {
+        parsed
+    };
+    let mut slot = doc;
+    for part in key.split('.') {
+        let map = slot
+            .as_mapping_mut()
+            .ok_or_else(|| format!("cannot set {key}: a parent is not a mapping"))?;
+        slot = map
+            .entry(yaml_serde::Value::String(part.to_owned()))
+            .or_insert_with(|| yaml_serde::Value::Mapping(Default::default()));
+    }
+    *slot = parsed;
+    Ok(())
+}
+
+impl RawConfig {
+    pub fn validate(self, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, value: &str, hint: &str| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            value: value.to_owned(),
+            hint: hint.to_owned(),
+        };
+        let addr = |key: &'static str, value: &str| -> Result<SocketAddr, ConfigError> {
+            value.parse().map_err(|_| {
+                invalid(
+                    key,
+                    value,
+                    "use host:port with an IP address, e.g. 127.0.0.1:9191",
+                )
+            })
+        };
+        let optional_addr =
+            |key: &'static str, value: &str| -> Result<Option<SocketAddr>, ConfigError> {
+                if value.is_empty() {
+                    Ok(None)
+                } else {
+                    addr(key, value).map(Some)
+                }
+            };
+        let duration = |key: &'static str, value: &str| -> Result<Duration, ConfigError> {
+            humantime::parse_duration(value)
+                .map_err(|_| invalid(key, value, "use a duration such as 500ms, 1s or 2m"))
+        };
+
+        let l = &self.listen;
+        let listen = ListenConfig {
+            grpc: addr("listen.grpc", &l.grpc)?,
+            grpc_uds: (!l.grpc_uds.is_empty()).then(|| PathBuf::from(&l.grpc_uds)),
+            admin: optional_addr("listen.admin", &l.admin)?,
+            control: optional_addr("listen.control", &l.control)?,
+            max_receive_bytes: NonZeroUsize::new(l.max_receive_bytes).ok_or_else(|| {
+                invalid(
+                    "listen.max_receive_bytes",
+                    "0",
+                    "must be at least 1; the default is 4194304 (4 MiB)",
+                )
+            })?,
+        };
+
+        let p = &self.policy;
+        let decision = DecisionRule::parse(&p.decision)
+            .map_err(|hint| invalid("policy.decision", &p.decision, &hint))?;
+        let rego_version = match p.rego_version.as_str() {
+            "v1" | "1" => RegoVersion::V1,
+            "v0" | "0" => RegoVersion::V0,
+            other => {
+                return Err(invalid(
+                    "policy.rego_version",
+                    other,
+                    "use v1 (OPA 1.x) or v0",
+                ));
+            }
+        };
+        let engine = match p.engine.as_str() {
+            "auto" => EngineChoice::Auto,
+            "vm" => EngineChoice::Vm,
+            "interpreter" => EngineChoice::Interpreter,
+            other => {
+                return Err(invalid(
+                    "policy.engine",
+                    other,
+                    "use auto, vm or interpreter",
+                ));
+            }
+        };
+        let watch = duration("policy.watch_interval", &p.watch_interval)?;
+        let timeout = duration("policy.eval_timeout", &p.eval_timeout)?;
+        if timeout.is_zero() {
+            return Err(invalid(
+                "policy.eval_timeout",
+                &p.eval_timeout,
+                "must be more than zero",
+            ));
+        }
+        let max_instructions = NonZeroUsize::new(p.max_instructions)
+            .ok_or_else(|| invalid("policy.max_instructions", "0", "must be at least 1"))?;
+        let policy = PolicyConfig {
+            source: if p.dir.is_empty() {
+                PolicySource::Embedded
+            } else {
+                PolicySource::Dir(PathBuf::from(&p.dir))
+            },
+            load: LoadOptions {
+                decision,
+                rego_version,
+                engine,
+                limits: EvalLimits {
+                    timeout,
+                    max_instructions,
+                },
+            },
+            watch_interval: (!watch.is_zero()).then_some(watch),
+        };
+
+        let r = &self.request;
+        if r.max_body_depth == 0 {
+            return Err(invalid("request.max_body_depth", "0", "must be at least 1"));
+        }
+        let request = InputLimits {
+            max_body_bytes: r.max_body_bytes,
+            max_body_depth: r.max_body_depth,
+        };
+
+        let reason_header = self.response.reason_header.trim().to_ascii_lowercase();
+        if !reason_header.is_empty()
+            && !reason_header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "response.reason_header",
+                &reason_header,
+                "use a header name such as x-leash-reason",
+            ));
+        }
+        let response = ResponseConfig {
+            reason_header: (!reason_header.is_empty()).then_some(reason_header),
+        };
+
+        let format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log.format", other, "use text or json")),
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "use error, warn, info, debug, trace or a filter like leash=debug",
+            ));
+        }
+        let decisions = match self.log.decisions.as_str() {
+            "all" => AuditLevel::All,
+            "deny" => AuditLevel::Deny,
+            "off" => AuditLevel::Off,
+            other => return Err(invalid("log.decisions", other, "use all, deny or off")),
+        };
+        let log = LogConfig {
+            level: self.log.level,
+            format,
+            decisions,
+        };
+
+        Ok(Config {
+            listen,
+            policy,
+            request,
+            response,
+            log,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

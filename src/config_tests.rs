@@ -1,0 +1,104 @@
+use super::*;
+
+#[test]
+fn every_setting_has_a_working_default() {
+    let config = Config::from_yaml("defaults", "", &[]).unwrap();
+    assert_eq!(config.listen.grpc, "127.0.0.1:9191".parse().unwrap());
+    assert_eq!(config.listen.admin, Some("127.0.0.1:9192".parse().unwrap()));
+    assert_eq!(
+        config.listen.control,
+        Some("127.0.0.1:9193".parse().unwrap())
+    );
+    assert_eq!(config.listen.max_receive_bytes.get(), 4 * 1024 * 1024);
+    assert_eq!(config.listen.grpc_uds, None);
+    assert_eq!(config.policy.source, PolicySource::Embedded);
+    assert_eq!(
+        config.policy.load.decision.as_str(),
+        "data.envoy.authz.allow"
+    );
+    assert_eq!(config.policy.watch_interval, Some(Duration::from_secs(1)));
+    assert_eq!(config.log.decisions, AuditLevel::Deny);
+}
+
+#[test]
+fn the_shipped_example_file_is_the_defaults() {
+    let example = Config::from_yaml("deploy/leash.yaml", EXAMPLE, &[]).unwrap();
+    let defaults = Config::from_yaml("defaults", "", &[]).unwrap();
+    assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let file = "listen:\n  grpc: 127.0.0.1:7000\npolicy:\n  dir: /etc/leash/policy\n";
+    let config = Config::from_yaml(
+        "leash.yaml",
+        file,
+        &[
+            ("listen.grpc", "0.0.0.0:9999".to_owned()),
+            ("listen.admin", String::new()),
+            ("policy.watch_interval", "0s".to_owned()),
+            ("request.max_body_bytes", "65536".to_owned()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.listen.grpc, "0.0.0.0:9999".parse().unwrap());
+    assert_eq!(
+        config.listen.admin, None,
+        "an empty address turns the listener off"
+    );
+    assert_eq!(
+        config.policy.source,
+        PolicySource::Dir("/etc/leash/policy".into())
+    );
+    assert_eq!(config.policy.watch_interval, None);
+    assert_eq!(config.request.max_body_bytes, 65536);
+}
+
+#[test]
+fn an_unknown_key_names_the_file_and_line() {
+    let err = Config::from_yaml("leash.yaml", "listen:\n  grcp: 127.0.0.1:1\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("leash.yaml: "), "{err}");
+    assert!(err.contains("grcp"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn invalid_values_say_how_to_fix_them() {
+    let cases = [
+        ("listen.grpc", "localhost", "host:port"),
+        ("policy.decision", "", "empty"),
+        ("policy.decision", "allow", "package"),
+        ("policy.decision", "envoy/authz-x/allow", "identifier"),
+        ("policy.engine", "jit", "auto, vm or interpreter"),
+        ("policy.eval_timeout", "soon", "duration"),
+        ("policy.eval_timeout", "0s", "more than zero"),
+        ("log.format", "xml", "text or json"),
+        ("log.decisions", "some", "all, deny or off"),
+        ("response.reason_header", "x leash", "header name"),
+    ];
+    for (key, value, hint) in cases {
+        let err = Config::from_yaml("f.yaml", "", &[(key, value.to_owned())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}={value}: {err}");
+        assert!(err.contains(hint), "{key}={value}: {err}");
+    }
+}
+
+#[test]
+fn decision_paths_accept_both_spellings() {
+    for path in [
+        "envoy/authz/allow",
+        "/envoy/authz/allow",
+        "data.envoy.authz.allow",
+        "envoy.authz.allow",
+    ] {
+        assert_eq!(
+            DecisionRule::parse(path).unwrap().as_str(),
+            "data.envoy.authz.allow",
+            "{path}"
+        );
+    }
+}

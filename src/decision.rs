@@ -1,0 +1,266 @@
+//! The answer to one Check, independent of Envoy and of Rego.
+//!
+//! A [`Decision`] is either a [`Permit`] or a [`Denial`]; nothing else can leave the
+//! pipeline. A `Permit` can only be made from an allowing [`PolicyAnswer`], so code
+//! that holds one knows a policy said yes. Every `Denial` carries a [`DenyReason`]
+//! whose [`code`](DenyReason::code) is what logs, metrics and headers record.
+
+use serde_json::{Map, Value as Json};
+
+/// Free-form metadata a policy attaches to its decision (`dynamic_metadata`).
+pub type Metadata = Map<String, Json>;
+
+/// One header to send, in order. A name that repeats adds a value instead of replacing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// What an allowing policy asks Envoy to change on the request and its response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Set on the request before it goes upstream.
+    pub headers: Vec<Header>,
+    /// Added to the response the client receives.
+    pub response_headers_to_add: Vec<Header>,
+    pub request_headers_to_remove: Vec<String>,
+    pub query_parameters_to_set: Vec<(String, String)>,
+    pub query_parameters_to_remove: Vec<String>,
+}
+
+/// What the client receives when the request is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyResponse {
+    pub status: HttpStatus,
+    pub headers: Vec<Header>,
+    pub body: String,
+}
+
+impl Default for DenyResponse {
+    fn default() -> Self {
+        Self {
+            status: HttpStatus::FORBIDDEN,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+}
+
+/// A policy's result once its shape has been checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyAnswer {
+    Allow {
+        mutations: Mutations,
+        metadata: Metadata,
+    },
+    Deny {
+        response: DenyResponse,
+        metadata: Metadata,
+        /// The policy's own explanation (`reason` in its result), for the decision log.
+        stated_reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Allow(Permit),
+    Deny(Denial),
+}
+
+/// Proof that a policy allowed the request. Only [`Decision::from_policy`] builds one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Permit {
+    mutations: Mutations,
+    metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    reason: DenyReason,
+    response: DenyResponse,
+    metadata: Metadata,
+    detail: Option<String>,
+}
+
+impl Decision {
+    pub fn from_policy(answer: PolicyAnswer) -> Self {
+        match answer {
+            PolicyAnswer::Allow {
+                mutations,
+                metadata,
+            } => Self::Allow(Permit {
+                mutations,
+                metadata,
+            }),
+            PolicyAnswer::Deny {
+                response,
+                metadata,
+                stated_reason,
+            } => Self::Deny(Denial {
+                reason: DenyReason::PolicyDenied,
+                response,
+                metadata,
+                detail: stated_reason,
+            }),
+        }
+    }
+
+    /// A denial leash makes on its own: 403, no body, with a reason and what went wrong.
+    pub fn deny(reason: DenyReason, detail: impl Into<String>) -> Self {
+        Self::Deny(Denial {
+            reason,
+            response: DenyResponse::default(),
+            metadata: Metadata::new(),
+            detail: Some(detail.into()),
+        })
+    }
+
+    pub fn is_allow(&self) -> bool {
+        matches!(self, Self::Allow(_))
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        match self {
+            Self::Allow(permit) => &permit.metadata,
+            Self::Deny(denial) => &denial.metadata,
+        }
+    }
+
+    /// The reason code, or `None` for an allow.
+    pub fn reason(&self) -> Option<DenyReason> {
+        match self {
+            Self::Allow(_) => None,
+            Self::Deny(denial) => Some(denial.reason),
+        }
+    }
+}
+
+impl Permit {
+    pub fn mutations(&self) -> &Mutations {
+        &self.mutations
+    }
+}
+
+impl Denial {
+    pub fn reason(&self) -> DenyReason {
+        self.reason
+    }
+
+    pub fn response(&self) -> &DenyResponse {
+        &self.response
+    }
+
+    /// Why, in words, for the decision log. Never shown to the client.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+}
+
+/// Why a request was denied. [`code`](Self::code) values are stable: dashboards,
+/// alerts and log queries depend on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DenyReason {
+    /// The policy evaluated and said no.
+    PolicyDenied,
+    /// The decision rule has no value for this input.
+    PolicyUndefined,
+    /// The decision is not a bool or an object of the documented shape.
+    PolicyInvalidResult,
+    /// `http_status` is not a status Envoy can send.
+    PolicyInvalidStatus,
+    /// Evaluation failed (a builtin error, a conflict, ...).
+    PolicyError,
+    /// Evaluation hit its time or instruction limit.
+    PolicyLimitExceeded,
+    /// No policy set has been loaded yet.
+    PolicyUnavailable,
+    /// The CheckRequest carries no HTTP request.
+    RequestNoHttp,
+    /// The CheckRequest could not be decoded.
+    RequestMalformed,
+    /// A header, path or body field is not valid UTF-8.
+    RequestInvalidUtf8,
+    /// The CheckRequest exceeds the configured receive size.
+    RequestTooLarge,
+    /// The request path cannot be percent-decoded.
+    RequestInvalidPath,
+    /// The body exceeds the configured parse limit.
+    RequestBodyTooLarge,
+    /// The JSON body nests deeper than the configured limit.
+    RequestBodyTooDeep,
+}
+
+impl DenyReason {
+    pub const ALL: [Self; 14] = [
+        Self::PolicyDenied,
+        Self::PolicyUndefined,
+        Self::PolicyInvalidResult,
+        Self::PolicyInvalidStatus,
+        Self::PolicyError,
+        Self::PolicyLimitExceeded,
+        Self::PolicyUnavailable,
+        Self::RequestNoHttp,
+        Self::RequestMalformed,
+        Self::RequestInvalidUtf8,
+        Self::RequestTooLarge,
+        Self::RequestInvalidPath,
+        Self::RequestBodyTooLarge,
+        Self::RequestBodyTooDeep,
+    ];
+
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::PolicyDenied => "policy.denied",
+            Self::PolicyUndefined => "policy.undefined",
+            Self::PolicyInvalidResult => "policy.invalid_result",
+            Self::PolicyInvalidStatus => "policy.invalid_status",
+            Self::PolicyError => "policy.error",
+            Self::PolicyLimitExceeded => "policy.limit_exceeded",
+            Self::PolicyUnavailable => "policy.unavailable",
+            Self::RequestNoHttp => "request.no_http",
+            Self::RequestMalformed => "request.malformed",
+            Self::RequestInvalidUtf8 => "request.invalid_utf8",
+            Self::RequestTooLarge => "request.too_large",
+            Self::RequestInvalidPath => "request.invalid_path",
+            Self::RequestBodyTooLarge => "request.body_too_large",
+            Self::RequestBodyTooDeep => "request.body_too_deep",
+        }
+    }
+}
+
+impl std::fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// An HTTP status that Envoy's `envoy.type.v3.StatusCode` enum defines; others are
+/// rejected by Envoy, so they cannot be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpStatus(u16);
+
+impl HttpStatus {
+    pub const FORBIDDEN: Self = Self(403);
+
+    /// Every code in `envoy.type.v3.StatusCode` except `Empty` (0).
+    pub(crate) const KNOWN: [u16; 56] = [
+        100, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 307,
+        308, 400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416,
+        417, 421, 422, 423, 424, 426, 428, 429, 431, 500, 501, 502, 503, 504, 505, 506, 507, 508,
+        510, 511,
+    ];
+
+    pub fn new(code: i64) -> Option<Self> {
+        let code = u16::try_from(code).ok()?;
+        Self::KNOWN.contains(&code).then_some(Self(code))
+    }
+
+    pub const fn code(self) -> u16 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

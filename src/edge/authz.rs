@@ -1,0 +1,210 @@
+//! The `envoy.service.auth.v3.Authorization` gRPC service.
+//!
+//! Written against tonic's server building blocks rather than the generated
+//! `AuthorizationServer` for two reasons: a CheckRequest that fails to decode (a header
+//! that is not UTF-8, say) still gets a denial with a reason code instead of a bare
+//! gRPC error, and the Check itself runs without an `async_trait` allocation.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use prost::Message as _;
+use tonic::body::Body;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic::codegen::{Body as HttpBody, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic_prost::ProstEncoder;
+
+use super::egress::{self, EgressOptions};
+use crate::audit::AuditSink;
+use crate::decision::{Decision, DenyReason};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, Verdict};
+use crate::view::RequestView;
+
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// Everything a Check needs, shared by all connections.
+#[derive(Debug)]
+pub struct Authz {
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Arc<Metrics>,
+    pub audit: AuditSink,
+    pub egress: EgressOptions,
+}
+
+impl Authz {
+    /// Decides one request and records it beside the decision. Never fails.
+    pub fn check(&self, incoming: Incoming) -> CheckResponse {
+        let started = Instant::now();
+        let (verdict, view) = match incoming {
+            Incoming::Request(req) => match RequestView::try_from(req) {
+                Ok(view) => (self.pipeline.check(&view), Some(view)),
+                Err(invalid) => (deny(invalid.reason(), invalid.to_string()), None),
+            },
+            Incoming::Undecodable(err) => {
+                let reason = if err.to_string().contains("UTF-8") {
+                    DenyReason::RequestInvalidUtf8
+                } else {
+                    DenyReason::RequestMalformed
+                };
+                (
+                    deny(reason, format!("cannot decode the CheckRequest: {err}")),
+                    None,
+                )
+            }
+        };
+        let response = egress::response(&verdict, &self.egress);
+        let took = started.elapsed();
+        self.metrics
+            .record_decision(verdict.decision.reason(), took);
+        self.audit.record(&verdict, view.as_ref(), took);
+        response
+    }
+
+    /// Counts and logs a Check tonic refused before it reached [`check`](Self::check).
+    fn rejected_by_transport(&self, code: tonic::Code) {
+        let reason = if code == tonic::Code::OutOfRange {
+            DenyReason::RequestTooLarge
+        } else {
+            DenyReason::RequestMalformed
+        };
+        let verdict = deny(
+            reason,
+            format!("gRPC layer refused the CheckRequest ({code:?})"),
+        );
+        self.metrics
+            .record_decision(Some(reason), std::time::Duration::ZERO);
+        self.audit.record(&verdict, None, std::time::Duration::ZERO);
+    }
+}
+
+fn deny(reason: DenyReason, detail: String) -> Verdict {
+    Verdict {
+        decision: Decision::deny(reason, detail),
+        decision_id: uuid::Uuid::new_v4().to_string(),
+        revision: None,
+    }
+}
+
+/// A CheckRequest as it came off the wire: decoded, or the reason it could not be.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "moved once into the handler; boxing would cost an allocation per Check"
+)]
+pub enum Incoming {
+    Request(CheckRequest),
+    Undecodable(prost::DecodeError),
+}
+
+/// The tower service Envoy talks to.
+#[derive(Debug, Clone)]
+pub struct AuthorizationService {
+    authz: Arc<Authz>,
+    max_receive_bytes: usize,
+}
+
+impl AuthorizationService {
+    pub fn new(authz: Arc<Authz>, max_receive_bytes: usize) -> Self {
+        Self {
+            authz,
+            max_receive_bytes,
+        }
+    }
+}
+
+impl NamedService for AuthorizationService {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+impl<B> Service<http::Request<B>> for AuthorizationService
+where
+    B: HttpBody + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != CHECK_PATH {
+            return Box::pin(ready(Ok(tonic::Status::unimplemented(
+                "leash serves only envoy.service.auth.v3.Authorization/Check",
+            )
+            .into_http())));
+        }
+        let authz = self.authz.clone();
+        let limit = self.max_receive_bytes;
+        Box::pin(async move {
+            let mut grpc = Grpc::new(CheckCodec).apply_max_message_size_config(Some(limit), None);
+            let response = grpc.unary(CheckCall(authz.clone()), req).await;
+            // A status in the headers means tonic answered without calling `check`
+            // (a message over the size limit, a broken frame): Envoy denies on it, and
+            // leash records it like any other denial.
+            if let Some(code) = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|code| *code != 0)
+            {
+                authz.rejected_by_transport(tonic::Code::from(code));
+            }
+            Ok(response)
+        })
+    }
+}
+
+struct CheckCall(Arc<Authz>);
+
+impl UnaryService<Incoming> for CheckCall {
+    type Response = CheckResponse;
+    type Future = Ready<Result<tonic::Response<CheckResponse>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Incoming>) -> Self::Future {
+        ready(Ok(tonic::Response::new(self.0.check(request.into_inner()))))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CheckCodec;
+
+impl Codec for CheckCodec {
+    type Encode = CheckResponse;
+    type Decode = Incoming;
+    type Encoder = ProstEncoder<CheckResponse>;
+    type Decoder = CheckDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CheckDecoder
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CheckDecoder;
+
+impl Decoder for CheckDecoder {
+    type Item = Incoming;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Incoming>, tonic::Status> {
+        Ok(Some(match CheckRequest::decode(buf) {
+            Ok(req) => Incoming::Request(req),
+            Err(err) => Incoming::Undecodable(err),
+        }))
+    }
+}

@@ -1,0 +1,170 @@
+//! `CheckRequest` -> [`RequestView`]. The only place that reads Envoy's request types.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+
+use super::protojson;
+use crate::decision::DenyReason;
+use crate::view::{Body, RequestView};
+
+/// Why a CheckRequest cannot be decided on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidCheckRequest {
+    #[error("the CheckRequest has no HTTP request attributes")]
+    NoHttp,
+    #[error("header {0:?} is not valid UTF-8")]
+    InvalidUtf8(String),
+}
+
+impl InvalidCheckRequest {
+    pub fn reason(&self) -> DenyReason {
+        match self {
+            Self::NoHttp => DenyReason::RequestNoHttp,
+            Self::InvalidUtf8(_) => DenyReason::RequestInvalidUtf8,
+        }
+    }
+}
+
+impl TryFrom<CheckRequest> for RequestView {
+    type Error = InvalidCheckRequest;
+
+    /// Builds `input.attributes` from the message, then moves the fields leash reads
+    /// out of it instead of copying them.
+    fn try_from(req: CheckRequest) -> Result<Self, Self::Error> {
+        let mut ctx = req.attributes.ok_or(InvalidCheckRequest::NoHttp)?;
+        let attributes = protojson::attributes(&ctx);
+        let source_principal = ctx
+            .source
+            .as_mut()
+            .map(|peer| std::mem::take(&mut peer.principal))
+            .unwrap_or_default();
+        let http = ctx
+            .request
+            .and_then(|r| r.http)
+            .ok_or(InvalidCheckRequest::NoHttp)?;
+        let headers = if http.headers.is_empty() {
+            raw_headers(http.header_map.as_ref())?
+        } else {
+            http.headers
+        };
+        let body = if !http.raw_body.is_empty() {
+            Body::Bytes(http.raw_body)
+        } else if !http.body.is_empty() {
+            Body::Text(http.body)
+        } else {
+            Body::None
+        };
+        Ok(Self {
+            attributes,
+            method: http.method,
+            path: http.path,
+            headers,
+            body,
+            source_principal,
+        })
+    }
+}
+
+/// With `encode_raw_headers`, Envoy sends headers as a list with byte values;
+/// repeated names are joined with `,` as HTTP allows.
+fn raw_headers(
+    map: Option<&envoy_types::pb::envoy::config::core::v3::HeaderMap>,
+) -> Result<HashMap<String, String>, InvalidCheckRequest> {
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for header in map.map(|m| m.headers.as_slice()).unwrap_or_default() {
+        let value = if header.raw_value.is_empty() {
+            header.value.clone()
+        } else {
+            String::from_utf8(header.raw_value.clone())
+                .map_err(|_| InvalidCheckRequest::InvalidUtf8(header.key.clone()))?
+        };
+        headers
+            .entry(header.key.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    Ok(headers)
+}
+
+/// Requests shaped like Envoy's, for warming a policy set before it serves: a read
+/// and a JSON write, so body parsing and header lookups are exercised too.
+pub fn sample_requests() -> Vec<CheckRequest> {
+    use envoy_types::pb::envoy::config::core::v3::{
+        Address, SocketAddress, address, socket_address,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::google::protobuf::Timestamp;
+
+    let peer = |port: u32| Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    let request = |method: &str, path: &str, body: &str, extra: &[(&str, &str)]| {
+        let mut headers: HashMap<String, String> = [
+            (":authority", "tools.example"),
+            (":method", method),
+            (":path", path),
+            (":scheme", "http"),
+            ("user-agent", "leash-warmup"),
+            ("x-request-id", "00000000-0000-4000-8000-000000000000"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        if !body.is_empty() {
+            headers.insert("content-length".into(), body.len().to_string());
+        }
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(peer(40000)),
+                destination: Some(peer(10000)),
+                request: Some(Request {
+                    time: Some(Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 0,
+                    }),
+                    http: Some(HttpRequest {
+                        id: "1".into(),
+                        method: method.into(),
+                        headers,
+                        path: path.into(),
+                        host: "tools.example".into(),
+                        scheme: "http".into(),
+                        protocol: "HTTP/1.1".into(),
+                        body: body.into(),
+                        ..Default::default()
+                    }),
+                }),
+                metadata_context: Some(Default::default()),
+                route_metadata_context: Some(Default::default()),
+                ..Default::default()
+            }),
+        }
+    };
+    vec![
+        request("GET", "/v1/items?limit=10", "", &[("x-agent-id", "warmup")]),
+        request(
+            "POST",
+            "/mcp",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#,
+            &[
+                ("content-type", "application/json"),
+                ("x-agent-id", "warmup"),
+            ],
+        ),
+    ]
+}

@@ -1,0 +1,27 @@
+//! leash: an Envoy ext_authz sidecar that decides, on every tool call an AI agent
+//! makes, whether it may happen, with embedded Rego.
+//!
+//! One Check flows through the modules in this order:
+//!
+//! ```text
+//! edge::authz   CheckRequest off the wire
+//! edge::ingress   -> view::RequestView
+//! pipeline          -> policy::input (the OPA-compatible document)
+//!                   -> policy (evaluation) -> policy::outcome
+//!                   -> decision::Decision
+//! edge::egress    -> CheckResponse
+//! ```
+//!
+//! with `metrics` and `audit` beside it, recording and never changing the decision.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod edge;
+pub mod metrics;
+pub mod pipeline;
+pub mod policy;
+pub mod reload;
+pub mod view;

@@ -1,0 +1,357 @@
+//! The `leash` command: parse arguments, set up logging, run a command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use leash::config::{Config, LogFormat};
+use leash::policy::testing::{self, TestStatus};
+use leash::policy::{PolicySource, RegoVersion};
+
+/// leash decides, on every tool call an AI agent makes through Envoy, whether it may happen.
+#[derive(Debug, Parser)]
+#[command(name = "leash", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve Envoy's ext_authz v3 Check (default 127.0.0.1:9191)
+    Serve(ServeArgs),
+    /// Decide one request and print the decision
+    Check(CheckArgs),
+    /// Run the Rego tests (test_* rules) below DIR (default: the embedded library)
+    Test(TestArgs),
+    /// Policy tools
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print a complete, commented configuration file
+    Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Compile and warm a policy directory without serving it
+    Validate(ValidateArgs),
+}
+
+/// Settings shared by every command that loads policy. Each flag overrides the
+/// config file key named in its help.
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// Config file (YAML); every setting has a default without one
+    #[arg(long, short, env = "LEASH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Policy directory: .rego files and data.json/data.yaml [policy.dir]
+    #[arg(long)]
+    policy: Option<String>,
+    /// Decision rule, e.g. envoy/authz/allow [policy.decision]
+    #[arg(long)]
+    decision: Option<String>,
+    /// Rego syntax version: v1 or v0 [policy.rego_version]
+    #[arg(long)]
+    rego_version: Option<String>,
+    /// Evaluator: auto, vm or interpreter [policy.engine]
+    #[arg(long)]
+    engine: Option<String>,
+    /// Set any config key, e.g. --set request.max_body_bytes=65536
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// ext_authz gRPC address [listen.grpc]
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// Also serve ext_authz on this Unix socket [listen.grpc_uds]
+    #[arg(long)]
+    grpc_uds: Option<String>,
+    /// Admin HTTP address; empty disables [listen.admin]
+    #[arg(long)]
+    admin_addr: Option<String>,
+    /// Control gRPC address; empty disables [listen.control]
+    #[arg(long)]
+    control_addr: Option<String>,
+    /// Largest CheckRequest accepted, in bytes [listen.max_receive_bytes]
+    #[arg(long)]
+    max_receive_bytes: Option<String>,
+    /// How often to look for policy file changes; 0s disables [policy.watch_interval]
+    #[arg(long)]
+    watch_interval: Option<String>,
+    /// Log filter, e.g. info or leash=debug [log.level]
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: text or json [log.format]
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Decisions to log: all, deny or off [log.decisions]
+    #[arg(long)]
+    log_decisions: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// An input document or a CheckRequest, as JSON
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Also print the input document the policy saw
+    #[arg(long)]
+    show_input: bool,
+}
+
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// Policy directory (default: the embedded library)
+    dir: Option<PathBuf>,
+    /// Rego syntax version: v1 or v0
+    #[arg(long, default_value = "v1")]
+    rego_version: String,
+    /// Print passing tests too
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// Policy directory
+    dir: PathBuf,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// Exit code for a bad command line or configuration (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("leash: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => check(&args),
+        Command::Test(args) => test(&args),
+        Command::Policy(PolicyCommand::Validate(args)) => validate(args),
+        Command::Config => {
+            print!("{}", leash::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl PolicyArgs {
+    fn overrides(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut put = |key: &str, value: &Option<String>| {
+            if let Some(value) = value {
+                out.push((key.to_owned(), value.clone()));
+            }
+        };
+        put("policy.dir", &self.policy);
+        put("policy.decision", &self.decision);
+        put("policy.rego_version", &self.rego_version);
+        put("policy.engine", &self.engine);
+        for kv in &self.set {
+            let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+            out.push((key.trim().to_owned(), value.to_owned()));
+        }
+        out
+    }
+
+    fn load(&self, extra: Vec<(String, String)>) -> Result<Config, ExitCode> {
+        let mut overrides = self.overrides();
+        overrides.extend(extra);
+        let refs: Vec<(&str, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        Config::load(self.config.as_deref(), &refs).map_err(|err| {
+            eprintln!("leash: {err}");
+            ExitCode::from(EXIT_USAGE)
+        })
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut extra = Vec::new();
+    let mut put = |key: &str, value: &Option<String>| {
+        if let Some(value) = value {
+            extra.push((key.to_owned(), value.clone()));
+        }
+    };
+    put("listen.grpc", &args.grpc_addr);
+    put("listen.grpc_uds", &args.grpc_uds);
+    put("listen.admin", &args.admin_addr);
+    put("listen.control", &args.control_addr);
+    put("listen.max_receive_bytes", &args.max_receive_bytes);
+    put("policy.watch_interval", &args.watch_interval);
+    put("log.level", &args.log_level);
+    put("log.format", &args.log_format);
+    put("log.decisions", &args.log_decisions);
+    let config = match args.policy.load(extra) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let _log_guard = init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("leash")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let app = leash::app::App::build(config);
+        app.serve(leash::app::shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stdout through a background writer, so a slow log consumer never
+/// stalls a Check. The guard flushes on exit.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(true);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+    guard
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = match args.policy.load(Vec::new()) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let file = args.input.display().to_string();
+    let text =
+        std::fs::read_to_string(&args.input).with_context(|| format!("cannot read {file}"))?;
+    let report = leash::cli::check(&config, &file, &text)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report.to_json(args.show_input))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let source = args
+        .dir
+        .clone()
+        .map_or(PolicySource::Embedded, PolicySource::Dir);
+    let version = match args.rego_version.as_str() {
+        "v1" | "1" => RegoVersion::V1,
+        "v0" | "0" => RegoVersion::V0,
+        other => {
+            eprintln!("leash: --rego-version {other:?} is invalid: use v1 or v0");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let results = match testing::run(&source, version) {
+        Ok(results) => results,
+        Err(err) => {
+            for problem in &err.problems {
+                eprintln!("{problem}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (mut pass, mut fail, mut skip) = (0, 0, 0);
+    for r in &results {
+        let micros = r.duration.as_micros();
+        match &r.status {
+            TestStatus::Pass => {
+                pass += 1;
+                if args.verbose {
+                    println!("PASS  {} ({micros}µs)", r.name);
+                }
+            }
+            TestStatus::Skipped => {
+                skip += 1;
+                println!("SKIP  {}", r.name);
+            }
+            TestStatus::Fail | TestStatus::Error(_) => {
+                fail += 1;
+                match &r.status {
+                    TestStatus::Error(e) => println!("ERROR {} ({}): {e}", r.name, r.file),
+                    _ => println!("FAIL  {} ({})", r.name, r.file),
+                }
+                for line in &r.prints {
+                    println!("      print: {line}");
+                }
+            }
+        }
+    }
+    println!("--------------------------------------------------------------------------------");
+    println!(
+        "PASS: {pass}/{}{}{}",
+        results.len(),
+        if fail > 0 {
+            format!(", FAIL: {fail}")
+        } else {
+            String::new()
+        },
+        if skip > 0 {
+            format!(", SKIP: {skip}")
+        } else {
+            String::new()
+        }
+    );
+    if results.is_empty() {
+        eprintln!("leash: no test_* rules found in {}", source.describe());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if fail == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let extra = vec![("policy.dir".to_owned(), args.dir.display().to_string())];
+    let config = match args.policy.load(extra) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    match leash::cli::validate(&config) {
+        Ok(info) => {
+            println!(
+                "ok: {} files, decision {}, engine {}, revision {}",
+                info.files.len(),
+                info.decision_rule,
+                info.engine.name(),
+                info.revision
+            );
+            if let Some(note) = info.engine_note {
+                println!("note: the interpreter serves instead of the bytecode VM: {note}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            for problem in &err.problems {
+                eprintln!("{problem}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Prometheus metrics. Recording sits beside the decision and never changes it; the
+//! Check path only touches pre-created atomic counters, never a lock.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `leash_decisions_total` | counter | `decision` (allow, deny), `reason` (deny reason code, `none` for allow) |
+//! | `leash_check_duration_seconds` | histogram | |
+//! | `leash_policy_reloads_total` | counter | `result` (applied, unchanged, rejected) |
+//! | `leash_policy_ready` | gauge | |
+//! | `leash_policy_last_applied_timestamp_seconds` | gauge | |
+//! | `leash_decision_log_dropped_total` | counter | |
+//! | `leash_build_info` | gauge | `version` |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::decision::DenyReason;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(
+    non_camel_case_types,
+    reason = "label values are the lowercase words dashboards use"
+)]
+enum DecisionLabel {
+    allow,
+    deny,
+}
+
+/// A deny reason code as a label value; `None` for allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ReasonLabel(Option<DenyReason>);
+
+impl EncodeLabelValue for ReasonLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(self.0.map_or("none", DenyReason::code))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: DecisionLabel,
+    reason: ReasonLabel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(
+    non_camel_case_types,
+    reason = "label values are the lowercase words dashboards use"
+)]
+pub enum ReloadResult {
+    applied,
+    unchanged,
+    rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    result: ReloadResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// All of leash's metrics, registered once at start.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    allowed: Counter,
+    /// Indexed like [`DenyReason::ALL`].
+    denied: Vec<Counter>,
+    check_duration: Arc<AtomicHistogram>,
+    reloads: Family<ReloadLabels, Counter>,
+    policy_ready: Gauge,
+    last_applied: Gauge,
+    log_dropped: Counter,
+}
+
+/// Counts decision records the log could not take; handed to the audit sink.
+#[derive(Debug, Clone, Default)]
+pub struct DropCounter(Counter);
+
+impl DropCounter {
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "leash_decisions",
+            "Checks answered, by decision and deny reason code",
+            decisions.clone(),
+        );
+        let allowed = decisions
+            .get_or_create(&DecisionLabels {
+                decision: DecisionLabel::allow,
+                reason: ReasonLabel(None),
+            })
+            .clone();
+        let denied = DenyReason::ALL
+            .iter()
+            .map(|reason| {
+                decisions
+                    .get_or_create(&DecisionLabels {
+                        decision: DecisionLabel::deny,
+                        reason: ReasonLabel(Some(*reason)),
+                    })
+                    .clone()
+            })
+            .collect();
+
+        let check_duration = Arc::new(AtomicHistogram::new(&CHECK_BUCKETS));
+        registry.register(
+            "leash_check_duration_seconds",
+            "Time from receiving a CheckRequest to having its response, in seconds",
+            SharedHistogram(check_duration.clone()),
+        );
+
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "leash_policy_reloads",
+            "Policy loads by result: applied, unchanged or rejected (the old set kept serving)",
+            reloads.clone(),
+        );
+        for result in [
+            ReloadResult::applied,
+            ReloadResult::unchanged,
+            ReloadResult::rejected,
+        ] {
+            drop(reloads.get_or_create(&ReloadLabels { result }));
+        }
+        let policy_ready = Gauge::default();
+        registry.register(
+            "leash_policy_ready",
+            "1 once a policy set is compiled and serving",
+            policy_ready.clone(),
+        );
+        let last_applied = Gauge::default();
+        registry.register(
+            "leash_policy_last_applied_timestamp_seconds",
+            "Unix time at which the serving policy set was applied",
+            last_applied.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("leash_build_info", "leash build", build);
+        let log_dropped = Counter::default();
+        registry.register(
+            "leash_decision_log_dropped",
+            "Decision records dropped because the log writer fell behind",
+            log_dropped.clone(),
+        );
+
+        Self {
+            registry,
+            allowed,
+            denied,
+            check_duration,
+            reloads,
+            policy_ready,
+            last_applied,
+            log_dropped,
+        }
+    }
+
+    pub fn decision_log_dropped(&self) -> DropCounter {
+        DropCounter(self.log_dropped.clone())
+    }
+
+    #[inline]
+    pub fn record_decision(&self, reason: Option<DenyReason>, took: Duration) {
+        let counter = match reason {
+            None => Some(&self.allowed),
+            Some(reason) => DenyReason::ALL
+                .iter()
+                .position(|r| *r == reason)
+                .and_then(|i| self.denied.get(i)),
+        };
+        if let Some(counter) = counter {
+            counter.inc();
+        }
+        self.check_duration.observe(took);
+    }
+
+    pub fn record_reload(&self, result: ReloadResult, applied_at_unix: Option<i64>) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        if let Some(at) = applied_at_unix {
+            self.policy_ready.set(1);
+            self.last_applied.set(at);
+        }
+    }
+
+    /// Allowed, denied, and denials by reason code (only reasons seen).
+    pub fn decision_counts(&self) -> (u64, u64, Vec<(&'static str, u64)>) {
+        let by_reason: Vec<(&'static str, u64)> = DenyReason::ALL
+            .iter()
+            .zip(&self.denied)
+            .map(|(reason, counter)| (reason.code(), counter.get()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let denied = by_reason.iter().map(|(_, n)| n).sum();
+        (self.allowed.get(), denied, by_reason)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Bucket bounds in seconds: Checks take microseconds, so the fine end matters.
+const CHECK_BUCKETS: [f64; 14] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.1, 1.0,
+];
+
+/// A histogram updated with atomic adds only; prometheus-client's own takes a write
+/// lock per observation, which would serialize every Check.
+#[derive(Debug)]
+struct AtomicHistogram {
+    bounds: Vec<f64>,
+    /// One more than `bounds`: the last counts observations above every bound.
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn new(bounds: &[f64]) -> Self {
+        Self {
+            bounds: bounds.to_vec(),
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(self.bounds.len());
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct SharedHistogram(Arc<AtomicHistogram>);
+
+impl EncodeMetric for SharedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &self.0;
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(h.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = Duration::from_nanos(h.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_decisions_by_reason_and_latency() {
+        let metrics = Metrics::new();
+        metrics.record_decision(None, Duration::from_micros(3));
+        metrics.record_decision(Some(DenyReason::PolicyUndefined), Duration::from_millis(2));
+        metrics.record_reload(ReloadResult::applied, Some(1_700_000_000));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"leash_decisions_total{decision="allow",reason="none"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leash_decisions_total{decision="deny",reason="policy.undefined"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leash_check_duration_seconds_bucket{le="0.000005"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leash_check_duration_seconds_bucket{le="0.0025"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("leash_check_duration_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leash_policy_reloads_total{result="applied"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("leash_policy_ready 1"), "{text}");
+        assert_eq!(
+            metrics.decision_counts(),
+            (1, 1, vec![("policy.undefined", 1)])
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! The Rego input document: the one OPA's Envoy plugin builds, so its policies run
+//! unchanged. leash's own context will sit beside it under `input.leash`.
+//!
+//! ```text
+//! attributes      the CheckRequest attributes, protojson-shaped (built at the edge)
+//! parsed_path     path before `?`, percent-decoded, split on `/`
+//! parsed_query    name -> [values]
+//! parsed_body     JSON or form-urlencoded body; null otherwise or when unparseable
+//! truncated_body  Envoy sent only part of the body
+//! version         {ext_authz: "v3", encoding: "protojson"}
+//! source_principal  the peer's certificate identity, when there is one
+//! ```
+
+use std::sync::LazyLock;
+
+use regorus::Value;
+
+use crate::view::RequestView;
+
+/// Bounds on the work a request body can cause before policy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Larger bodies are denied (`request.body_too_large`).
+    pub max_body_bytes: usize,
+    /// JSON bodies nesting deeper are denied (`request.body_too_deep`).
+    pub max_body_depth: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_body_depth: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("path {0:?} is not validly percent-encoded UTF-8")]
+    InvalidPath(String),
+    #[error("body of {size} bytes exceeds the {limit}-byte limit")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("JSON body nests deeper than the limit of {limit}")]
+    BodyTooDeep { limit: usize },
+}
+
+/// Builds `input` for one request. Takes the attributes document out of the view.
+pub fn build(view: &RequestView, limits: &InputLimits) -> Result<Value, InputError> {
+    let (path, query) = split_target(&view.path);
+    let parsed_path = parse_path(path).ok_or_else(|| InputError::InvalidPath(path.to_owned()))?;
+    let parsed_query = parse_query(query);
+    let (parsed_body, truncated) = parse_body(view, limits)?;
+    let k = &*KEYS;
+    let mut entries = vec![
+        (k.attributes.clone(), view.attributes.clone()),
+        (k.parsed_path.clone(), parsed_path),
+        (k.parsed_query.clone(), parsed_query),
+        (k.parsed_body.clone(), parsed_body),
+        (k.truncated_body.clone(), Value::Bool(truncated)),
+        (k.version.clone(), k.version_value.clone()),
+    ];
+    if !view.source_principal.is_empty() {
+        entries.push((
+            k.source_principal.clone(),
+            Value::from(view.source_principal.as_str()),
+        ));
+    }
+    Ok(object(entries))
+}
+
+/// Builds an object from entries; later keys win, as in a JSON document.
+pub(crate) fn object(entries: impl IntoIterator<Item = (Value, Value)>) -> Value {
+    let mut object = regorus::value::Object::new();
+    for (key, value) in entries {
+        object.insert(key, value);
+    }
+    object.into_value()
+}
+
+struct Keys {
+    attributes: Value,
+    parsed_path: Value,
+    parsed_query: Value,
+    parsed_body: Value,
+    truncated_body: Value,
+    version: Value,
+    version_value: Value,
+    source_principal: Value,
+}
+
+/// Keys shared by every input: cloning them is a reference-count bump, not an allocation.
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    attributes: Value::from("attributes"),
+    parsed_path: Value::from("parsed_path"),
+    parsed_query: Value::from("parsed_query"),
+    parsed_body: Value::from("parsed_body"),
+    truncated_body: Value::from("truncated_body"),
+    version: Value::from("version"),
+    version_value: object([
+        (Value::from("ext_authz"), Value::from("v3")),
+        (Value::from("encoding"), Value::from("protojson")),
+    ]),
+    source_principal: Value::from("source_principal"),
+});
+
+/// Splits a request target into path and query; a fragment is dropped.
+fn split_target(target: &str) -> (&str, &str) {
+    let target = target.split('#').next().unwrap_or(target);
+    match target.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (target, ""),
+    }
+}
+
+/// Like the plugin (Go's `url.Parse`): decode the whole path, then drop leading `/`
+/// and split, so `/a%2Fb` gives `["a", "b"]` and `/` gives `[""]`.
+fn parse_path(path: &str) -> Option<Value> {
+    let decoded = String::from_utf8(percent_decode(path, false)?).ok()?;
+    let segments = decoded
+        .trim_start_matches('/')
+        .split('/')
+        .map(Value::from)
+        .collect::<Vec<_>>();
+    Some(Value::from(segments))
+}
+
+/// Go's `url.ParseQuery` as the plugin uses it: pairs split on `&`, `+` is a space,
+/// pairs with `;` or a bad escape are skipped, a name may repeat.
+fn parse_query(query: &str) -> Value {
+    let mut map: std::collections::BTreeMap<Value, Vec<Value>> = Default::default();
+    for pair in query.split('&') {
+        if pair.is_empty() || pair.contains(';') {
+            continue;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(key), Some(value)) = (decode_component(key), decode_component(value)) else {
+            continue;
+        };
+        map.entry(Value::from(key))
+            .or_default()
+            .push(Value::from(value));
+    }
+    object(map.into_iter().map(|(k, v)| (k, Value::from(v))))
+}
+
+fn decode_component(s: &str) -> Option<String> {
+    String::from_utf8(percent_decode(s, true)?).ok()
+}
+
+/// Strict percent-decoding: `%` must be followed by two hex digits.
+fn percent_decode(s: &str, plus_is_space: bool) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hi = hex(*bytes.get(i + 1)?)?;
+                let lo = hex(*bytes.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+const fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Returns `(parsed_body, truncated_body)`.
+fn parse_body(view: &RequestView, limits: &InputLimits) -> Result<(Value, bool), InputError> {
+    let body = view.body.as_bytes();
+    if body.len() > limits.max_body_bytes {
+        return Err(InputError::BodyTooLarge {
+            size: body.len(),
+            limit: limits.max_body_bytes,
+        });
+    }
+    let partial = view
+        .header("x-envoy-auth-partial-body")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let content_type = view.header("content-type").unwrap_or_default();
+    let kind = if content_type.contains("application/json") {
+        BodyKind::Json
+    } else if content_type.contains("application/x-www-form-urlencoded") {
+        BodyKind::Form
+    } else {
+        return Ok((Value::Null, partial));
+    };
+    if body.is_empty() {
+        return Ok((Value::Null, partial));
+    }
+    // A body shorter than its declared length was cut by Envoy: parsing a prefix
+    // would hand the policy a document the client never sent.
+    let declared = view
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if partial || declared.is_some_and(|len| len > body.len()) {
+        return Ok((Value::Null, true));
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Ok((Value::Null, false));
+    };
+    let parsed = match kind {
+        BodyKind::Json => {
+            if json_depth_exceeds(body, limits.max_body_depth) {
+                return Err(InputError::BodyTooDeep {
+                    limit: limits.max_body_depth,
+                });
+            }
+            Value::from_json_str(text).unwrap_or(Value::Null)
+        }
+        BodyKind::Form => parse_query(text),
+    };
+    Ok((parsed, false))
+}
+
+enum BodyKind {
+    Json,
+    Form,
+}
+
+/// True if `[`/`{` nesting outside strings goes deeper than `limit`. Runs before
+/// parsing, so a hostile body costs one linear scan, not a deep recursion.
+fn json_depth_exceeds(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+#[path = "input_tests.rs"]
+mod tests;

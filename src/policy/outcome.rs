@@ -1,0 +1,325 @@
+//! Reads a policy's result into a [`PolicyAnswer`], accepting exactly the shapes OPA's
+//! Envoy plugin accepts: a bool, or an object with `allowed` and optional response
+//! fields. Anything else is an error, and an error denies.
+
+use regorus::Value;
+use regorus::value::Object;
+
+use crate::decision::{
+    DenyReason, DenyResponse, Header, HttpStatus, Metadata, Mutations, PolicyAnswer,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutcomeError {
+    #[error("the decision is undefined for this input")]
+    Undefined,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("http_status {0} is not a status Envoy can send")]
+    UnknownStatus(String),
+}
+
+impl OutcomeError {
+    pub fn reason(&self) -> DenyReason {
+        match self {
+            Self::Undefined => DenyReason::PolicyUndefined,
+            Self::Invalid(_) => DenyReason::PolicyInvalidResult,
+            Self::UnknownStatus(_) => DenyReason::PolicyInvalidStatus,
+        }
+    }
+}
+
+pub fn read(result: &Value) -> Result<PolicyAnswer, OutcomeError> {
+    match result {
+        Value::Undefined => Err(OutcomeError::Undefined),
+        Value::Bool(true) => Ok(PolicyAnswer::Allow {
+            mutations: Mutations::default(),
+            metadata: Metadata::new(),
+        }),
+        Value::Bool(false) => Ok(PolicyAnswer::Deny {
+            response: DenyResponse::default(),
+            metadata: Metadata::new(),
+            stated_reason: None,
+        }),
+        Value::Object(object) => read_object(object),
+        other => Err(invalid(format!(
+            "the decision must be a bool or an object, not {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// The fields a decision object may carry. Unknown fields are ignored, as the plugin does.
+#[derive(Default)]
+struct Fields<'a> {
+    allowed: Option<&'a Value>,
+    headers: Option<&'a Value>,
+    response_headers_to_add: Option<&'a Value>,
+    request_headers_to_remove: Option<&'a Value>,
+    query_parameters_to_set: Option<&'a Value>,
+    query_parameters_to_remove: Option<&'a Value>,
+    http_status: Option<&'a Value>,
+    body: Option<&'a Value>,
+    dynamic_metadata: Option<&'a Value>,
+    reason: Option<&'a Value>,
+}
+
+impl<'a> Fields<'a> {
+    /// One pass over the object, no key allocations.
+    fn of(object: &'a Object) -> Self {
+        let mut f = Self::default();
+        for (key, value) in object.iter() {
+            let Value::String(key) = key else { continue };
+            let slot = match key.as_ref() {
+                "allowed" => &mut f.allowed,
+                "headers" => &mut f.headers,
+                "response_headers_to_add" => &mut f.response_headers_to_add,
+                "request_headers_to_remove" => &mut f.request_headers_to_remove,
+                "query_parameters_to_set" => &mut f.query_parameters_to_set,
+                "query_parameters_to_remove" => &mut f.query_parameters_to_remove,
+                "http_status" => &mut f.http_status,
+                "body" => &mut f.body,
+                "dynamic_metadata" => &mut f.dynamic_metadata,
+                "reason" => &mut f.reason,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        f
+    }
+}
+
+fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
+    let f = Fields::of(object);
+    let allowed = match f.allowed {
+        Some(Value::Bool(allowed)) => *allowed,
+        Some(other) => {
+            return Err(invalid(format!(
+                "`allowed` must be a bool, not {}",
+                type_name(other)
+            )));
+        }
+        None => return Err(invalid("the decision object has no `allowed` field")),
+    };
+    let headers = header_list(f.headers, "headers")?;
+    let metadata = match f.dynamic_metadata {
+        None => Metadata::new(),
+        Some(value @ Value::Object(_)) => match serde_json::to_value(value) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(invalid("`dynamic_metadata` cannot be represented as JSON")),
+        },
+        Some(other) => {
+            return Err(invalid(format!(
+                "`dynamic_metadata` must be an object, not {}",
+                type_name(other)
+            )));
+        }
+    };
+    if allowed {
+        return Ok(PolicyAnswer::Allow {
+            mutations: Mutations {
+                headers,
+                response_headers_to_add: header_list(
+                    f.response_headers_to_add,
+                    "response_headers_to_add",
+                )?,
+                request_headers_to_remove: strings(
+                    f.request_headers_to_remove,
+                    "request_headers_to_remove",
+                )?,
+                query_parameters_to_set: query_to_set(f.query_parameters_to_set)?,
+                query_parameters_to_remove: strings(
+                    f.query_parameters_to_remove,
+                    "query_parameters_to_remove",
+                )?,
+            },
+            metadata,
+        });
+    }
+    let status = match f.http_status {
+        None => HttpStatus::FORBIDDEN,
+        Some(value) => status(value)?,
+    };
+    let body = match f.body {
+        None => String::new(),
+        Some(Value::String(body)) => body.to_string(),
+        Some(other) => {
+            return Err(invalid(format!(
+                "`body` must be a string, not {}",
+                type_name(other)
+            )));
+        }
+    };
+    let stated_reason = match f.reason {
+        Some(Value::String(reason)) => Some(reason.to_string()),
+        _ => None,
+    };
+    Ok(PolicyAnswer::Deny {
+        response: DenyResponse {
+            status,
+            headers,
+            body,
+        },
+        metadata,
+        stated_reason,
+    })
+}
+
+fn status(value: &Value) -> Result<HttpStatus, OutcomeError> {
+    let code = value
+        .as_i64()
+        .map_err(|_| invalid(format!("`http_status` must be an integer, not {value}")))?;
+    HttpStatus::new(code).ok_or_else(|| OutcomeError::UnknownStatus(code.to_string()))
+}
+
+/// An object of name -> string or [string], or an array of such objects.
+fn header_list(value: Option<&Value>, name: &str) -> Result<Vec<Header>, OutcomeError> {
+    let mut out = Vec::new();
+    match value {
+        None => {}
+        Some(Value::Object(map)) => push_headers(map, name, &mut out)?,
+        Some(Value::Array(list)) => {
+            for item in list.iter() {
+                let Value::Object(map) = item else {
+                    return Err(invalid(format!(
+                        "`{name}` items must be objects, not {}",
+                        type_name(item)
+                    )));
+                };
+                push_headers(map, name, &mut out)?;
+            }
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "`{name}` must be an object or an array of objects, not {}",
+                type_name(other)
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn push_headers(map: &Object, field: &str, out: &mut Vec<Header>) -> Result<(), OutcomeError> {
+    for (key, value) in map.iter() {
+        let name = header_name(key, field)?;
+        for value in string_or_strings(value, field)? {
+            if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                return Err(invalid(format!(
+                    "`{field}` value for {name:?} contains a line break or NUL"
+                )));
+            }
+            out.push(Header {
+                name: name.clone(),
+                value,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Header names must be HTTP tokens: anything else would let a policy smuggle a
+/// second header through Envoy.
+fn header_name(key: &Value, field: &str) -> Result<String, OutcomeError> {
+    let Value::String(name) = key else {
+        return Err(invalid(format!("`{field}` keys must be strings")));
+    };
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if valid {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(invalid(format!(
+            "`{field}` has {name:?}, which is not a valid header name"
+        )))
+    }
+}
+
+fn string_or_strings(value: &Value, field: &str) -> Result<Vec<String>, OutcomeError> {
+    match value {
+        Value::String(s) => Ok(vec![s.to_string()]),
+        Value::Array(list) => list
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(invalid(format!(
+                    "`{field}` values must be strings, not {}",
+                    type_name(other)
+                ))),
+            })
+            .collect(),
+        other => Err(invalid(format!(
+            "`{field}` values must be a string or an array of strings, not {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn strings(value: Option<&Value>, name: &str) -> Result<Vec<String>, OutcomeError> {
+    let items: Box<dyn Iterator<Item = &Value>> = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(list)) => Box::new(list.iter()),
+        Some(Value::Set(set)) => Box::new(set.iter()),
+        Some(other) => {
+            return Err(invalid(format!(
+                "`{name}` must be an array of strings, not {}",
+                type_name(other)
+            )));
+        }
+    };
+    items
+        .map(|item| match item {
+            Value::String(s) => Ok(s.to_string()),
+            other => Err(invalid(format!(
+                "`{name}` items must be strings, not {}",
+                type_name(other)
+            ))),
+        })
+        .collect()
+}
+
+/// `query_parameters_to_set`: an object of name -> string or [string].
+fn query_to_set(value: Option<&Value>) -> Result<Vec<(String, String)>, OutcomeError> {
+    const NAME: &str = "query_parameters_to_set";
+    match value {
+        None => Ok(Vec::new()),
+        Some(Value::Object(map)) => {
+            let mut out = Vec::new();
+            for (key, value) in map.iter() {
+                let Value::String(key) = key else {
+                    return Err(invalid(format!("`{NAME}` keys must be strings")));
+                };
+                for value in string_or_strings(value, NAME)? {
+                    out.push((key.to_string(), value));
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(invalid(format!(
+            "`{NAME}` must be an object, not {}",
+            type_name(other)
+        ))),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> OutcomeError {
+    OutcomeError::Invalid(message.into())
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Set(_) => "a set",
+        Value::Object(_) => "an object",
+        Value::Undefined => "undefined",
+    }
+}
+
+#[cfg(test)]
+#[path = "outcome_tests.rs"]
+mod tests;

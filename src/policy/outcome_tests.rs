@@ -1,0 +1,162 @@
+use super::*;
+use crate::decision::PolicyAnswer;
+
+fn read_json(json: &str) -> Result<PolicyAnswer, OutcomeError> {
+    read(&Value::from_json_str(json).unwrap())
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+#[test]
+fn bools_allow_and_deny() {
+    assert!(matches!(
+        read(&Value::Bool(true)),
+        Ok(PolicyAnswer::Allow { .. })
+    ));
+    let Ok(PolicyAnswer::Deny { response, .. }) = read(&Value::Bool(false)) else {
+        panic!()
+    };
+    assert_eq!(response, DenyResponse::default());
+}
+
+#[test]
+fn an_allow_object_carries_every_mutation() {
+    let answer = read_json(
+        r#"{"allowed": true,
+            "headers": {"X-Agent": "a1", "x-multi": ["1", "2"]},
+            "response_headers_to_add": [{"x-r": "r"}],
+            "request_headers_to_remove": ["authorization"],
+            "query_parameters_to_set": {"q": "1", "many": ["a", "b"]},
+            "query_parameters_to_remove": ["secret"],
+            "dynamic_metadata": {"k": {"n": 1}},
+            "http_status": 999, "body": "ignored on allow"}"#,
+    )
+    .unwrap();
+    let PolicyAnswer::Allow {
+        mutations,
+        metadata,
+    } = answer
+    else {
+        panic!()
+    };
+    assert_eq!(
+        mutations,
+        Mutations {
+            headers: vec![
+                header("x-agent", "a1"),
+                header("x-multi", "1"),
+                header("x-multi", "2")
+            ],
+            response_headers_to_add: vec![header("x-r", "r")],
+            request_headers_to_remove: vec!["authorization".into()],
+            query_parameters_to_set: vec![
+                ("many".into(), "a".into()),
+                ("many".into(), "b".into()),
+                ("q".into(), "1".into())
+            ],
+            query_parameters_to_remove: vec!["secret".into()],
+        }
+    );
+    assert_eq!(
+        serde_json::Value::Object(metadata),
+        serde_json::json!({"k": {"n": 1}})
+    );
+}
+
+#[test]
+fn a_deny_object_carries_status_body_headers_and_reason() {
+    let answer = read_json(
+        r#"{"allowed": false, "http_status": 401, "body": "no", "headers": {"www-authenticate": "Bearer"},
+            "reason": "token missing", "request_headers_to_remove": ["ignored-on-deny"]}"#,
+    )
+    .unwrap();
+    let PolicyAnswer::Deny {
+        response,
+        stated_reason,
+        ..
+    } = answer
+    else {
+        panic!()
+    };
+    assert_eq!(response.status.code(), 401);
+    assert_eq!(response.body, "no");
+    assert_eq!(response.headers, vec![header("www-authenticate", "Bearer")]);
+    assert_eq!(stated_reason.as_deref(), Some("token missing"));
+}
+
+#[test]
+fn every_malformed_result_is_an_error_with_its_reason() {
+    let cases = [
+        ("1", DenyReason::PolicyInvalidResult),
+        (r#""yes""#, DenyReason::PolicyInvalidResult),
+        ("null", DenyReason::PolicyInvalidResult),
+        ("[true]", DenyReason::PolicyInvalidResult),
+        ("{}", DenyReason::PolicyInvalidResult),
+        (r#"{"allowed": "true"}"#, DenyReason::PolicyInvalidResult),
+        (
+            r#"{"allowed": true, "headers": "x"}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": true, "headers": {"x": 1}}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": true, "headers": [1]}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": true, "headers": {"bad name": "v"}}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": true, "headers": {"x": "a\r\nset-cookie: s=1"}}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": true, "request_headers_to_remove": "x"}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": true, "query_parameters_to_set": ["a"]}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": true, "dynamic_metadata": "x"}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": false, "body": 1}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": false, "http_status": "403"}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": false, "http_status": 403.5}"#,
+            DenyReason::PolicyInvalidResult,
+        ),
+        (
+            r#"{"allowed": false, "http_status": 418}"#,
+            DenyReason::PolicyInvalidStatus,
+        ),
+        (
+            r#"{"allowed": false, "http_status": 0}"#,
+            DenyReason::PolicyInvalidStatus,
+        ),
+    ];
+    for (json, reason) in cases {
+        let err = read_json(json).unwrap_err();
+        assert_eq!(err.reason(), reason, "{json}: {err}");
+    }
+    assert_eq!(
+        read(&Value::Undefined).unwrap_err().reason(),
+        DenyReason::PolicyUndefined
+    );
+}

@@ -1,0 +1,333 @@
+//! A policy set: parsed, compiled and warmed before it may serve a single Check.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use regorus::languages::rego::compiler::Compiler;
+use regorus::{Engine, Value};
+use sha2::{Digest, Sha256};
+
+use super::engine::{EngineKind, EvalError, EvalLimits, Evaluator, Interpreter, VmProgram};
+use super::problem::{PolicyLoadError, Problem};
+use super::source::{DataFile, DataFormat, PolicySource, SourceFiles};
+
+/// The rule whose value is the decision, e.g. `data.envoy.authz.allow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRule(String);
+
+impl DecisionRule {
+    /// Accepts OPA's plugin form (`envoy/authz/allow`) or a rule reference
+    /// (`data.envoy.authz.allow`).
+    pub fn parse(path: &str) -> Result<Self, String> {
+        let trimmed = path.trim();
+        let body = trimmed
+            .strip_prefix("data.")
+            .unwrap_or(trimmed)
+            .trim_matches('/');
+        let segments: Vec<&str> = if body.contains('/') {
+            body.split('/').collect()
+        } else {
+            body.split('.').collect()
+        };
+        if body.is_empty() {
+            return Err("the decision path is empty; use e.g. envoy/authz/allow".to_owned());
+        }
+        if let Some(bad) = segments.iter().find(|s| !is_identifier(s)) {
+            return Err(format!(
+                "decision path {path:?} has segment {bad:?}, which is not a Rego identifier \
+                 (letters, digits and _, not starting with a digit)"
+            ));
+        }
+        if segments.len() < 2 {
+            return Err(format!(
+                "decision path {path:?} names no package; use package/rule, e.g. envoy/authz/allow"
+            ));
+        }
+        Ok(Self(format!("data.{}", segments.join("."))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for DecisionRule {
+    fn default() -> Self {
+        Self("data.envoy.authz.allow".to_owned())
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegoVersion {
+    /// Rego v1 (OPA 1.x, the plugin's default): `if` and `contains` are required.
+    #[default]
+    V1,
+    /// Rego v0, for policies written before OPA 1.0.
+    V0,
+}
+
+/// Which evaluator serves. `Auto` takes the bytecode VM when the policy compiles to it
+/// and decides the warm-up inputs exactly as the interpreter does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    #[default]
+    Auto,
+    Vm,
+    Interpreter,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub decision: DecisionRule,
+    pub rego_version: RegoVersion,
+    pub engine: EngineChoice,
+    pub limits: EvalLimits,
+}
+
+/// A compiled, warmed policy revision. Immutable: a reload builds a new one.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    evaluator: Evaluator,
+    info: Arc<PolicyInfo>,
+}
+
+/// What `Status` and the logs report about a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInfo {
+    /// Content hash of the files and the options that shape decisions.
+    pub revision: Arc<str>,
+    pub source: String,
+    pub files: Vec<String>,
+    pub decision_rule: String,
+    pub engine: EngineKind,
+    /// Why the interpreter serves when the VM was not chosen by configuration.
+    pub engine_note: Option<String>,
+    pub loaded_at: SystemTime,
+}
+
+impl PolicySet {
+    /// Reads, parses, compiles and warms a set. `warmup` inputs are evaluated by every
+    /// candidate engine: regorus reports unknown functions and rule conflicts only then.
+    pub fn load(
+        source: &PolicySource,
+        options: &LoadOptions,
+        warmup: &[Value],
+    ) -> Result<Self, PolicyLoadError> {
+        let files = source.read()?;
+        Self::compile(source, &files, options, warmup)
+    }
+
+    pub(crate) fn compile(
+        source: &PolicySource,
+        files: &SourceFiles,
+        options: &LoadOptions,
+        warmup: &[Value],
+    ) -> Result<Self, PolicyLoadError> {
+        let (mut engine, data) = parse(files, options.rego_version)?;
+        let rule = options.decision.as_str();
+        let compiled = engine.compile_with_entrypoint(&rule.into()).map_err(|err| {
+            let text = err.to_string();
+            if text.contains("not a valid rule path") {
+                Problem::general(
+                    source.describe(),
+                    format!(
+                        "the decision rule {rule} is not defined by any loaded module; \
+                         add it (package and rule name) or set policy.decision to a rule that exists"
+                    ),
+                )
+            } else {
+                Problem::from_regorus(&source.describe(), &err)
+            }
+        })?;
+        let interpreter =
+            Evaluator::Interpreter(Interpreter::new(compiled.clone(), options.limits));
+        let expected = warm(&interpreter, warmup)?;
+
+        let (evaluator, engine_note) = match options.engine {
+            EngineChoice::Interpreter => (interpreter, None),
+            EngineChoice::Vm | EngineChoice::Auto => {
+                let vm = Compiler::compile_from_policy(&compiled, &[rule])
+                    .map_err(|err| PolicyLoadError::from(Problem::from_regorus(&source.describe(), &err)))
+                    .and_then(|program| {
+                        let vm = Evaluator::Vm(VmProgram::new(program, data, options.limits));
+                        let got = warm(&vm, warmup)?;
+                        if got == expected {
+                            Ok(vm)
+                        } else {
+                            Err(Problem::general(
+                                source.describe(),
+                                "the bytecode VM decides the warm-up input differently from the interpreter",
+                            )
+                            .into())
+                        }
+                    });
+                match (vm, options.engine) {
+                    (Ok(vm), _) => (vm, None),
+                    (Err(err), EngineChoice::Vm) => return Err(err),
+                    (Err(err), _) => (interpreter, Some(err.to_string())),
+                }
+            }
+        };
+
+        let info = PolicyInfo {
+            revision: revision(files, options).into(),
+            source: source.describe(),
+            files: files
+                .modules
+                .iter()
+                .map(|f| f.path.clone())
+                .chain(files.data.iter().map(|d| d.file.path.clone()))
+                .collect(),
+            decision_rule: rule.to_owned(),
+            engine: evaluator.kind(),
+            engine_note,
+            loaded_at: SystemTime::now(),
+        };
+        Ok(Self {
+            evaluator,
+            info: Arc::new(info),
+        })
+    }
+
+    pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
+        self.evaluator.evaluate(input)
+    }
+
+    pub fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    pub fn info_arc(&self) -> Arc<PolicyInfo> {
+        self.info.clone()
+    }
+}
+
+/// Parses every module and merges every data file, reporting all problems at once.
+pub(crate) fn parse(
+    files: &SourceFiles,
+    version: RegoVersion,
+) -> Result<(Engine, Value), PolicyLoadError> {
+    let mut engine = Engine::new();
+    engine.set_rego_v0(version == RegoVersion::V0);
+    let mut problems = Vec::new();
+    for module in &files.modules {
+        if let Err(err) = engine.add_policy(module.path.clone(), module.text.clone()) {
+            problems.push(Problem::from_regorus(&module.path, &err));
+        }
+    }
+    let mut data = Value::new_object();
+    for file in &files.data {
+        if let Err(problem) = merge_data(&mut data, file) {
+            problems.push(problem);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PolicyLoadError { problems });
+    }
+    engine
+        .add_data(data.clone())
+        .map_err(|err| Problem::from_regorus("data", &err))?;
+    Ok((engine, data))
+}
+
+fn warm(evaluator: &Evaluator, inputs: &[Value]) -> Result<Vec<Value>, PolicyLoadError> {
+    inputs
+        .iter()
+        .map(|input| {
+            evaluator.evaluate(input.clone()).map_err(|err| {
+                Problem::general(
+                    format!("warm-up ({})", evaluator.kind().name()),
+                    err.to_string(),
+                )
+                .into()
+            })
+        })
+        .collect()
+}
+
+/// Places a data file's document under `data.<folders...>`, refusing to overwrite
+/// a value another file already set.
+fn merge_data(root: &mut Value, file: &DataFile) -> Result<(), Problem> {
+    let parsed = match file.format {
+        DataFormat::Json => Value::from_json_str(&file.file.text),
+        DataFormat::Yaml => Value::from_yaml_str(&file.file.text),
+    }
+    .map_err(|err| Problem::general(&file.file.path, format!("cannot parse: {err}")))?;
+    if !matches!(parsed, Value::Object(_)) {
+        return Err(Problem::general(
+            &file.file.path,
+            "a data file must hold an object at its top level",
+        ));
+    }
+    let mut slot = root;
+    for folder in &file.folders {
+        let object = slot.as_object_mut().map_err(|_| conflict(file, folder))?;
+        let key = Value::from(folder.as_str());
+        if object.get(&key).is_none() {
+            object.insert(key.clone(), Value::new_object());
+        }
+        slot = object.get_mut(&key).ok_or_else(|| conflict(file, folder))?;
+    }
+    merge_objects(slot, parsed).map_err(|key| conflict(file, &key))
+}
+
+fn merge_objects(into: &mut Value, from: Value) -> Result<(), String> {
+    let Value::Object(from) = from else {
+        return Err(String::new());
+    };
+    let target = into.as_object_mut().map_err(|_| String::new())?;
+    for (key, value) in from.iter() {
+        match target.get_mut(key) {
+            Some(existing @ Value::Object(_)) if matches!(value, Value::Object(_)) => {
+                merge_objects(existing, value.clone()).map_err(|inner| join_key(key, &inner))?;
+            }
+            Some(_) => return Err(join_key(key, "")),
+            None => {
+                target.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn join_key(key: &Value, inner: &str) -> String {
+    let key = key
+        .as_string()
+        .map_or_else(|_| key.to_string(), |s| s.to_string());
+    if inner.is_empty() {
+        key
+    } else {
+        format!("{key}.{inner}")
+    }
+}
+
+fn conflict(file: &DataFile, key: &str) -> Problem {
+    Problem::general(
+        &file.file.path,
+        format!("sets data key {key:?}, which another data file already sets"),
+    )
+}
+
+pub(crate) fn revision(files: &SourceFiles, options: &LoadOptions) -> String {
+    let mut hash = Sha256::new();
+    for file in files
+        .modules
+        .iter()
+        .chain(files.data.iter().map(|d| &d.file))
+    {
+        hash.update(file.path.as_bytes());
+        hash.update([0]);
+        hash.update(file.text.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(options.decision.as_str().as_bytes());
+    hash.update([options.rego_version as u8]);
+    let digest = hash.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

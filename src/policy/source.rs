@@ -1,0 +1,205 @@
+//! Where policy files come from: the library embedded in the binary, or a directory.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::problem::{PolicyLoadError, Problem};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded_policy.rs"));
+}
+
+/// Larger files are refused before they are read: a policy or data file this big is
+/// a mistake (a log, a dump) and would stall every reload.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The `rego/` library compiled into the binary.
+    Embedded,
+    /// Every `.rego` file and every `data.json`/`data.yaml` below a directory.
+    Dir(PathBuf),
+}
+
+/// One text file of a policy set, named by its path relative to the source root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFormat {
+    Json,
+    Yaml,
+}
+
+/// A `data.json`/`data.yaml`; its folders below the root say where it lands under `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub file: SourceFile,
+    pub folders: Vec<String>,
+    pub format: DataFormat,
+}
+
+/// Everything a source holds, sorted by path so the same tree always loads the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceFiles {
+    pub modules: Vec<SourceFile>,
+    /// `*_test.rego`: run by `leash test`, never served.
+    pub tests: Vec<SourceFile>,
+    pub data: Vec<DataFile>,
+}
+
+enum Kind {
+    Module,
+    Test,
+    Data(DataFormat),
+}
+
+fn classify(name: &str) -> Option<Kind> {
+    match name {
+        "data.json" => Some(Kind::Data(DataFormat::Json)),
+        "data.yaml" | "data.yml" => Some(Kind::Data(DataFormat::Yaml)),
+        _ if name.ends_with("_test.rego") => Some(Kind::Test),
+        _ if name.ends_with(".rego") => Some(Kind::Module),
+        _ => None,
+    }
+}
+
+impl PolicySource {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Embedded => "embedded".to_owned(),
+            Self::Dir(dir) => dir.display().to_string(),
+        }
+    }
+
+    pub fn read(&self) -> Result<SourceFiles, PolicyLoadError> {
+        let mut files = SourceFiles::default();
+        match self {
+            Self::Embedded => {
+                for (path, text) in embedded::FILES {
+                    files.add(path, (*text).to_owned());
+                }
+            }
+            Self::Dir(dir) => {
+                let mut paths = Vec::new();
+                walk(dir, &mut paths).map_err(|e| io_problem(dir, &e))?;
+                for path in paths {
+                    let rel = relative(dir, &path);
+                    let text = read_text(&path)?;
+                    files.add(&rel, text);
+                }
+                if files.modules.is_empty() {
+                    return Err(Problem::general(
+                        dir.display().to_string(),
+                        "no .rego files found; point --policy at the directory holding your policy, \
+                         or leave it unset to serve the embedded library",
+                    )
+                    .into());
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// A cheap summary of the files' names, sizes and modification times: it changes
+    /// when any policy or data file is added, removed or edited.
+    pub fn fingerprint(&self) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
+        let Self::Dir(dir) = self else {
+            return Ok(Vec::new());
+        };
+        let mut paths = Vec::new();
+        walk(dir, &mut paths)?;
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|path| {
+                let meta = std::fs::metadata(&path)?;
+                Ok((path, meta.len(), meta.modified().ok()))
+            })
+            .collect()
+    }
+}
+
+impl SourceFiles {
+    fn add(&mut self, rel: &str, text: String) {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        let file = SourceFile {
+            path: rel.to_owned(),
+            text,
+        };
+        match classify(name) {
+            Some(Kind::Module) => self.modules.push(file),
+            Some(Kind::Test) => self.tests.push(file),
+            Some(Kind::Data(format)) => {
+                let mut folders: Vec<String> = rel.split('/').map(str::to_owned).collect();
+                folders.pop();
+                self.data.push(DataFile {
+                    file,
+                    folders,
+                    format,
+                });
+            }
+            None => {}
+        }
+    }
+
+    fn sort(&mut self) {
+        self.modules.sort_by(|a, b| a.path.cmp(&b.path));
+        self.tests.sort_by(|a, b| a.path.cmp(&b.path));
+        self.data.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    }
+}
+
+/// Collects policy and data files below `dir`. Names starting with `.` are skipped:
+/// that leaves editors' swap files out and reads a Kubernetes ConfigMap mount once,
+/// through its top-level links, not again through its `..data` snapshot folders.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::metadata(&path)?.is_dir() {
+            walk(&path, out)?;
+        } else if classify(&name).is_some() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn read_text(path: &Path) -> Result<String, PolicyLoadError> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| io_problem(path, &e))?
+        .len();
+    if len > MAX_FILE_BYTES {
+        return Err(Problem::general(
+            path.display().to_string(),
+            format!("file is {len} bytes, more than the {MAX_FILE_BYTES}-byte limit"),
+        )
+        .into());
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_problem(path, &e))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Problem::general(path.display().to_string(), "file is not valid UTF-8").into())
+}
+
+fn io_problem(path: &Path, err: &std::io::Error) -> PolicyLoadError {
+    Problem::general(path.display().to_string(), format!("cannot read: {err}")).into()
+}

@@ -1,0 +1,102 @@
+//! Policy reloads from every trigger (start, file watcher, SIGHUP, the control API),
+//! logged and counted the same way. Compilation runs on a blocking thread so a large
+//! policy never stalls the Checks sharing the runtime.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::{Metrics, ReloadResult};
+use crate::policy::{PolicyStore, ReloadOutcome};
+
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    pub fn new(store: Arc<PolicyStore>, metrics: Arc<Metrics>) -> Self {
+        Self { store, metrics }
+    }
+
+    pub fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
+    /// Reloads and reports. `trigger` names the cause in the log.
+    pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
+        let store = self.store.clone();
+        let outcome = tokio::task::spawn_blocking(move || store.reload())
+            .await
+            .unwrap_or_else(|err| {
+                ReloadOutcome::Rejected(
+                    crate::policy::Problem::general("reload", format!("reload task failed: {err}"))
+                        .into(),
+                )
+            });
+        self.report(trigger, &outcome);
+        outcome
+    }
+
+    /// The blocking form, for start-up before the runtime serves anything.
+    pub fn reload_now(&self, trigger: &'static str) -> ReloadOutcome {
+        let outcome = self.store.reload();
+        self.report(trigger, &outcome);
+        outcome
+    }
+
+    fn report(&self, trigger: &'static str, outcome: &ReloadOutcome) {
+        let source = self.store.source().describe();
+        match outcome {
+            ReloadOutcome::Applied(info) => {
+                let at = info
+                    .loaded_at
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO)
+                    .as_secs();
+                self.metrics.record_reload(
+                    ReloadResult::applied,
+                    Some(i64::try_from(at).unwrap_or(i64::MAX)),
+                );
+                tracing::info!(
+                    trigger,
+                    %source,
+                    revision = %info.revision,
+                    engine = info.engine.name(),
+                    engine_note = info.engine_note.as_deref().unwrap_or(""),
+                    files = info.files.len(),
+                    decision_rule = %info.decision_rule,
+                    "policy applied"
+                );
+                if let Some(note) = &info.engine_note {
+                    tracing::warn!(
+                        %source,
+                        "serving with the Rego interpreter, slower than the bytecode VM: {note}"
+                    );
+                }
+            }
+            ReloadOutcome::Unchanged(info) => {
+                self.metrics.record_reload(ReloadResult::unchanged, None);
+                tracing::debug!(trigger, %source, revision = %info.revision, "policy unchanged");
+            }
+            ReloadOutcome::Rejected(err) => {
+                self.metrics.record_reload(ReloadResult::rejected, None);
+                let serving = self.store.current();
+                let keeps = serving.as_ref().map_or_else(
+                    || "nothing (every Check denies with policy.unavailable)".to_owned(),
+                    |s| format!("revision {}", s.info().revision),
+                );
+                for problem in &err.problems {
+                    tracing::error!(trigger, %source, "policy rejected: {problem}");
+                }
+                tracing::error!(trigger, %source, "policy rejected; still serving {keeps}");
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for Status.
+pub fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
