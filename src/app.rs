@@ -69,9 +69,31 @@ impl App {
         }
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Binds every configured listener, so a port in use fails before anything serves.
+    pub async fn bind(&self) -> anyhow::Result<Listeners> {
+        let listen = &self.config.listen;
+        let grpc = bind(listen.grpc, "listen.grpc").await?;
+        let uds = listen.grpc_uds.as_deref().map(bind_unix).transpose()?;
+        let control = match listen.control {
+            Some(addr) => Some(bind(addr, "listen.control").await?),
+            None => None,
+        };
+        let admin = match listen.admin {
+            Some(addr) => Some(bind(addr, "listen.admin").await?),
+            None => None,
+        };
+        Ok(Listeners {
+            grpc,
+            uds,
+            control,
+            admin,
+        })
+    }
+
+    /// Serves on `listeners` until `shutdown` resolves, then drains in-flight requests.
     pub async fn serve(
         mut self,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -81,7 +103,6 @@ impl App {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
-        let listen = self.config.listen.clone();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_not_serving::<AuthorizationService>().await;
@@ -99,20 +120,22 @@ impl App {
             tokio::spawn(audit::write(rx));
         }
 
-        let authz = AuthorizationService::new(self.authz.clone(), listen.max_receive_bytes.get());
+        let authz = AuthorizationService::new(
+            self.authz.clone(),
+            self.config.listen.max_receive_bytes.get(),
+        );
         let mut tasks = tokio::task::JoinSet::new();
 
-        let grpc = bind(listen.grpc, "listen.grpc").await?;
-        tracing::info!(addr = %grpc.local_addr()?, "ext_authz v3 gRPC listening");
+        tracing::info!(addr = %listeners.grpc.local_addr()?, "ext_authz v3 gRPC listening");
         tasks.spawn(
             grpc_server()
                 .add_service(authz.clone())
                 .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped()),
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped()),
         );
 
-        if let Some(path) = &listen.grpc_uds {
-            let uds = bind_unix(path)?;
+        if let Some(uds) = listeners.uds {
+            let path = self.config.listen.grpc_uds.clone().unwrap_or_default();
             tracing::info!(path = %path.display(), "ext_authz v3 gRPC listening on a Unix socket");
             tasks.spawn(
                 grpc_server()
@@ -122,8 +145,7 @@ impl App {
             );
         }
 
-        if let Some(addr) = listen.control {
-            let control = bind(addr, "listen.control").await?;
+        if let Some(control) = listeners.control {
             tracing::info!(addr = %control.local_addr()?, "control API (leash.v1.Control) listening");
             let service = ControlService::new(self.reloader.clone(), self.metrics.clone());
             tasks.spawn(
@@ -133,8 +155,7 @@ impl App {
             );
         }
 
-        if let Some(addr) = listen.admin {
-            let listener = bind(addr, "listen.admin").await?;
+        if let Some(listener) = listeners.admin {
             tracing::info!(addr = %listener.local_addr()?, "admin HTTP (/healthz, /readyz, /metrics) listening");
             let router = admin::router(self.store.clone(), self.metrics.clone());
             let stop = stopped();
@@ -164,10 +185,33 @@ impl App {
                 .context("a server task panicked")?
                 .context("a gRPC server failed while draining")?;
         }
-        if let Some(path) = &listen.grpc_uds {
+        if let Some(path) = &self.config.listen.grpc_uds {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
+    }
+}
+
+/// The bound sockets of an [`App`]; their addresses are known before serving starts.
+#[derive(Debug)]
+pub struct Listeners {
+    grpc: TcpListener,
+    uds: Option<UnixListener>,
+    control: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.local_addr().ok()
+    }
+
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 }
 

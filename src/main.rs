@@ -215,7 +215,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let app = leash::app::App::build(config);
-        app.serve(leash::app::shutdown_signal()).await
+        let listeners = app.bind().await?;
+        app.serve(listeners, leash::app::shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

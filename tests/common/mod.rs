@@ -1,0 +1,351 @@
+//! Shared test harness: an in-process leash on ephemeral ports, policy directories,
+//! and CheckRequests shaped like Envoy's.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::google::protobuf::value::Kind;
+use leash::config::Config;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub mod envoy;
+
+/// A leash serving in this process until dropped.
+pub struct Leash {
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub control: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Leash {
+    /// Starts leash on ephemeral loopback ports with `overrides` (`section.key`, value).
+    pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        let mut all: Vec<(&str, String)> = vec![
+            ("listen.grpc", "127.0.0.1:0".into()),
+            ("listen.admin", "127.0.0.1:0".into()),
+            ("listen.control", "127.0.0.1:0".into()),
+            ("log.decisions", "off".into()),
+        ];
+        all.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        let config = Config::from_yaml("test", "", &all).expect("test config");
+        let app = tokio::task::spawn_blocking(move || leash::app::App::build(config))
+            .await
+            .unwrap();
+        let listeners = app.bind().await.expect("bind");
+        let grpc = listeners.grpc_addr().unwrap();
+        let admin = listeners.admin_addr().unwrap();
+        let control = listeners.control_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listeners, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc,
+            admin,
+            control,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> AuthorizationClient<Channel> {
+        AuthorizationClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connect to leash")
+    }
+
+    pub async fn check(&self, req: CheckRequest) -> CheckResponse {
+        self.client()
+            .await
+            .check(req)
+            .await
+            .expect("Check")
+            .into_inner()
+    }
+
+    /// Stops serving and waits until the listeners are closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
+    }
+
+    /// The value of one line of the Prometheus text, e.g. `leash_decisions_total{...}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Leash {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An HTTP/1.1 GET; returns the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A temporary policy directory.
+pub struct PolicyDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PolicyDir {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let this = Self { dir };
+        for (name, text) in files {
+            this.write(name, text);
+        }
+        this
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path_str(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// Writes through a temporary file and a rename, as editors and ConfigMaps do.
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp: PathBuf = self
+            .dir
+            .path()
+            .join(format!(".{}.tmp", name.replace('/', "_")));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+}
+
+/// A CheckRequest like Envoy sends for `method path` with `headers`.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    request_with_body(method, path, headers, "")
+}
+
+pub fn request_with_body(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> CheckRequest {
+    let mut all: HashMap<String, String> = [
+        (":authority", "tools.example"),
+        (":method", method),
+        (":path", path),
+        (":scheme", "http"),
+    ]
+    .iter()
+    .chain(headers)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    if !body.is_empty() && !all.contains_key("content-length") {
+        all.insert("content-length".into(), body.len().to_string());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(50000)),
+            destination: Some(peer(10000)),
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    id: "1".into(),
+                    method: method.into(),
+                    headers: all,
+                    path: path.into(),
+                    host: "tools.example".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    body: body.into(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn peer(port: u32) -> Peer {
+    Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn is_allowed(resp: &CheckResponse) -> bool {
+    resp.status.as_ref().is_some_and(|s| s.code == 0)
+        && matches!(resp.http_response, Some(HttpResponse::OkResponse(_)))
+}
+
+/// The deny reason code leash put in the response's dynamic metadata.
+pub fn reason(resp: &CheckResponse) -> Option<String> {
+    metadata_string(resp, "leash_reason")
+}
+
+pub fn metadata_string(resp: &CheckResponse, key: &str) -> Option<String> {
+    match resp
+        .dynamic_metadata
+        .as_ref()?
+        .fields
+        .get(key)?
+        .kind
+        .as_ref()?
+    {
+        Kind::StringValue(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f().await
+}
+
+/// The `leash` binary running as a child process, logging JSON to a captured stdout.
+pub struct LeashProcess {
+    child: tokio::process::Child,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub control: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl LeashProcess {
+    /// Runs `leash serve` on ephemeral ports with `args`, and waits until it is ready.
+    pub async fn start(args: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+            .arg("serve")
+            .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(["--control-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start leash");
+        let log: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let lines = log.clone();
+        let stdout = child.stdout.take().unwrap();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                match serde_json::from_str(&line) {
+                    Ok(v) => lines.lock().unwrap().push(v),
+                    Err(_) => eprintln!("leash (not JSON): {line}"),
+                }
+            }
+        });
+        let addr_of = |message: &str| {
+            let log = log.clone();
+            let message = message.to_owned();
+            async move {
+                let mut found = None;
+                eventually(Duration::from_secs(30), async || {
+                    found = log.lock().unwrap().iter().find_map(|l| {
+                        (l["message"] == message.as_str())
+                            .then(|| l["addr"].as_str().and_then(|a| a.parse().ok()))
+                            .flatten()
+                    });
+                    found.is_some()
+                })
+                .await;
+                found.unwrap_or_else(|| panic!("leash never logged {message:?}"))
+            }
+        };
+        let grpc = addr_of("ext_authz v3 gRPC listening").await;
+        let admin = addr_of("admin HTTP (/healthz, /readyz, /metrics) listening").await;
+        let control = addr_of("control API (leash.v1.Control) listening").await;
+        Self {
+            child,
+            grpc,
+            admin,
+            control,
+            log,
+        }
+    }
+
+    /// Every JSON log line so far.
+    pub fn log(&self) -> Vec<serde_json::Value> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line matching `pred`.
+    pub async fn wait_log(
+        &self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let mut found = None;
+        eventually(Duration::from_secs(15), async || {
+            found = self.log().into_iter().find(|l| pred(l));
+            found.is_some()
+        })
+        .await;
+        found
+    }
+
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
