@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use prost::Message as _;
+use prost::bytes::Buf as _;
 use tonic::body::Body;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::codegen::{Body as HttpBody, Service, StdError, http};
@@ -202,9 +203,13 @@ impl Decoder for CheckDecoder {
     type Error = tonic::Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Incoming>, tonic::Status> {
-        Ok(Some(match CheckRequest::decode(buf) {
+        let incoming = match CheckRequest::decode(&mut *buf) {
             Ok(req) => Incoming::Request(req),
             Err(err) => Incoming::Undecodable(err),
-        }))
+        };
+        // A failed decode stops part-way; what is left of this message must not be
+        // read as the start of another.
+        buf.advance(buf.remaining());
+        Ok(Some(incoming))
     }
 }

@@ -17,5 +17,5 @@ pub use problem::{PolicyLoadError, Problem};
 pub use regorus::Value;
 pub use regorus::value::Object;
 pub use set::{DecisionRule, EngineChoice, LoadOptions, PolicyInfo, PolicySet, RegoVersion};
-pub use source::PolicySource;
+pub use source::{PolicySource, embedded_files};
 pub use store::{PolicyStore, ReloadOutcome};

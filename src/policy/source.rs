@@ -13,6 +13,11 @@ mod embedded {
 /// a mistake (a log, a dump) and would stall every reload.
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The shipped library as `(path below rego/, text)`: `leash` serves it by default.
+pub fn embedded_files() -> &'static [(&'static str, &'static str)] {
+    embedded::FILES
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicySource {
     /// The `rego/` library compiled into the binary.

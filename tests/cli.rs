@@ -1,0 +1,259 @@
+//! The policy author's commands, run as the `leash` binary.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed step must fail the test loudly"
+)]
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::PolicyDir;
+
+fn leash(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leash"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const POLICY: &str = r#"package envoy.authz
+import rego.v1
+default allow := {"allowed": false, "http_status": 401, "body": "nope", "reason": "not a GET from a1"}
+allow := {"allowed": true, "headers": {"x-checked": "1"}} if {
+	input.attributes.request.http.method == "GET"
+	input.attributes.request.http.headers["x-agent-id"] == "a1"
+}
+"#;
+
+#[test]
+fn check_decides_a_check_request_written_as_json() {
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let req = policy.path().join("req.json");
+    std::fs::write(
+        &req,
+        r#"{"attributes": {"request": {"http": {"method": "GET", "path": "/a/b?x=1",
+            "headers": {"x-agent-id": "a1"}}}}}"#,
+    )
+    .unwrap();
+    let out = leash(&[
+        "check",
+        "--policy",
+        &policy.path_str(),
+        "--input",
+        req.to_str().unwrap(),
+        "--show-input",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["decision"], "allow");
+    assert_eq!(
+        report["upstream_headers"][0],
+        serde_json::json!({"name": "x-checked", "value": "1"})
+    );
+    assert_eq!(report["policy_result"]["allowed"], true);
+    assert_eq!(
+        report["input"]["parsed_path"],
+        serde_json::json!(["a", "b"])
+    );
+    assert_eq!(
+        report["input"]["parsed_query"],
+        serde_json::json!({"x": ["1"]})
+    );
+}
+
+#[test]
+fn check_decides_an_input_document_as_is() {
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let doc = policy.path().join("input.json");
+    std::fs::write(
+        &doc,
+        r#"{"attributes": {"request": {"http": {"method": "POST", "headers": {"x-agent-id": "a1"}}}},
+            "parsed_path": [], "parsed_query": {}, "parsed_body": null, "truncated_body": false,
+            "version": {"ext_authz": "v3", "encoding": "protojson"}}"#,
+    )
+    .unwrap();
+    let out = leash(&[
+        "check",
+        "--policy",
+        &policy.path_str(),
+        "--input",
+        doc.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["decision"], "deny");
+    assert_eq!(report["reason"], "policy.denied");
+    assert_eq!(report["detail"], "not a GET from a1");
+    assert_eq!(report["http_status"], 401);
+    assert_eq!(report["body"], "nope");
+}
+
+#[test]
+fn check_reports_an_unreadable_input_with_its_file() {
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let bad = policy.path().join("bad.json");
+    std::fs::write(&bad, "{nope").unwrap();
+    let out = leash(&[
+        "check",
+        "--policy",
+        &policy.path_str(),
+        "--input",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
+}
+
+#[test]
+fn test_runs_rego_tests_and_fails_on_a_failing_one() {
+    let passing = PolicyDir::new(&[
+        ("authz.rego", POLICY),
+        (
+            "authz_test.rego",
+            "package envoy.authz_test\nimport rego.v1\nimport data.envoy.authz\n\
+             test_get_from_a1 if authz.allow.allowed with input as {\"attributes\": {\"request\": {\"http\": {\"method\": \"GET\", \"headers\": {\"x-agent-id\": \"a1\"}}}}}\n\
+             todo_test_later if false\n",
+        ),
+    ]);
+    let out = leash(&["test", &passing.path_str(), "-v"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("PASS  data.envoy.authz_test.test_get_from_a1"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("SKIP  data.envoy.authz_test.todo_test_later"));
+    assert!(stdout(&out).contains("PASS: 1/2"), "{}", stdout(&out));
+
+    passing.write(
+        "more_test.rego",
+        "package envoy.more_test\nimport rego.v1\nimport data.envoy.authz\n\
+         test_post_is_allowed if authz.allow.allowed with input as {\"attributes\": {\"request\": {\"http\": {\"method\": \"POST\"}}}}\n\
+         test_errors if { print(\"dividing\"); 1 / 0 }\n",
+    );
+    let out = leash(&["test", &passing.path_str()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FAIL  data.envoy.more_test.test_post_is_allowed (more_test.rego)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("ERROR data.envoy.more_test.test_errors"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("dividing"),
+        "prints are shown for failures: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn test_without_a_directory_runs_the_embedded_library() {
+    let out = leash(&["test"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("PASS: "), "{}", stdout(&out));
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_and_line() {
+    let policy = PolicyDir::new(&[
+        ("authz.rego", POLICY),
+        ("broken/one.rego", "package one\nimport rego.v1\nx if {\n"),
+        ("data.json", "{\"a\": 1}"),
+        ("sub/data.yaml", "b: [1\n"),
+    ]);
+    let out = leash(&["policy", "validate", &policy.path_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("broken/one.rego:4:"), "{err}");
+    assert!(err.contains("sub/data.yaml: cannot parse"), "{err}");
+
+    let fixed = PolicyDir::new(&[("authz.rego", POLICY), ("data.json", "{\"a\": 1}")]);
+    let out = leash(&["policy", "validate", &fixed.path_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("engine vm"), "{}", stdout(&out));
+}
+
+#[test]
+fn validate_refuses_a_policy_that_spins_on_every_request() {
+    let policy = PolicyDir::new(&[(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow if count([1 | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000)]) > 0\n",
+    )]);
+    let out = leash(&[
+        "policy",
+        "validate",
+        &policy.path_str(),
+        "--set",
+        "policy.eval_timeout=20ms",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_names_a_missing_decision_rule() {
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let out = leash(&[
+        "policy",
+        "validate",
+        &policy.path_str(),
+        "--decision",
+        "envoy/authz/permit",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("data.envoy.authz.permit is not defined"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_configuration_exits_64_with_the_fix() {
+    let out = leash(&["serve", "--grpc-addr", "localhost:9191"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("listen.grpc"), "{}", stderr(&out));
+    let out = leash(&["serve", "--set", "policy.engine=fast"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("auto, vm or interpreter"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn config_prints_a_complete_commented_example() {
+    let out = leash(&["config"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for key in [
+        "grpc:",
+        "grpc_uds:",
+        "admin:",
+        "control:",
+        "max_receive_bytes:",
+        "decision:",
+        "eval_timeout:",
+        "reason_header:",
+    ] {
+        assert!(text.contains(key), "{key}");
+    }
+}

@@ -1,0 +1,409 @@
+//! leash's gRPC surface in process: ext_authz Check on bad input and failing
+//! policies, grpc.health.v1, the control API, and the admin endpoints.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed step must fail the test loudly"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Leash, PolicyDir, eventually, is_allowed, reason, request, request_with_body};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use leash::edge::control::proto::control_client::ControlClient;
+use leash::edge::control::proto::{ReloadPolicyRequest, StatusRequest};
+use prost::Message as _;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const ALLOW_GETS: &str = "package envoy.authz\nimport rego.v1\nallow if input.attributes.request.http.method == \"GET\"\n";
+
+async fn leash_with(policy: &PolicyDir, extra: &[(&str, &str)]) -> Leash {
+    let dir = policy.path_str();
+    let mut overrides = vec![
+        ("policy.dir", dir.as_str()),
+        ("policy.watch_interval", "0s"),
+    ];
+    overrides.extend_from_slice(extra);
+    Leash::start(&overrides).await
+}
+
+async fn denied_for(leash: &Leash, req: CheckRequest) -> String {
+    let resp = leash.check(req).await;
+    assert!(!is_allowed(&resp), "{resp:?}");
+    reason(&resp).expect("a deny carries its reason code")
+}
+
+#[tokio::test]
+async fn malformed_requests_deny_with_a_reason_code() {
+    let policy = PolicyDir::new(&[("authz.rego", "package envoy.authz\nallow := true\n")]);
+    let leash = leash_with(
+        &policy,
+        &[
+            ("request.max_body_bytes", "1024"),
+            ("request.max_body_depth", "8"),
+        ],
+    )
+    .await;
+
+    assert_eq!(
+        denied_for(&leash, CheckRequest { attributes: None }).await,
+        "request.no_http"
+    );
+    let no_http = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                time: None,
+                http: None,
+            }),
+            ..Default::default()
+        }),
+    };
+    assert_eq!(denied_for(&leash, no_http).await, "request.no_http");
+
+    let big = "x".repeat(2000);
+    assert_eq!(
+        denied_for(&leash, request_with_body("POST", "/", &[], &big)).await,
+        "request.body_too_large"
+    );
+    let deep = format!("{}1{}", "[".repeat(50), "]".repeat(50));
+    assert_eq!(
+        denied_for(
+            &leash,
+            request_with_body("POST", "/", &[("content-type", "application/json")], &deep)
+        )
+        .await,
+        "request.body_too_deep"
+    );
+    assert_eq!(
+        denied_for(&leash, request("GET", "/a%zz", &[])).await,
+        "request.invalid_path"
+    );
+
+    // The same request, well-formed, is allowed: the denials above are about the input.
+    assert!(is_allowed(&leash.check(request("GET", "/a", &[])).await));
+}
+
+/// A CheckRequest whose header value is not UTF-8 cannot be decoded as protobuf; it is
+/// denied with `request.invalid_utf8` rather than failing the RPC.
+#[tokio::test]
+async fn a_header_that_is_not_utf8_is_denied() {
+    let policy = PolicyDir::new(&[("authz.rego", "package envoy.authz\nallow := true\n")]);
+    let leash = leash_with(&policy, &[]).await;
+    let mut bytes = request("GET", "/", &[("x-bad", "MARK")]).encode_to_vec();
+    let at = bytes.windows(4).position(|w| w == b"MARK").unwrap();
+    bytes[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+    let resp = raw_check(&leash, bytes)
+        .await
+        .expect("a CheckResponse, not an RPC error");
+    assert!(!is_allowed(&resp));
+    assert_eq!(reason(&resp).as_deref(), Some("request.invalid_utf8"));
+}
+
+/// A 10 MiB header block is over the 4 MiB receive limit: tonic refuses it before
+/// leash decodes it, Envoy turns the error into a 403, and leash counts the denial.
+#[tokio::test]
+async fn an_oversized_check_request_is_refused_and_counted() {
+    let policy = PolicyDir::new(&[("authz.rego", "package envoy.authz\nallow := true\n")]);
+    let leash = leash_with(&policy, &[]).await;
+    let huge = "h".repeat(10 * 1024 * 1024);
+    let err = leash
+        .client()
+        .await
+        .max_encoding_message_size(64 << 20)
+        .check(request("GET", "/", &[("x-huge", &huge)]))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    let counted = eventually(Duration::from_secs(5), async || {
+        leash
+            .metric(r#"leash_decisions_total{decision="deny",reason="request.too_large"}"#)
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(counted);
+}
+
+#[tokio::test]
+async fn failing_policies_deny_on_both_engines() {
+    let cases = [
+        // Only for this request: a policy that spins on every input is refused at load.
+        (
+            "loops",
+            "allow if {\n input.parsed_path[0] == \"spin\"\n count([1 | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000)]) > 0\n}",
+            "policy.limit_exceeded",
+        ),
+        ("string result", "allow := \"yes\"", "policy.invalid_result"),
+        (
+            "no allowed field",
+            "allow := {\"headers\": {}}",
+            "policy.invalid_result",
+        ),
+        (
+            "unknown status",
+            "allow := {\"allowed\": false, \"http_status\": 418}",
+            "policy.invalid_status",
+        ),
+        ("undefined", "allow if input.nothing", "policy.undefined"),
+    ];
+    for engine in ["vm", "interpreter"] {
+        for (name, rule, code) in cases {
+            let text = format!("package envoy.authz\nimport rego.v1\n{rule}\n");
+            let policy = PolicyDir::new(&[("authz.rego", &text)]);
+            let leash = leash_with(
+                &policy,
+                &[("policy.engine", engine), ("policy.eval_timeout", "50ms")],
+            )
+            .await;
+            let resp = leash.check(request("GET", "/spin", &[])).await;
+            assert!(!is_allowed(&resp), "{engine} {name}");
+            assert_eq!(reason(&resp).as_deref(), Some(code), "{engine} {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_evaluation_error_denies_with_policy_error() {
+    // Conflicting values for a complete rule: an error in the interpreter (the VM
+    // reports it as undefined; both deny).
+    let text = "package envoy.authz\nimport rego.v1\nallow := true if input.parsed_path[0] == \"x\"\nallow := false if input.parsed_path[0] == \"x\"\n";
+    let policy = PolicyDir::new(&[("authz.rego", text)]);
+    let leash = leash_with(&policy, &[("policy.engine", "interpreter")]).await;
+    assert_eq!(
+        denied_for(&leash, request("GET", "/x", &[])).await,
+        "policy.error"
+    );
+    let leash = leash_with(&policy, &[("policy.engine", "vm")]).await;
+    assert_eq!(
+        denied_for(&leash, request("GET", "/x", &[])).await,
+        "policy.undefined"
+    );
+}
+
+#[tokio::test]
+async fn without_a_loadable_policy_every_check_denies_until_one_loads() {
+    // The decision rule (envoy/authz/allow) is defined nowhere in this set.
+    let policy = PolicyDir::new(&[(
+        "other.rego",
+        "package other\nimport rego.v1\nallow := true\n",
+    )]);
+    let leash = leash_with(&policy, &[]).await;
+    assert_eq!(
+        denied_for(&leash, request("GET", "/", &[])).await,
+        "policy.unavailable"
+    );
+    assert_eq!(leash.admin_get("/readyz").await.0, 503);
+    assert_eq!(health(&leash).await, ServingStatus::NotServing);
+
+    let mut control = ControlClient::connect(format!("http://{}", leash.control))
+        .await
+        .unwrap();
+    let reply = control
+        .reload_policy(ReloadPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.applied);
+    assert!(
+        reply.problems[0].message.contains("data.envoy.authz.allow"),
+        "{reply:?}"
+    );
+
+    policy.write("authz.rego", ALLOW_GETS);
+    let reply = control
+        .reload_policy(ReloadPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.applied, "{reply:?}");
+    assert!(is_allowed(&leash.check(request("GET", "/", &[])).await));
+    assert_eq!(leash.admin_get("/readyz").await.0, 200);
+    let serving = eventually(Duration::from_secs(5), async || {
+        health(&leash).await == ServingStatus::Serving
+    })
+    .await;
+    assert!(serving);
+}
+
+#[tokio::test]
+async fn a_broken_reload_is_reported_with_file_and_line_and_the_old_set_serves() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let leash = leash_with(&policy, &[]).await;
+    let mut control = ControlClient::connect(format!("http://{}", leash.control))
+        .await
+        .unwrap();
+    let before = control
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert_eq!(before.engine, "vm");
+
+    policy.write(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\n\nallow if {\n  input.x ==\n}\n",
+    );
+    policy.write(
+        "extra.rego",
+        "package envoy.authz\nimport rego.v1\nhelper if unknown_fn(1)\n",
+    );
+    let reply = control
+        .reload_policy(ReloadPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.applied);
+    let problem = &reply.problems[0];
+    assert_eq!(problem.file, "authz.rego");
+    assert_eq!(problem.line, 6, "{problem:?}");
+    assert!(!problem.message.is_empty());
+    assert_eq!(
+        reply.policy.unwrap().revision,
+        before.revision,
+        "the old revision still serves"
+    );
+    assert!(is_allowed(&leash.check(request("GET", "/", &[])).await));
+    assert!(!is_allowed(&leash.check(request("DELETE", "/", &[])).await));
+
+    // Reloading unchanged files is a no-op, not a new revision.
+    policy.write("authz.rego", ALLOW_GETS);
+    std::fs::remove_file(policy.path().join("extra.rego")).unwrap();
+    let reply = control
+        .reload_policy(ReloadPolicyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.applied && reply.problems.is_empty(), "{reply:?}");
+}
+
+#[tokio::test]
+async fn status_and_metrics_count_decisions() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let leash = leash_with(&policy, &[]).await;
+    for _ in 0..3 {
+        leash.check(request("GET", "/", &[])).await;
+    }
+    leash.check(request("POST", "/", &[])).await;
+    let mut control = ControlClient::connect(format!("http://{}", leash.control))
+        .await
+        .unwrap();
+    let status = control.status(StatusRequest {}).await.unwrap().into_inner();
+    let counts = status.decisions.unwrap();
+    assert_eq!((counts.allowed, counts.denied), (3, 1));
+    assert_eq!(counts.denied_by_reason.get("policy.undefined"), Some(&1));
+    let policy_status = status.policy.unwrap();
+    assert_eq!(policy_status.files, vec!["authz.rego".to_owned()]);
+    assert_eq!(policy_status.decision_rule, "data.envoy.authz.allow");
+
+    assert_eq!(
+        leash
+            .metric(r#"leash_decisions_total{decision="allow",reason="none"}"#)
+            .await,
+        3.0
+    );
+    assert_eq!(
+        leash.metric("leash_check_duration_seconds_count").await,
+        4.0
+    );
+    assert_eq!(
+        leash
+            .metric(r#"leash_policy_reloads_total{result="applied"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(leash.metric("leash_policy_ready").await, 1.0);
+    assert_eq!(leash.admin_get("/healthz").await, (200, "ok\n".to_owned()));
+}
+
+#[tokio::test]
+async fn the_embedded_policy_serves_with_no_setup() {
+    let leash = Leash::start(&[]).await;
+    let resp = leash.check(request("GET", "/v1/items", &[])).await;
+    assert_eq!(
+        reason(&resp).as_deref(),
+        Some("policy.denied"),
+        "no routes: deny"
+    );
+    assert_eq!(leash.admin_get("/readyz").await.0, 200);
+}
+
+async fn health(leash: &Leash) -> ServingStatus {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", leash.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let resp = client
+        .check(HealthCheckRequest {
+            service: "envoy.service.auth.v3.Authorization".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ServingStatus::try_from(resp.status).unwrap()
+}
+
+/// Sends pre-encoded bytes as a CheckRequest.
+async fn raw_check(leash: &Leash, bytes: Vec<u8>) -> Result<CheckResponse, tonic::Status> {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    struct Raw;
+    struct RawEncoder;
+    struct ResponseDecoder;
+    impl Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            use prost::bytes::BufMut as _;
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for ResponseDecoder {
+        type Item = CheckResponse;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            src: &mut DecodeBuf<'_>,
+        ) -> Result<Option<CheckResponse>, tonic::Status> {
+            CheckResponse::decode(src)
+                .map(Some)
+                .map_err(|e| tonic::Status::internal(e.to_string()))
+        }
+    }
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = CheckResponse;
+        type Encoder = RawEncoder;
+        type Decoder = ResponseDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> ResponseDecoder {
+            ResponseDecoder
+        }
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", leash.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.auth.v3.Authorization/Check",
+    );
+    grpc.unary(tonic::Request::new(bytes), path, Raw)
+        .await
+        .map(tonic::Response::into_inner)
+}
