@@ -1,1 +1,195 @@
-fn main() {}
+//! In-process cost of one Check: CheckRequest in, CheckResponse out (input mapping,
+//! evaluation, response building, metrics), and of its parts.
+//!
+//! `cargo bench --bench check`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use envoy_types::pb::google::protobuf::Timestamp;
+use leash::audit::{AuditLevel, AuditSink};
+use leash::edge::authz::{Authz, Incoming};
+use leash::metrics::Metrics;
+use leash::pipeline::Pipeline;
+use leash::policy::input::{InputLimits, build};
+use leash::policy::{EngineChoice, LoadOptions, PolicySource, PolicyStore, ReloadOutcome};
+use leash::view::RequestView;
+
+/// The allocator the `leash` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The policy of the reference measurements: allow GET with `x-agent-id: a1`.
+const METHOD_HEADER: &str = r#"package envoy.authz
+import rego.v1
+default allow := false
+allow if {
+	input.attributes.request.http.method == "GET"
+	input.attributes.request.http.headers["x-agent-id"] == "a1"
+}
+"#;
+
+/// Routes for the shipped default library, the request below matching the last.
+const ROUTES: &str = r#"routes:
+  - { name: health, paths: ["/healthz"] }
+  - { name: search, methods: [GET], hosts: ["search.example"], paths: ["/v1/search"] }
+  - { name: items, methods: [GET, HEAD], hosts: ["127.0.0.1:10000"], paths: ["/a/*/*"] }
+"#;
+
+/// A request as Envoy sends it for `curl -H 'x-agent-id: a1' http://127.0.0.1:10000/a/b%20c/d?x=1&x=2&y=z`.
+fn envoy_request() -> CheckRequest {
+    let peer = |port| Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    let headers: HashMap<String, String> = [
+        (":authority", "127.0.0.1:10000"),
+        (":method", "GET"),
+        (":path", "/a/b%20c/d?x=1&x=2&y=z"),
+        (":scheme", "http"),
+        ("accept", "*/*"),
+        ("user-agent", "wrk"),
+        ("x-agent-id", "a1"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "7e29e6f9-23cf-48d1-8a63-95279bd44030"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(58762)),
+            destination: Some(peer(10000)),
+            request: Some(Request {
+                time: Some(Timestamp {
+                    seconds: 1_795_894_829,
+                    nanos: 971_539_000,
+                }),
+                http: Some(HttpRequest {
+                    id: "17815245274434290172".into(),
+                    method: "GET".into(),
+                    headers,
+                    path: "/a/b%20c/d?x=1&x=2&y=z".into(),
+                    host: "127.0.0.1:10000".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                }),
+            }),
+            metadata_context: Some(Default::default()),
+            route_metadata_context: Some(Default::default()),
+            ..Default::default()
+        }),
+    }
+}
+
+fn store(files: &[(&str, &str)], engine: EngineChoice) -> (Arc<PolicyStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let options = LoadOptions {
+        engine,
+        ..Default::default()
+    };
+    let store = Arc::new(PolicyStore::new(
+        PolicySource::Dir(dir.path().to_owned()),
+        options,
+        Vec::new(),
+    ));
+    assert!(matches!(store.reload(), ReloadOutcome::Applied(_)));
+    (store, dir)
+}
+
+fn authz(store: Arc<PolicyStore>) -> Authz {
+    let metrics = Arc::new(Metrics::new());
+    let (audit, _rx) = AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
+    Authz {
+        pipeline: Arc::new(Pipeline::new(store, InputLimits::default())),
+        metrics,
+        audit,
+        egress: Default::default(),
+    }
+}
+
+fn default_library() -> Vec<(&'static str, &'static str)> {
+    let mut files: Vec<(&str, &str)> = leash::policy::embedded_files()
+        .iter()
+        .filter(|(path, _)| *path != "leash/data.yaml")
+        .copied()
+        .collect();
+    files.push(("leash/data.yaml", ROUTES));
+    files
+}
+
+fn bench_check(c: &mut Criterion) {
+    let req = envoy_request();
+    let library = default_library();
+    let cases: [(&str, &[(&str, &str)], EngineChoice); 3] = [
+        (
+            "method_header/vm",
+            &[("authz.rego", METHOD_HEADER)],
+            EngineChoice::Vm,
+        ),
+        (
+            "method_header/interpreter",
+            &[("authz.rego", METHOD_HEADER)],
+            EngineChoice::Interpreter,
+        ),
+        ("default_policy/vm", &library, EngineChoice::Vm),
+    ];
+    let mut group = c.benchmark_group("check");
+    for (name, files, engine) in cases {
+        let (store, _dir) = store(files, engine);
+        let authz = authz(store);
+        // Cloning the request is setup: Envoy's request arrives owned.
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || Incoming::Request(req.clone()),
+                |incoming| black_box(authz.check(incoming)),
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+
+    let mut parts = c.benchmark_group("parts");
+    parts.bench_function("request_view", |b| {
+        b.iter_batched(
+            || req.clone(),
+            |r| black_box(RequestView::try_from(r).unwrap()),
+            BatchSize::SmallInput,
+        );
+    });
+    let view = RequestView::try_from(req.clone()).unwrap();
+    parts.bench_function("input_document", |b| {
+        b.iter(|| black_box(build(&view, &InputLimits::default()).unwrap()));
+    });
+    let input = build(&view, &InputLimits::default()).unwrap();
+    for engine in [EngineChoice::Vm, EngineChoice::Interpreter] {
+        let (store, _dir) = store(&[("authz.rego", METHOD_HEADER)], engine);
+        let set = store.current().as_ref().unwrap().clone();
+        parts.bench_function(format!("evaluate/{engine:?}"), |b| {
+            b.iter(|| black_box(set.evaluate(input.clone()).unwrap()));
+        });
+    }
+    parts.finish();
+}
+
+criterion_group!(benches, bench_check);
+criterion_main!(benches);

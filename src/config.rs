@@ -42,6 +42,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub listen: RawListen,
+    pub runtime: RawRuntime,
     pub policy: RawPolicy,
     pub request: RawRequest,
     pub response: RawResponse,
@@ -68,6 +69,12 @@ impl Default for RawListen {
             max_receive_bytes: 4 * 1024 * 1024,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRuntime {
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +148,8 @@ impl Default for RawLog {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: ListenConfig,
+    /// Threads serving Checks; `None` means one per CPU.
+    pub worker_threads: Option<NonZeroUsize>,
     pub policy: PolicyConfig,
     pub request: InputLimits,
     pub response: ResponseConfig,
@@ -404,6 +413,7 @@ impl RawConfig {
 
         Ok(Config {
             listen,
+            worker_threads: NonZeroUsize::new(self.runtime.worker_threads),
             policy,
             request,
             response,

@@ -9,6 +9,11 @@ use leash::config::{Config, LogFormat};
 use leash::policy::testing::{self, TestStatus};
 use leash::policy::{PolicySource, RegoVersion};
 
+/// A Check allocates many small, short-lived values (the input document); mimalloc's
+/// thread-local free lists serve them for a fraction of glibc malloc's cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// leash decides, on every tool call an AI agent makes through Envoy, whether it may happen.
 #[derive(Debug, Parser)]
 #[command(name = "leash", version, about)]
@@ -93,6 +98,9 @@ struct ServeArgs {
     /// Decisions to log: all, deny or off [log.decisions]
     #[arg(long)]
     log_decisions: Option<String>,
+    /// Threads serving Checks; 0 means one per CPU [runtime.worker_threads]
+    #[arg(long)]
+    worker_threads: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -203,12 +211,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     put("log.level", &args.log_level);
     put("log.format", &args.log_format);
     put("log.decisions", &args.log_decisions);
+    put("runtime.worker_threads", &args.worker_threads);
     let config = match args.policy.load(extra) {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
     let _log_guard = init_logging(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n.get());
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("leash")
         .build()
