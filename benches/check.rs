@@ -140,7 +140,8 @@ fn default_library() -> Vec<(&'static str, &'static str)> {
 fn bench_check(c: &mut Criterion) {
     let req = envoy_request();
     let library = default_library();
-    let cases: [(&str, &[(&str, &str)], EngineChoice); 3] = [
+    type Files<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, Files, EngineChoice); 3] = [
         (
             "method_header/vm",
             &[("authz.rego", METHOD_HEADER)],
