@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve Envoy's ext_authz v3 Check (default 127.0.0.1:9191)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Decide one request and print the decision
     Check(CheckArgs),
     /// Run the Rego tests (test_* rules) below DIR (default: the embedded library)
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Check(args) => check(&args),
         Command::Test(args) => test(&args),
         Command::Policy(PolicyCommand::Validate(args)) => validate(args),
