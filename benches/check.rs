@@ -3,17 +3,10 @@
 //!
 //! `cargo bench --bench check`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
-
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use envoy_types::pb::google::protobuf::Timestamp;
 use leash::audit::{AuditLevel, AuditSink};
 use leash::edge::authz::{Authz, Incoming};
 use leash::metrics::Metrics;
@@ -21,6 +14,10 @@ use leash::pipeline::Pipeline;
 use leash::policy::input::{InputLimits, build};
 use leash::policy::{EngineChoice, LoadOptions, PolicySource, PolicyStore, ReloadOutcome};
 use leash::view::RequestView;
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused, reason = "the benchmark needs only the captured request")]
+mod common;
 
 /// The allocator the `leash` binary runs with.
 #[global_allocator]
@@ -42,59 +39,6 @@ const ROUTES: &str = r#"routes:
   - { name: search, methods: [GET], hosts: ["search.example"], paths: ["/v1/search"] }
   - { name: items, methods: [GET, HEAD], hosts: ["127.0.0.1:10000"], paths: ["/a/*/*"] }
 "#;
-
-/// A request as Envoy sends it for `curl -H 'x-agent-id: a1' http://127.0.0.1:10000/a/b%20c/d?x=1&x=2&y=z`.
-fn envoy_request() -> CheckRequest {
-    let peer = |port| Peer {
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: "127.0.0.1".into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
-    };
-    let headers: HashMap<String, String> = [
-        (":authority", "127.0.0.1:10000"),
-        (":method", "GET"),
-        (":path", "/a/b%20c/d?x=1&x=2&y=z"),
-        (":scheme", "http"),
-        ("accept", "*/*"),
-        ("user-agent", "wrk"),
-        ("x-agent-id", "a1"),
-        ("x-forwarded-proto", "http"),
-        ("x-request-id", "7e29e6f9-23cf-48d1-8a63-95279bd44030"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(peer(58762)),
-            destination: Some(peer(10000)),
-            request: Some(Request {
-                time: Some(Timestamp {
-                    seconds: 1_795_894_829,
-                    nanos: 971_539_000,
-                }),
-                http: Some(HttpRequest {
-                    id: "17815245274434290172".into(),
-                    method: "GET".into(),
-                    headers,
-                    path: "/a/b%20c/d?x=1&x=2&y=z".into(),
-                    host: "127.0.0.1:10000".into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-            }),
-            metadata_context: Some(Default::default()),
-            route_metadata_context: Some(Default::default()),
-            ..Default::default()
-        }),
-    }
-}
 
 fn store(files: &[(&str, &str)], engine: EngineChoice) -> (Arc<PolicyStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -138,7 +82,8 @@ fn default_library() -> Vec<(&'static str, &'static str)> {
 }
 
 fn bench_check(c: &mut Criterion) {
-    let req = envoy_request();
+    // The request of the reference measurements (and of OPA's plugin capture).
+    let req = common::captured_request();
     let library = default_library();
     type Files<'a> = &'a [(&'a str, &'a str)];
     let cases: [(&str, Files, EngineChoice); 3] = [

@@ -14,6 +14,16 @@
 //!
 //! with `metrics` and `audit` beside it, recording and never changing the decision.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    reason = "a panic on the Check path would drop a decision; errors deny instead"
+)]
+
 pub mod app;
 pub mod audit;
 pub mod cli;

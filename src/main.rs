@@ -1,5 +1,15 @@
 //! The `leash` command: parse arguments, set up logging, run a command.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    reason = "a panic on the Check path would drop a decision; errors deny instead"
+)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,13 +1,5 @@
 //! The policy author's commands, run as the `leash` binary.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed step must fail the test loudly"
-)]
-
 mod common;
 
 use std::process::{Command, Output};
@@ -27,6 +19,11 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
 }
 
 const POLICY: &str = r#"package envoy.authz
@@ -114,7 +111,7 @@ fn check_reports_an_unreadable_input_with_its_file() {
         bad.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("bad.json"), "{}", stderr(&out));
+    has(&stderr(&out), "bad.json");
 }
 
 #[test]
@@ -130,13 +127,12 @@ fn test_runs_rego_tests_and_fails_on_a_failing_one() {
     ]);
     let out = leash(&["test", &passing.path_str(), "-v"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stdout(&out).contains("PASS  data.envoy.authz_test.test_get_from_a1"),
-        "{}",
-        stdout(&out)
+    has(
+        &stdout(&out),
+        "PASS  data.envoy.authz_test.test_get_from_a1",
     );
     assert!(stdout(&out).contains("SKIP  data.envoy.authz_test.todo_test_later"));
-    assert!(stdout(&out).contains("PASS: 1/2"), "{}", stdout(&out));
+    has(&stdout(&out), "PASS: 1/2");
 
     passing.write(
         "more_test.rego",
@@ -146,28 +142,19 @@ fn test_runs_rego_tests_and_fails_on_a_failing_one() {
     );
     let out = leash(&["test", &passing.path_str()]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("FAIL  data.envoy.more_test.test_post_is_allowed (more_test.rego)"),
-        "{}",
-        stdout(&out)
+    has(
+        &stdout(&out),
+        "FAIL  data.envoy.more_test.test_post_is_allowed (more_test.rego)",
     );
-    assert!(
-        stdout(&out).contains("ERROR data.envoy.more_test.test_errors"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(
-        stdout(&out).contains("dividing"),
-        "prints are shown for failures: {}",
-        stdout(&out)
-    );
+    has(&stdout(&out), "ERROR data.envoy.more_test.test_errors");
+    has(&stdout(&out), "dividing");
 }
 
 #[test]
 fn test_without_a_directory_runs_the_embedded_library() {
     let out = leash(&["test"]);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert!(stdout(&out).contains("PASS: "), "{}", stdout(&out));
+    has(&stdout(&out), "PASS: ");
 }
 
 #[test]
@@ -181,13 +168,13 @@ fn validate_reports_every_problem_with_file_and_line() {
     let out = leash(&["policy", "validate", &policy.path_str()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("broken/one.rego:4:"), "{err}");
-    assert!(err.contains("sub/data.yaml: cannot parse"), "{err}");
+    has(&err, "broken/one.rego:4:");
+    has(&err, "sub/data.yaml: cannot parse");
 
     let fixed = PolicyDir::new(&[("authz.rego", POLICY), ("data.json", "{\"a\": 1}")]);
     let out = leash(&["policy", "validate", &fixed.path_str()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("engine vm"), "{}", stdout(&out));
+    has(&stdout(&out), "engine vm");
 }
 
 #[test]
@@ -204,7 +191,7 @@ fn validate_refuses_a_policy_that_spins_on_every_request() {
         "policy.eval_timeout=20ms",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
+    has(&stderr(&out), "limit");
 }
 
 #[test]
@@ -218,25 +205,17 @@ fn validate_names_a_missing_decision_rule() {
         "envoy/authz/permit",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("data.envoy.authz.permit is not defined"),
-        "{}",
-        stderr(&out)
-    );
+    has(&stderr(&out), "data.envoy.authz.permit is not defined");
 }
 
 #[test]
 fn bad_configuration_exits_64_with_the_fix() {
     let out = leash(&["serve", "--grpc-addr", "localhost:9191"]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("listen.grpc"), "{}", stderr(&out));
+    has(&stderr(&out), "listen.grpc");
     let out = leash(&["serve", "--set", "policy.engine=fast"]);
     assert_eq!(out.status.code(), Some(64));
-    assert!(
-        stderr(&out).contains("auto, vm or interpreter"),
-        "{}",
-        stderr(&out)
-    );
+    has(&stderr(&out), "auto, vm or interpreter");
 }
 
 #[test]

@@ -4,80 +4,11 @@
 //! `fixtures/opa-envoy-input.json` was captured from OPA's plugin v1.9.0 behind
 //! Envoy 1.40 for `curl -H 'x-agent-id: a1' 'http://127.0.0.1:10000/a/b%20c/d?x=1&x=2&y=z'`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed step must fail the test loudly"
-)]
+mod common;
 
-use std::collections::HashMap;
-
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, Metadata, SocketAddress, address, socket_address,
-};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use envoy_types::pb::google::protobuf::Timestamp;
+use common::captured_request;
 use leash::policy::input::{InputLimits, build};
 use leash::view::RequestView;
-
-fn peer(port: u32) -> Peer {
-    Peer {
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: "127.0.0.1".into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
-    }
-}
-
-/// The CheckRequest Envoy sent for the captured request.
-fn captured_request() -> CheckRequest {
-    let headers: HashMap<String, String> = [
-        (":authority", "127.0.0.1:10000"),
-        (":method", "GET"),
-        (":path", "/a/b%20c/d?x=1&x=2&y=z"),
-        (":scheme", "http"),
-        ("accept", "*/*"),
-        ("user-agent", "curl/7.88.1"),
-        ("x-agent-id", "a1"),
-        ("x-forwarded-proto", "http"),
-        ("x-request-id", "7e29e6f9-23cf-48d1-8a63-95279bd44030"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(peer(58762)),
-            destination: Some(peer(10000)),
-            request: Some(Request {
-                time: Some(Timestamp {
-                    seconds: 1_795_894_829,
-                    nanos: 971_539_000,
-                }),
-                http: Some(HttpRequest {
-                    id: "17815245274434290172".into(),
-                    method: "GET".into(),
-                    headers,
-                    path: "/a/b%20c/d?x=1&x=2&y=z".into(),
-                    host: "127.0.0.1:10000".into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    ..Default::default()
-                }),
-            }),
-            metadata_context: Some(Metadata::default()),
-            route_metadata_context: Some(Metadata::default()),
-            ..Default::default()
-        }),
-    }
-}
 
 #[test]
 fn the_input_document_matches_opas_plugin_field_for_field() {

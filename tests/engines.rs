@@ -1,14 +1,6 @@
 //! Decision fixtures (`cases/decisions.yaml`) run on the bytecode VM and on the
 //! interpreter: same decisions, same reasons, same responses.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed step must fail the test loudly"
-)]
-
 mod common;
 
 use std::collections::BTreeMap;

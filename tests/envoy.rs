@@ -1,14 +1,6 @@
 //! End to end through a real Envoy 1.40: the shipped bootstrap, the `leash` binary,
 //! and an upstream that records what reached it.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed step must fail the test loudly"
-)]
-
 mod common;
 
 use std::time::Duration;

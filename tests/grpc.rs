@@ -1,14 +1,6 @@
 //! leash's gRPC surface in process: ext_authz Check on bad input and failing
 //! policies, grpc.health.v1, the control API, and the admin endpoints.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed step must fail the test loudly"
-)]
-
 mod common;
 
 use std::time::Duration;
@@ -17,7 +9,7 @@ use common::{Leash, PolicyDir, eventually, is_allowed, reason, request, request_
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::Request;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use leash::edge::control::proto::control_client::ControlClient;
-use leash::edge::control::proto::{ReloadPolicyRequest, StatusRequest};
+use leash::edge::control::proto::{ReloadPolicyRequest, ReloadPolicyResponse, StatusRequest};
 use prost::Message as _;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -203,14 +195,8 @@ async fn without_a_loadable_policy_every_check_denies_until_one_loads() {
     assert_eq!(leash.admin_get("/readyz").await.0, 503);
     assert_eq!(health(&leash).await, ServingStatus::NotServing);
 
-    let mut control = ControlClient::connect(format!("http://{}", leash.control))
-        .await
-        .unwrap();
-    let reply = control
-        .reload_policy(ReloadPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let reply = reload(&mut control).await;
     assert!(!reply.applied);
     assert!(
         reply.problems[0].message.contains("data.envoy.authz.allow"),
@@ -218,11 +204,7 @@ async fn without_a_loadable_policy_every_check_denies_until_one_loads() {
     );
 
     policy.write("authz.rego", ALLOW_GETS);
-    let reply = control
-        .reload_policy(ReloadPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = reload(&mut control).await;
     assert!(reply.applied, "{reply:?}");
     assert!(is_allowed(&leash.check(request("GET", "/", &[])).await));
     assert_eq!(leash.admin_get("/readyz").await.0, 200);
@@ -237,9 +219,7 @@ async fn without_a_loadable_policy_every_check_denies_until_one_loads() {
 async fn a_broken_reload_is_reported_with_file_and_line_and_the_old_set_serves() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
     let leash = leash_with(&policy, &[]).await;
-    let mut control = ControlClient::connect(format!("http://{}", leash.control))
-        .await
-        .unwrap();
+    let mut control = ControlClient::new(common::channel(leash.control).await);
     let before = control
         .status(StatusRequest {})
         .await
@@ -257,11 +237,7 @@ async fn a_broken_reload_is_reported_with_file_and_line_and_the_old_set_serves()
         "extra.rego",
         "package envoy.authz\nimport rego.v1\nhelper if unknown_fn(1)\n",
     );
-    let reply = control
-        .reload_policy(ReloadPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = reload(&mut control).await;
     assert!(!reply.applied);
     let problem = &reply.problems[0];
     assert_eq!(problem.file, "authz.rego");
@@ -278,11 +254,7 @@ async fn a_broken_reload_is_reported_with_file_and_line_and_the_old_set_serves()
     // Reloading unchanged files is a no-op, not a new revision.
     policy.write("authz.rego", ALLOW_GETS);
     std::fs::remove_file(policy.path().join("extra.rego")).unwrap();
-    let reply = control
-        .reload_policy(ReloadPolicyRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = reload(&mut control).await;
     assert!(!reply.applied && reply.problems.is_empty(), "{reply:?}");
 }
 
@@ -294,9 +266,7 @@ async fn status_and_metrics_count_decisions() {
         leash.check(request("GET", "/", &[])).await;
     }
     leash.check(request("POST", "/", &[])).await;
-    let mut control = ControlClient::connect(format!("http://{}", leash.control))
-        .await
-        .unwrap();
+    let mut control = ControlClient::new(common::channel(leash.control).await);
     let status = control.status(StatusRequest {}).await.unwrap().into_inner();
     let counts = status.decisions.unwrap();
     assert_eq!((counts.allowed, counts.denied), (3, 1));
@@ -337,13 +307,16 @@ async fn the_embedded_policy_serves_with_no_setup() {
     assert_eq!(leash.admin_get("/readyz").await.0, 200);
 }
 
-async fn health(leash: &Leash) -> ServingStatus {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", leash.grpc))
-        .unwrap()
-        .connect()
+async fn reload(control: &mut ControlClient<tonic::transport::Channel>) -> ReloadPolicyResponse {
+    control
+        .reload_policy(ReloadPolicyRequest {})
         .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
+        .unwrap()
+        .into_inner()
+}
+
+async fn health(leash: &Leash) -> ServingStatus {
+    let mut client = HealthClient::new(common::channel(leash.grpc).await);
     let resp = client
         .check(HealthCheckRequest {
             service: "envoy.service.auth.v3.Authorization".into(),
@@ -393,12 +366,7 @@ async fn raw_check(leash: &Leash, bytes: Vec<u8>) -> Result<CheckResponse, tonic
             ResponseDecoder
         }
     }
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", leash.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(common::channel(leash.grpc).await);
     grpc.ready().await.unwrap();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(
         "/envoy.service.auth.v3.Authorization/Check",

@@ -93,6 +93,28 @@ fn raw_headers(
 /// Requests shaped like Envoy's, for warming a policy set before it serves: a read
 /// and a JSON write, so body parsing and header lookups are exercised too.
 pub fn sample_requests() -> Vec<CheckRequest> {
+    vec![
+        sample_request("GET", "/v1/items?limit=10", &[("x-agent-id", "warmup")], ""),
+        sample_request(
+            "POST",
+            "/mcp",
+            &[
+                ("content-type", "application/json"),
+                ("x-agent-id", "warmup"),
+            ],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#,
+        ),
+    ]
+}
+
+/// A CheckRequest as Envoy 1.40 sends it for `method path` to `tools.example`, with
+/// `headers` beside the usual ones and `body` as `with_request_body` forwards it.
+pub fn sample_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> CheckRequest {
     use envoy_types::pb::envoy::config::core::v3::{
         Address, SocketAddress, address, socket_address,
     };
@@ -112,59 +134,46 @@ pub fn sample_requests() -> Vec<CheckRequest> {
         }),
         ..Default::default()
     };
-    let request = |method: &str, path: &str, body: &str, extra: &[(&str, &str)]| {
-        let mut headers: HashMap<String, String> = [
-            (":authority", "tools.example"),
-            (":method", method),
-            (":path", path),
-            (":scheme", "http"),
-            ("user-agent", "leash-warmup"),
-            ("x-request-id", "00000000-0000-4000-8000-000000000000"),
-        ]
-        .iter()
-        .chain(extra)
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        if !body.is_empty() {
-            headers.insert("content-length".into(), body.len().to_string());
-        }
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                source: Some(peer(40000)),
-                destination: Some(peer(10000)),
-                request: Some(Request {
-                    time: Some(Timestamp {
-                        seconds: 1_700_000_000,
-                        nanos: 0,
-                    }),
-                    http: Some(HttpRequest {
-                        id: "1".into(),
-                        method: method.into(),
-                        headers,
-                        path: path.into(),
-                        host: "tools.example".into(),
-                        scheme: "http".into(),
-                        protocol: "HTTP/1.1".into(),
-                        body: body.into(),
-                        ..Default::default()
-                    }),
-                }),
-                metadata_context: Some(Default::default()),
-                route_metadata_context: Some(Default::default()),
-                ..Default::default()
-            }),
-        }
-    };
-    vec![
-        request("GET", "/v1/items?limit=10", "", &[("x-agent-id", "warmup")]),
-        request(
-            "POST",
-            "/mcp",
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#,
-            &[
-                ("content-type", "application/json"),
-                ("x-agent-id", "warmup"),
-            ],
-        ),
+    let mut all: HashMap<String, String> = [
+        (":authority", "tools.example"),
+        (":method", method),
+        (":path", path),
+        (":scheme", "http"),
+        ("user-agent", "leash-sample"),
+        ("x-request-id", "00000000-0000-4000-8000-000000000000"),
     ]
+    .iter()
+    .chain(headers)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    if !body.is_empty() {
+        all.entry("content-length".into())
+            .or_insert_with(|| body.len().to_string());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(peer(40000)),
+            destination: Some(peer(10000)),
+            request: Some(Request {
+                time: Some(Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                http: Some(HttpRequest {
+                    id: "1".into(),
+                    method: method.into(),
+                    headers: all,
+                    path: path.into(),
+                    host: "tools.example".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    body: body.into(),
+                    ..Default::default()
+                }),
+            }),
+            metadata_context: Some(Default::default()),
+            route_metadata_context: Some(Default::default()),
+            ..Default::default()
+        }),
+    }
 }

@@ -1,12 +1,5 @@
 //! A real Envoy for end-to-end tests, configured from the shipped bootstrap
 //! (`deploy/envoy/envoy.yaml`) with its ports replaced, plus a recording upstream.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "test code: a failed step must fail the test loudly"
-)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

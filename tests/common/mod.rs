@@ -5,16 +5,14 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use leash::config::Config;
 use tokio::sync::oneshot;
@@ -177,53 +175,53 @@ pub fn request_with_body(
     headers: &[(&str, &str)],
     body: &str,
 ) -> CheckRequest {
-    let mut all: HashMap<String, String> = [
-        (":authority", "tools.example"),
-        (":method", method),
-        (":path", path),
-        (":scheme", "http"),
-    ]
-    .iter()
-    .chain(headers)
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    if !body.is_empty() && !all.contains_key("content-length") {
-        all.insert("content-length".into(), body.len().to_string());
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(peer(50000)),
-            destination: Some(peer(10000)),
-            request: Some(Request {
-                time: None,
-                http: Some(HttpRequest {
-                    id: "1".into(),
-                    method: method.into(),
-                    headers: all,
-                    path: path.into(),
-                    host: "tools.example".into(),
-                    scheme: "http".into(),
-                    protocol: "HTTP/1.1".into(),
-                    body: body.into(),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        }),
-    }
+    leash::edge::ingress::sample_request(method, path, headers, body)
 }
 
-fn peer(port: u32) -> Peer {
-    Peer {
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: "127.0.0.1".into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                ..Default::default()
-            })),
-        }),
-        ..Default::default()
+/// The CheckRequest Envoy 1.40 sent OPA's plugin for
+/// `curl -H 'x-agent-id: a1' 'http://127.0.0.1:10000/a/b%20c/d?x=1&x=2&y=z'`
+/// (`fixtures/opa-envoy-input.json` is the input the plugin built from it).
+pub fn captured_request() -> CheckRequest {
+    let mut req = leash::edge::ingress::sample_request("GET", "/a/b%20c/d?x=1&x=2&y=z", &[], "");
+    let attrs = req.attributes.as_mut().unwrap();
+    if let Some(Address {
+        address: Some(address::Address::SocketAddress(source)),
+    }) = attrs.source.as_mut().and_then(|p| p.address.as_mut())
+    {
+        source.port_specifier = Some(socket_address::PortSpecifier::PortValue(58762));
     }
+    let request = attrs.request.as_mut().unwrap();
+    request.time = Some(envoy_types::pb::google::protobuf::Timestamp {
+        seconds: 1_795_894_829,
+        nanos: 971_539_000,
+    });
+    let http = request.http.as_mut().unwrap();
+    http.id = "17815245274434290172".into();
+    http.host = "127.0.0.1:10000".into();
+    http.headers = [
+        (":authority", "127.0.0.1:10000"),
+        (":method", "GET"),
+        (":path", "/a/b%20c/d?x=1&x=2&y=z"),
+        (":scheme", "http"),
+        ("accept", "*/*"),
+        ("user-agent", "curl/7.88.1"),
+        ("x-agent-id", "a1"),
+        ("x-forwarded-proto", "http"),
+        ("x-request-id", "7e29e6f9-23cf-48d1-8a63-95279bd44030"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    req
+}
+
+/// A channel to a leash gRPC address.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 pub fn is_allowed(resp: &CheckResponse) -> bool {
