@@ -3,7 +3,7 @@
 //! policy never stalls the Checks sharing the runtime.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{Metrics, ReloadResult};
 use crate::policy::{PolicyStore, ReloadOutcome};
@@ -49,15 +49,8 @@ impl Reloader {
         let source = self.store.source().describe();
         match outcome {
             ReloadOutcome::Applied(info) => {
-                let at = info
-                    .loaded_at
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or(Duration::ZERO)
-                    .as_secs();
-                self.metrics.record_reload(
-                    ReloadResult::applied,
-                    Some(i64::try_from(at).unwrap_or(i64::MAX)),
-                );
+                self.metrics
+                    .record_reload(ReloadResult::applied, Some(unix_seconds(info.loaded_at)));
                 tracing::info!(
                     trigger,
                     %source,

@@ -259,6 +259,52 @@ async fn a_broken_reload_is_reported_with_file_and_line_and_the_old_set_serves()
 }
 
 #[tokio::test]
+async fn sighup_reloads_the_policy() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let dir = policy.path_str();
+    let leash = common::LeashProcess::start(&["--policy", &dir, "--watch-interval", "0s"]).await;
+    let mut client =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            common::channel(leash.grpc).await,
+        );
+    let post = || request("POST", "/", &[]);
+    assert!(!is_allowed(
+        &client.check(post()).await.unwrap().into_inner()
+    ));
+
+    policy.write("authz.rego", "package envoy.authz\nallow := true\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !is_allowed(&client.check(post()).await.unwrap().into_inner()),
+        "the watcher is off: nothing reloads on its own"
+    );
+    leash.signal("HUP");
+    let reloaded = eventually(Duration::from_secs(10), async || {
+        is_allowed(&client.check(post()).await.unwrap().into_inner())
+    })
+    .await;
+    assert!(reloaded, "SIGHUP applied the edit");
+    assert!(
+        leash
+            .wait_log(|l| l["trigger"] == "SIGHUP" && l["message"] == "policy applied")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn an_empty_policy_directory_serves_nothing_but_denials() {
+    let policy = PolicyDir::new(&[]);
+    let leash = leash_with(&policy, &[]).await;
+    assert_eq!(
+        denied_for(&leash, request("GET", "/", &[])).await,
+        "policy.unavailable"
+    );
+    let (status, body) = leash.admin_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
 async fn status_and_metrics_count_decisions() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
     let leash = leash_with(&policy, &[]).await;

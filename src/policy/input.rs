@@ -45,7 +45,8 @@ pub enum InputError {
     BodyTooDeep { limit: usize },
 }
 
-/// Builds `input` for one request. Takes the attributes document out of the view.
+/// Builds `input` for one request. The attributes document is shared with the view,
+/// not copied (values are reference-counted).
 pub fn build(view: &RequestView, limits: &InputLimits) -> Result<Value, InputError> {
     let (path, query) = split_target(&view.path);
     let parsed_path = parse_path(path).ok_or_else(|| InputError::InvalidPath(path.to_owned()))?;

@@ -343,6 +343,16 @@ impl LeashProcess {
         found
     }
 
+    /// Sends a Unix signal, e.g. `HUP`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("leash is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
     }
