@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group};
 use leash::audit::{AuditLevel, AuditSink};
+use leash::config::Config;
 use leash::edge::authz::{Authz, Incoming};
 use leash::metrics::Metrics;
-use leash::pipeline::Pipeline;
 use leash::policy::input::{InputLimits, build};
 use leash::policy::{EngineChoice, LoadOptions, PolicySource, PolicyStore, ReloadOutcome};
 use leash::view::RequestView;
@@ -61,13 +61,15 @@ fn store(files: &[(&str, &str)], engine: EngineChoice) -> (Arc<PolicyStore>, tem
 }
 
 fn authz(store: Arc<PolicyStore>) -> Authz {
+    let config = Config::from_yaml("bench", "", &[("tokens.mode", "off".into())]).unwrap();
     let metrics = Arc::new(Metrics::new());
     let (audit, _rx) = AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
     Authz {
-        pipeline: Arc::new(Pipeline::new(store, InputLimits::default())),
+        pipeline: Arc::new(leash::app::pipeline(&config, store).unwrap()),
         metrics,
         audit,
         egress: Default::default(),
+        key_wait: config.tokens.key_wait,
     }
 }
 

@@ -13,8 +13,10 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
+use crate::action::{self, Classifier};
 use crate::audit::{self, AuditSink};
 use crate::config::Config;
+use crate::context;
 use crate::edge::authz::{AuthorizationService, Authz};
 use crate::edge::control::{ControlServer, ControlService};
 use crate::edge::egress::EgressOptions;
@@ -23,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value, input};
 use crate::reload::Reloader;
+use crate::token::{Authenticator, TokenMode};
 
 /// The parts of a running leash, built from a [`Config`] before anything listens.
 #[derive(Debug)]
@@ -37,18 +40,14 @@ pub struct App {
 
 impl App {
     /// Builds every part and loads the policy (blocking: compile and warm-up run here).
-    pub fn build(config: Config) -> Self {
+    pub fn build(config: Config) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let warmup = warmup_inputs(&config);
-        let store = Arc::new(PolicyStore::new(
-            config.policy.source.clone(),
-            config.policy.load.clone(),
-            warmup,
-        ));
+        let store = policy_store(&config);
         let reloader = Reloader::new(store.clone(), metrics.clone());
         tracing::info!(source = %store.source().describe(), "loading policy");
         reloader.reload_now("start");
-        let pipeline = Arc::new(Pipeline::new(store.clone(), config.request));
+        let pipeline = Arc::new(pipeline(&config, store.clone())?);
+        warn_about_tokens(&config);
         let (audit, audit_rx) =
             AuditSink::new(config.log.decisions, metrics.decision_log_dropped());
         let authz = Arc::new(Authz {
@@ -58,15 +57,16 @@ impl App {
             egress: EgressOptions {
                 reason_header: config.response.reason_header.clone(),
             },
+            key_wait: config.tokens.key_wait,
         });
-        Self {
+        Ok(Self {
             config,
             metrics,
             store,
             reloader,
             authz,
             audit_rx: Some(audit_rx),
-        }
+        })
     }
 
     /// Binds every configured listener, so a port in use fails before anything serves.
@@ -118,6 +118,14 @@ impl App {
 
         if let Some(rx) = self.audit_rx.take() {
             tokio::spawn(audit::write(rx));
+        }
+        for issuer in self.authz.pipeline.authenticator().issuers() {
+            if issuer.refetch_possible() {
+                let client = issuer
+                    .http_client()
+                    .map_err(|e| anyhow::anyhow!("issuer {}: {e}", issuer.config.issuer))?;
+                tokio::spawn(issuer.clone().refresh_loop(client));
+            }
         }
 
         let authz = AuthorizationService::new(
@@ -298,13 +306,60 @@ fn spawn_reload_triggers(reloader: &Reloader, watch_interval: Option<Duration>) 
     });
 }
 
+/// The policy store for `config`, nothing loaded yet.
+pub fn policy_store(config: &Config) -> Arc<PolicyStore> {
+    let mut options = config.policy.load.clone();
+    options.check_data = Some(|data| action::from_data(data).map(drop));
+    Arc::new(PolicyStore::new(
+        config.policy.source.clone(),
+        options,
+        warmup_inputs(config),
+    ))
+}
+
+/// The Check pipeline for `config` over `store`.
+pub fn pipeline(config: &Config, store: Arc<PolicyStore>) -> anyhow::Result<Pipeline> {
+    let auth = Authenticator::new(config.tokens.settings.clone()).map_err(anyhow::Error::msg)?;
+    Ok(Pipeline::new(
+        store,
+        config.request,
+        Arc::new(auth),
+        config.tokens.unauthenticated.clone(),
+        config.actions.clone(),
+    ))
+}
+
+/// Says loudly when requests are not authenticated, or cannot be.
+fn warn_about_tokens(config: &Config) {
+    let tokens = &config.tokens.settings;
+    match tokens.mode {
+        TokenMode::Off => tracing::warn!(
+            "tokens.mode is off: requests are not authenticated and policy decides alone; \
+             set tokens.mode: required with trusted issuers to bind each call to an agent and a task"
+        ),
+        TokenMode::Required if tokens.issuers.is_empty() => tracing::warn!(
+            "no token issuers are configured (tokens.issuers): every request that needs a token is \
+             denied with token.missing or token.unknown_issuer; see deploy/leash.yaml"
+        ),
+        TokenMode::Required => {}
+    }
+}
+
 /// Inputs every candidate policy set is evaluated on before it may serve: built from
-/// real CheckRequests by the same code as live traffic.
+/// real CheckRequests by the same code as live traffic, with agent context as an
+/// authenticated request would carry it.
 pub fn warmup_inputs(config: &Config) -> Vec<Value> {
     ingress::sample_requests()
         .into_iter()
         .filter_map(|req| crate::view::RequestView::try_from(req).ok())
-        .filter_map(|view| input::build(&view, &config.request).ok())
+        .filter_map(|view| {
+            let parsed = input::parse(&view, &config.request).ok()?;
+            let (action, tool) = Classifier::new(&config.actions, None)
+                .classify(&view, &parsed.body)
+                .ok()?;
+            let leash = context::leash_document(&view, None, &action, tool.as_ref());
+            Some(parsed.assemble(&view, Some(leash)))
+        })
         .collect()
 }
 

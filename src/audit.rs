@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::decision::{Decision, DenyReason};
 use crate::metrics::DropCounter;
-use crate::pipeline::Verdict;
+use crate::pipeline::{Facts, Verdict};
 use crate::view::RequestView;
 
 /// Which decisions are written.
@@ -38,6 +38,7 @@ pub struct DecisionRecord {
     pub host: String,
     pub path: String,
     pub source_principal: String,
+    pub facts: Facts,
     pub took: Duration,
 }
 
@@ -77,7 +78,7 @@ impl AuditSink {
         let (method, host, path, source_principal) = view.map_or_else(Default::default, |v| {
             (
                 v.method.clone(),
-                v.header(":authority").unwrap_or_default().to_owned(),
+                v.host.clone(),
                 v.path
                     .split(['?', '#'])
                     .next()
@@ -96,6 +97,7 @@ impl AuditSink {
             host,
             path,
             source_principal,
+            facts: verdict.facts.clone(),
             took,
         };
         if self.tx.try_send(record).is_err() {
@@ -119,6 +121,11 @@ pub async fn write(mut rx: mpsc::Receiver<DecisionRecord>) {
             host = %r.host,
             path = %r.path,
             source_principal = %r.source_principal,
+            human = r.facts.human.as_deref().unwrap_or(""),
+            agent = r.facts.agent.as_deref().unwrap_or(""),
+            task = r.facts.task.as_deref().unwrap_or(""),
+            action = r.facts.action.unwrap_or(""),
+            tool = r.facts.tool.as_deref().unwrap_or(""),
             took_us = u64::try_from(r.took.as_micros()).unwrap_or(u64::MAX),
             "decision"
         );

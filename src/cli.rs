@@ -1,15 +1,13 @@
 //! The policy author's commands: `leash check`, `leash test`, `leash policy validate`.
 //! Each runs the same code a live Check runs; `main` only prints.
 
-use std::sync::Arc;
-
 use serde_json::{Value as Json, json};
 
 use crate::config::Config;
 use crate::decision::{Decision, Header};
 use crate::edge;
-use crate::pipeline::{Pipeline, Verdict};
-use crate::policy::{PolicyInfo, PolicyLoadError, PolicySet, PolicyStore, ReloadOutcome, Value};
+use crate::pipeline::Verdict;
+use crate::policy::{PolicyInfo, PolicyLoadError, ReloadOutcome, Value};
 use crate::view::RequestView;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +35,11 @@ pub fn check(config: &Config, file: &str, text: &str) -> Result<CheckReport, Cli
         message,
     };
     let doc: Json = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let store = Arc::new(PolicyStore::new(
-        config.policy.source.clone(),
-        config.policy.load.clone(),
-        crate::app::warmup_inputs(config),
-    ));
+    let store = crate::app::policy_store(config);
     if let ReloadOutcome::Rejected(err) = store.reload() {
         return Err(err.into());
     }
-    let pipeline = Pipeline::new(store.clone(), config.request);
+    let pipeline = crate::app::pipeline(config, store.clone()).map_err(|e| bad(e.to_string()))?;
 
     // An input document carries what leash derives (`parsed_path`, `version`); a
     // CheckRequest carries only `attributes`.
@@ -137,10 +131,8 @@ pub fn verdict_json(verdict: &Verdict) -> Json {
 
 /// Compiles and warms the configured policy without serving it.
 pub fn validate(config: &Config) -> Result<PolicyInfo, PolicyLoadError> {
-    PolicySet::load(
-        &config.policy.source,
-        &config.policy.load,
-        &crate::app::warmup_inputs(config),
-    )
-    .map(|set| set.info().clone())
+    match crate::app::policy_store(config).reload() {
+        ReloadOutcome::Applied(info) | ReloadOutcome::Unchanged(info) => Ok((*info).clone()),
+        ReloadOutcome::Rejected(err) => Err(err),
+    }
 }

@@ -189,10 +189,43 @@ pub enum DenyReason {
     RequestBodyTooLarge,
     /// The JSON body nests deeper than the configured limit.
     RequestBodyTooDeep,
+    /// No token where one is required.
+    TokenMissing,
+    /// A token that is malformed, fails its signature, lacks a required claim, or is
+    /// sent where its kind does not belong.
+    TokenInvalid,
+    /// A token from an issuer leash does not trust.
+    TokenUnknownIssuer,
+    /// A token naming a key its issuer does not publish.
+    TokenUnknownKey,
+    /// A token past its `exp`.
+    TokenExpired,
+    /// A token before its `nbf`, or issued in the future.
+    TokenNotYetValid,
+    /// A token valid for longer than the issuer's maximum lifetime: standing authority.
+    TokenLifetimeExceeded,
+    /// A token signed with an algorithm the issuer is not allowed (including `none`).
+    TokenAlgNotAllowed,
+    /// A token for another audience.
+    TokenWrongAudience,
+    /// A token not bound to any workload where binding is required.
+    BindingUnbound,
+    /// A token bound to another workload (certificate or workload identity).
+    BindingWorkloadMismatch,
+    /// A token that names no task where one is required.
+    BindingTaskMissing,
+    /// A token issued for another task than the request's.
+    BindingTaskMismatch,
+    /// A DPoP proof that is missing, malformed or does not match the request or token.
+    DpopInvalid,
+    /// A DPoP proof used before.
+    DpopReplay,
+    /// An MCP request whose `Mcp-Method`/`Mcp-Name` headers disagree with its body.
+    McpHeaderMismatch,
 }
 
 impl DenyReason {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 30] = [
         Self::PolicyDenied,
         Self::PolicyUndefined,
         Self::PolicyInvalidResult,
@@ -207,6 +240,22 @@ impl DenyReason {
         Self::RequestInvalidPath,
         Self::RequestBodyTooLarge,
         Self::RequestBodyTooDeep,
+        Self::TokenMissing,
+        Self::TokenInvalid,
+        Self::TokenUnknownIssuer,
+        Self::TokenUnknownKey,
+        Self::TokenExpired,
+        Self::TokenNotYetValid,
+        Self::TokenLifetimeExceeded,
+        Self::TokenAlgNotAllowed,
+        Self::TokenWrongAudience,
+        Self::BindingUnbound,
+        Self::BindingWorkloadMismatch,
+        Self::BindingTaskMissing,
+        Self::BindingTaskMismatch,
+        Self::DpopInvalid,
+        Self::DpopReplay,
+        Self::McpHeaderMismatch,
     ];
 
     pub const fn code(self) -> &'static str {
@@ -225,6 +274,22 @@ impl DenyReason {
             Self::RequestInvalidPath => "request.invalid_path",
             Self::RequestBodyTooLarge => "request.body_too_large",
             Self::RequestBodyTooDeep => "request.body_too_deep",
+            Self::TokenMissing => "token.missing",
+            Self::TokenInvalid => "token.invalid",
+            Self::TokenUnknownIssuer => "token.unknown_issuer",
+            Self::TokenUnknownKey => "token.unknown_key",
+            Self::TokenExpired => "token.expired",
+            Self::TokenNotYetValid => "token.not_yet_valid",
+            Self::TokenLifetimeExceeded => "token.lifetime_exceeded",
+            Self::TokenAlgNotAllowed => "token.alg_not_allowed",
+            Self::TokenWrongAudience => "token.wrong_audience",
+            Self::BindingUnbound => "binding.unbound",
+            Self::BindingWorkloadMismatch => "binding.workload_mismatch",
+            Self::BindingTaskMissing => "binding.task_missing",
+            Self::BindingTaskMismatch => "binding.task_mismatch",
+            Self::DpopInvalid => "dpop.invalid",
+            Self::DpopReplay => "dpop.replay",
+            Self::McpHeaderMismatch => "mcp.header_mismatch",
         }
     }
 }

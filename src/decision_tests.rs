@@ -7,7 +7,10 @@ fn reason_codes_are_unique_and_dotted() {
     assert_eq!(codes.len(), DenyReason::ALL.len());
     for code in codes {
         let (family, name) = code.split_once('.').unwrap();
-        assert!(["policy", "request"].contains(&family), "{code}");
+        assert!(
+            ["policy", "request", "token", "binding", "dpop", "mcp"].contains(&family),
+            "{code}"
+        );
         assert!(
             name.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),

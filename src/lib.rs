@@ -6,7 +6,8 @@
 //! ```text
 //! edge::authz   CheckRequest off the wire
 //! edge::ingress   -> view::RequestView
-//! pipeline          -> policy::input (the OPA-compatible document)
+//! pipeline          -> token (verify, bind) -> action (classify) -> context
+//!                   -> policy::input (the OPA-compatible document + input.leash)
 //!                   -> policy (evaluation) -> policy::outcome
 //!                   -> decision::Decision
 //! edge::egress    -> CheckResponse
@@ -24,14 +25,18 @@
     reason = "a panic on the Check path would drop a decision; errors deny instead"
 )]
 
+pub mod action;
 pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod decision;
 pub mod edge;
+pub mod glob;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod reload;
+pub mod token;
 pub mod view;

@@ -237,7 +237,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let app = leash::app::App::build(config);
+        let app = leash::app::App::build(config)?;
         let listeners = app.bind().await?;
         app.serve(listeners, leash::app::shutdown_signal()).await
     })?;

@@ -1,18 +1,27 @@
 //! The steps of one Check, in order, and nothing else:
 //!
 //! ```text
-//! RequestView -> input document -> policy evaluation -> result shape -> Decision
+//! RequestView -> parsed path, query, body
+//!             -> token verification and binding   (hard denials: token.*, binding.*, dpop.*)
+//!             -> action classification             (mcp.header_mismatch)
+//!             -> input document (+ input.leash)
+//!             -> policy evaluation -> result shape -> Decision
 //! ```
 //!
-//! Token verification and binding, and live context (task, session, risk), slot in
-//! before the input is built; they add to `input.leash` and may deny on their own.
+//! Live context (task state, session, risk) will slot in beside token verification.
 //! `check` never fails: every error becomes a denial with a reason code.
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+
+use crate::action::{self, ActionsConfig, Classifier};
+use crate::config::RouteMatch;
+use crate::context;
 use crate::decision::{Decision, DenyReason};
 use crate::policy::input::{self, InputError, InputLimits};
-use crate::policy::{EvalError, PolicyStore, Value, outcome};
+use crate::policy::{EvalError, PolicySet, PolicyStore, Value, outcome};
+use crate::token::{AuthFailure, Authenticator, Issuer, TokenMode};
 use crate::view::RequestView;
 
 /// One Check's result, with what the decision log needs to explain it.
@@ -23,69 +32,195 @@ pub struct Verdict {
     pub decision_id: String,
     /// The policy revision that decided, if one was serving.
     pub revision: Option<Arc<str>>,
+    /// Who asked for what, as far as leash established it.
+    pub facts: Facts,
+}
+
+/// The signals behind a decision, for the decision log. Never a token or a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub human: Option<String>,
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub action: Option<&'static str>,
+    pub tool: Option<String>,
 }
 
 #[derive(Debug)]
 pub struct Pipeline {
     policy: Arc<PolicyStore>,
     limits: InputLimits,
+    auth: Arc<Authenticator>,
+    unauthenticated: Vec<RouteMatch>,
+    actions: ActionsConfig,
+    /// The classifier for the serving revision (its `data.leash.actions` included).
+    classifier: ArcSwapOption<(Arc<str>, Classifier)>,
 }
 
 impl Pipeline {
-    pub fn new(policy: Arc<PolicyStore>, limits: InputLimits) -> Self {
-        Self { policy, limits }
+    pub fn new(
+        policy: Arc<PolicyStore>,
+        limits: InputLimits,
+        auth: Arc<Authenticator>,
+        unauthenticated: Vec<RouteMatch>,
+        actions: ActionsConfig,
+    ) -> Self {
+        Self {
+            policy,
+            limits,
+            auth,
+            unauthenticated,
+            actions,
+            classifier: ArcSwapOption::empty(),
+        }
     }
 
     pub fn policy(&self) -> &Arc<PolicyStore> {
         &self.policy
     }
 
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// Decides `view` now. A token naming a key its issuer has not published yet is
+    /// denied (`token.unknown_key`); [`try_check`](Self::try_check) lets the caller
+    /// fetch keys and ask again instead.
     pub fn check(&self, view: &RequestView) -> Verdict {
-        match self.input(view) {
-            Ok(input) => self.decide(input),
-            Err(err) => Verdict::new(Decision::deny(input_reason(&err), err.to_string()), None),
+        match self.try_check(view) {
+            Ok(verdict) => verdict,
+            Err(issuer) => Verdict::new(
+                Decision::deny(
+                    DenyReason::TokenUnknownKey,
+                    format!("{} publishes no key the token names", issuer.config.issuer),
+                ),
+                None,
+                Facts::default(),
+            ),
         }
     }
 
-    /// The input document the policy sees for `view`; `leash check` prints it.
+    /// Decides `view`, or names the issuer whose keys should be fetched first.
+    pub fn try_check(&self, view: &RequestView) -> Result<Verdict, Arc<Issuer>> {
+        let deny = |reason: DenyReason, detail: String| {
+            Ok(Verdict::new(
+                Decision::deny(reason, detail),
+                None,
+                Facts::default(),
+            ))
+        };
+        let parsed = match input::parse(view, &self.limits) {
+            Ok(parsed) => parsed,
+            Err(err) => return deny(input_reason(&err), err.to_string()),
+        };
+
+        let identity = if self.auth.mode() == TokenMode::Off
+            || self
+                .unauthenticated
+                .iter()
+                .any(|r| r.matches(&view.host, &view.path, &view.method))
+        {
+            None
+        } else {
+            match self.auth.authenticate(view) {
+                Ok(identity) => Some(identity),
+                Err(AuthFailure::Denied(err)) => return deny(err.reason(), err.to_string()),
+                Err(AuthFailure::NeedKeys(issuer)) => return Err(issuer),
+            }
+        };
+
+        let serving = self.policy.current();
+        let Some(set) = serving.as_ref() else {
+            return deny(
+                DenyReason::PolicyUnavailable,
+                "no policy set has loaded yet; the policy load errors are in the log".into(),
+            );
+        };
+        let classifier = self.classifier_for(set);
+        let (action, tool) = match classifier.1.classify(view, &parsed.body) {
+            Ok(classified) => classified,
+            Err(err) => return deny(DenyReason::McpHeaderMismatch, err.to_string()),
+        };
+        let claims = identity.as_ref().map(|id| &id.token.claims);
+        let facts = Facts {
+            human: claims.and_then(|c| c.human.clone()),
+            agent: claims.and_then(|c| c.agent.clone()),
+            task: identity.as_ref().and_then(|id| id.binding.task.clone()),
+            action: Some(action.class.name()),
+            tool: tool.as_ref().map(|t| t.name.clone()),
+        };
+        let leash = context::leash_document(view, identity.as_ref(), &action, tool.as_ref());
+        let input = parsed.assemble(view, Some(leash));
+        Ok(Verdict::new(
+            evaluate(set, input),
+            Some(set.info().revision.clone()),
+            facts,
+        ))
+    }
+
+    /// The input document the policy sees for `view`, as `leash check` prints it.
     pub fn input(&self, view: &RequestView) -> Result<Value, InputError> {
         input::build(view, &self.limits)
     }
 
-    /// Evaluates an input document with the serving policy set.
+    /// Evaluates an input document as given with the serving policy set.
     pub fn decide(&self, input: Value) -> Verdict {
         let serving = self.policy.current();
-        let Some(set) = serving.as_ref() else {
-            return Verdict::new(
+        match serving.as_ref() {
+            Some(set) => Verdict::new(
+                evaluate(set, input),
+                Some(set.info().revision.clone()),
+                Facts::default(),
+            ),
+            None => Verdict::new(
                 Decision::deny(
                     DenyReason::PolicyUnavailable,
-                    "no policy set has loaded yet; the policy load errors are in the log",
+                    "no policy set has loaded yet",
                 ),
                 None,
-            );
-        };
-        let decision = match set.evaluate(input) {
-            Err(err @ EvalError::Limit(_)) => {
-                Decision::deny(DenyReason::PolicyLimitExceeded, err.to_string())
+                Facts::default(),
+            ),
+        }
+    }
+
+    fn classifier_for(&self, set: &PolicySet) -> Arc<(Arc<str>, Classifier)> {
+        let revision = &set.info().revision;
+        if let Some(cached) = self.classifier.load_full() {
+            if Arc::ptr_eq(&cached.0, revision) {
+                return cached;
             }
-            Err(err @ EvalError::Failed(_)) => {
-                Decision::deny(DenyReason::PolicyError, err.to_string())
-            }
-            Ok(result) => match outcome::read(&result) {
-                Ok(answer) => Decision::from_policy(answer),
-                Err(err) => Decision::deny(err.reason(), err.to_string()),
-            },
-        };
-        Verdict::new(decision, Some(set.info().revision.clone()))
+        }
+        // Validated when the set loaded; a table that still fails to read is left out.
+        let from_data = action::from_data(set.data()).ok().flatten();
+        let built = Arc::new((
+            revision.clone(),
+            Classifier::new(&self.actions, from_data.as_ref()),
+        ));
+        self.classifier.store(Some(built.clone()));
+        built
+    }
+}
+
+fn evaluate(set: &PolicySet, input: Value) -> Decision {
+    match set.evaluate(input) {
+        Err(err @ EvalError::Limit(_)) => {
+            Decision::deny(DenyReason::PolicyLimitExceeded, err.to_string())
+        }
+        Err(err @ EvalError::Failed(_)) => Decision::deny(DenyReason::PolicyError, err.to_string()),
+        Ok(result) => match outcome::read(&result) {
+            Ok(answer) => Decision::from_policy(answer),
+            Err(err) => Decision::deny(err.reason(), err.to_string()),
+        },
     }
 }
 
 impl Verdict {
-    fn new(decision: Decision, revision: Option<Arc<str>>) -> Self {
+    pub fn new(decision: Decision, revision: Option<Arc<str>>, facts: Facts) -> Self {
         Self {
             decision,
             decision_id: uuid::Uuid::new_v4().to_string(),
             revision,
+            facts,
         }
     }
 }

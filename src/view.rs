@@ -13,6 +13,10 @@ pub struct RequestView {
     /// `input.attributes`: the CheckRequest's attributes as protojson names and shapes.
     pub attributes: Value,
     pub method: String,
+    /// `http` or `https`, as the client spoke to Envoy.
+    pub scheme: String,
+    /// The request's authority (`:authority`, else Envoy's `host`).
+    pub host: String,
     /// `:path` as Envoy saw it, query included.
     pub path: String,
     /// Header names are lowercase, as Envoy sends them.
@@ -20,6 +24,8 @@ pub struct RequestView {
     pub body: Body,
     /// The peer's identity from its certificate (a SPIFFE ID under Istio), or empty.
     pub source_principal: String,
+    /// The peer's certificate as URL-encoded PEM (`include_peer_certificate`), or empty.
+    pub source_certificate: String,
 }
 
 /// The request body as Envoy forwarded it (`with_request_body`).

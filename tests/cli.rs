@@ -52,6 +52,8 @@ fn check_decides_a_check_request_written_as_json() {
         "--input",
         req.to_str().unwrap(),
         "--show-input",
+        "--set",
+        "tokens.mode=off",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use leash::config::Config;
 use leash::decision::Decision;
 use leash::pipeline::Pipeline;
 use leash::policy::{
@@ -53,7 +54,8 @@ fn pipeline(dir: &std::path::Path, engine: EngineChoice) -> (Pipeline, EngineKin
         ReloadOutcome::Applied(info) => info,
         other => panic!("the fixture policy does not load with {engine:?}: {other:?}"),
     };
-    (Pipeline::new(store, Default::default()), info.engine)
+    let config = Config::from_yaml("test", "", &[("tokens.mode", "off".into())]).unwrap();
+    (leash::app::pipeline(&config, store).unwrap(), info.engine)
 }
 
 fn without_id(decision: &Decision) -> String {

@@ -6,11 +6,11 @@
 //! gRPC error, and the Check itself runs without an `async_trait` allocation.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::{Future, ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use prost::Message as _;
@@ -25,7 +25,8 @@ use super::egress::{self, EgressOptions};
 use crate::audit::AuditSink;
 use crate::decision::{Decision, DenyReason};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, Verdict};
+use crate::pipeline::{Facts, Pipeline, Verdict};
+use crate::token::Issuer;
 use crate::view::RequestView;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -37,16 +38,43 @@ pub struct Authz {
     pub metrics: Arc<Metrics>,
     pub audit: AuditSink,
     pub egress: EgressOptions,
+    /// How long a Check waits for an issuer's keys when its token names an unknown key.
+    pub key_wait: Duration,
+}
+
+/// A Check decided at once, or waiting for an issuer's keys.
+enum Started {
+    Done(CheckResponse),
+    NeedKeys {
+        view: RequestView,
+        issuer: Arc<Issuer>,
+        started: Instant,
+    },
 }
 
 impl Authz {
-    /// Decides one request and records it beside the decision. Never fails.
+    /// Decides one request without waiting for anything. Never fails.
     pub fn check(&self, incoming: Incoming) -> CheckResponse {
+        match self.start(incoming) {
+            Started::Done(response) => response,
+            Started::NeedKeys { view, started, .. } => {
+                self.finish(self.pipeline.check(&view), Some(&view), started)
+            }
+        }
+    }
+
+    fn start(&self, incoming: Incoming) -> Started {
         let started = Instant::now();
-        let (verdict, view) = match incoming {
+        let view = match incoming {
             Incoming::Request(req) => match RequestView::try_from(req) {
-                Ok(view) => (self.pipeline.check(&view), Some(view)),
-                Err(invalid) => (deny(invalid.reason(), invalid.to_string()), None),
+                Ok(view) => view,
+                Err(invalid) => {
+                    return Started::Done(self.finish(
+                        deny(invalid.reason(), invalid.to_string()),
+                        None,
+                        started,
+                    ));
+                }
             },
             Incoming::Undecodable(err) => {
                 let reason = if err.to_string().contains("UTF-8") {
@@ -54,17 +82,48 @@ impl Authz {
                 } else {
                     DenyReason::RequestMalformed
                 };
-                (
-                    deny(reason, format!("cannot decode the CheckRequest: {err}")),
-                    None,
-                )
+                let verdict = deny(reason, format!("cannot decode the CheckRequest: {err}"));
+                return Started::Done(self.finish(verdict, None, started));
             }
         };
+        match self.pipeline.try_check(&view) {
+            Ok(verdict) => Started::Done(self.finish(verdict, Some(&view), started)),
+            Err(issuer) => Started::NeedKeys {
+                view,
+                issuer,
+                started,
+            },
+        }
+    }
+
+    /// Fetches the issuer's keys (bounded by `key_wait`), then decides for good.
+    async fn after_keys(
+        self: Arc<Self>,
+        view: RequestView,
+        issuer: Arc<Issuer>,
+        started: Instant,
+    ) -> CheckResponse {
+        if let Some(fetched) = issuer.refetch() {
+            if tokio::time::timeout(self.key_wait, fetched).await.is_err() {
+                tracing::warn!(issuer = %issuer.config.issuer, "keys did not arrive within {:?}", self.key_wait);
+            }
+        }
+        let verdict = self.pipeline.check(&view);
+        self.finish(verdict, Some(&view), started)
+    }
+
+    /// Builds the response and records the decision beside it.
+    fn finish(
+        &self,
+        verdict: Verdict,
+        view: Option<&RequestView>,
+        started: Instant,
+    ) -> CheckResponse {
         let response = egress::response(&verdict, &self.egress);
         let took = started.elapsed();
         self.metrics
             .record_decision(verdict.decision.reason(), took);
-        self.audit.record(&verdict, view.as_ref(), took);
+        self.audit.record(&verdict, view, took);
         response
     }
 
@@ -79,18 +138,13 @@ impl Authz {
             reason,
             format!("gRPC layer refused the CheckRequest ({code:?})"),
         );
-        self.metrics
-            .record_decision(Some(reason), std::time::Duration::ZERO);
-        self.audit.record(&verdict, None, std::time::Duration::ZERO);
+        self.metrics.record_decision(Some(reason), Duration::ZERO);
+        self.audit.record(&verdict, None, Duration::ZERO);
     }
 }
 
 fn deny(reason: DenyReason, detail: String) -> Verdict {
-    Verdict {
-        decision: Decision::deny(reason, detail),
-        decision_id: uuid::Uuid::new_v4().to_string(),
-        revision: None,
-    }
+    Verdict::new(Decision::deny(reason, detail), None, Facts::default())
 }
 
 /// A CheckRequest as it came off the wire: decoded, or the reason it could not be.
@@ -170,10 +224,25 @@ struct CheckCall(Arc<Authz>);
 
 impl UnaryService<Incoming> for CheckCall {
     type Response = CheckResponse;
-    type Future = Ready<Result<tonic::Response<CheckResponse>, tonic::Status>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<CheckResponse>, tonic::Status>> + Send>>;
 
     fn call(&mut self, request: tonic::Request<Incoming>) -> Self::Future {
-        ready(Ok(tonic::Response::new(self.0.check(request.into_inner()))))
+        match self.0.start(request.into_inner()) {
+            Started::Done(response) => Box::pin(ready(Ok(tonic::Response::new(response)))),
+            Started::NeedKeys {
+                view,
+                issuer,
+                started,
+            } => {
+                let authz = self.0.clone();
+                Box::pin(async move {
+                    Ok(tonic::Response::new(
+                        authz.after_keys(view, issuer, started).await,
+                    ))
+                })
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ fn verdict(decision: Decision) -> Verdict {
         decision,
         decision_id: "d-1".into(),
         revision: None,
+        facts: Default::default(),
     }
 }
 

@@ -34,10 +34,15 @@ impl TryFrom<CheckRequest> for RequestView {
     fn try_from(req: CheckRequest) -> Result<Self, Self::Error> {
         let mut ctx = req.attributes.ok_or(InvalidCheckRequest::NoHttp)?;
         let attributes = protojson::attributes(&ctx);
-        let source_principal = ctx
+        let (source_principal, source_certificate) = ctx
             .source
             .as_mut()
-            .map(|peer| std::mem::take(&mut peer.principal))
+            .map(|peer| {
+                (
+                    std::mem::take(&mut peer.principal),
+                    std::mem::take(&mut peer.certificate),
+                )
+            })
             .unwrap_or_default();
         let http = ctx
             .request
@@ -55,13 +60,17 @@ impl TryFrom<CheckRequest> for RequestView {
         } else {
             Body::None
         };
+        let host = headers.get(":authority").cloned().unwrap_or(http.host);
         Ok(Self {
             attributes,
             method: http.method,
+            scheme: http.scheme,
+            host,
             path: http.path,
             headers,
             body,
             source_principal,
+            source_certificate,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! truncated_body  Envoy sent only part of the body
 //! version         {ext_authz: "v3", encoding: "protojson"}
 //! source_principal  the peer's certificate identity, when there is one
+//! leash           leash's agent context (token, binding, delegation, action, tool)
 //! ```
 
 use std::sync::LazyLock;
@@ -45,29 +46,56 @@ pub enum InputError {
     BodyTooDeep { limit: usize },
 }
 
-/// Builds `input` for one request. The attributes document is shared with the view,
-/// not copied (values are reference-counted).
+/// Builds `input` for one request, without agent context: the plugin's document.
 pub fn build(view: &RequestView, limits: &InputLimits) -> Result<Value, InputError> {
+    Ok(parse(view, limits)?.assemble(view, None))
+}
+
+/// The parts of the document leash derives from the request: parsed before the rest of
+/// the pipeline runs, since classification reads the body too.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub path: Value,
+    pub query: Value,
+    /// The parsed body, or `null`.
+    pub body: Value,
+    pub truncated: bool,
+}
+
+pub fn parse(view: &RequestView, limits: &InputLimits) -> Result<Parsed, InputError> {
     let (path, query) = split_target(&view.path);
     let parsed_path = parse_path(path).ok_or_else(|| InputError::InvalidPath(path.to_owned()))?;
-    let parsed_query = parse_query(query);
-    let (parsed_body, truncated) = parse_body(view, limits)?;
-    let k = &*KEYS;
-    let mut entries = vec![
-        (k.attributes.clone(), view.attributes.clone()),
-        (k.parsed_path.clone(), parsed_path),
-        (k.parsed_query.clone(), parsed_query),
-        (k.parsed_body.clone(), parsed_body),
-        (k.truncated_body.clone(), Value::Bool(truncated)),
-        (k.version.clone(), k.version_value.clone()),
-    ];
-    if !view.source_principal.is_empty() {
-        entries.push((
-            k.source_principal.clone(),
-            Value::from(view.source_principal.as_str()),
-        ));
+    let (body, truncated) = parse_body(view, limits)?;
+    Ok(Parsed {
+        path: parsed_path,
+        query: parse_query(query),
+        body,
+        truncated,
+    })
+}
+
+impl Parsed {
+    /// The input document, with leash's agent context under `leash` when given.
+    pub fn assemble(self, view: &RequestView, leash: Option<Value>) -> Value {
+        let k = &*KEYS;
+        let mut object = regorus::value::Object::new();
+        object.insert(k.attributes.clone(), view.attributes.clone());
+        object.insert(k.parsed_path.clone(), self.path);
+        object.insert(k.parsed_query.clone(), self.query);
+        object.insert(k.parsed_body.clone(), self.body);
+        object.insert(k.truncated_body.clone(), Value::Bool(self.truncated));
+        object.insert(k.version.clone(), k.version_value.clone());
+        if !view.source_principal.is_empty() {
+            object.insert(
+                k.source_principal.clone(),
+                Value::from(view.source_principal.as_str()),
+            );
+        }
+        if let Some(leash) = leash {
+            object.insert(k.leash.clone(), leash);
+        }
+        object.into_value()
     }
-    Ok(object(entries))
 }
 
 /// Builds an object from entries; later keys win, as in a JSON document.
@@ -88,6 +116,7 @@ struct Keys {
     version: Value,
     version_value: Value,
     source_principal: Value,
+    leash: Value,
 }
 
 /// Keys shared by every input: cloning them is a reference-count bump, not an allocation.
@@ -103,6 +132,7 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
         (Value::from("encoding"), Value::from("protojson")),
     ]),
     source_principal: Value::from("source_principal"),
+    leash: Value::from("leash"),
 });
 
 /// Splits a request target into path and query; a fragment is dropped.

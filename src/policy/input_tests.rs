@@ -7,6 +7,8 @@ fn view(path: &str, headers: &[(&str, &str)], body: Body) -> RequestView {
     RequestView {
         attributes: Value::new_object(),
         method: "POST".into(),
+        scheme: "http".into(),
+        host: "tools.example".into(),
         path: path.into(),
         headers: headers
             .iter()
@@ -14,6 +16,7 @@ fn view(path: &str, headers: &[(&str, &str)], body: Body) -> RequestView {
             .collect::<HashMap<_, _>>(),
         body,
         source_principal: String::new(),
+        source_certificate: String::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Rego: loading and compiling policy sets, building the input document, evaluating,
 //! and reading the result. The only module that drives regorus's engine.
 
+mod builtins;
 mod engine;
 pub mod input;
 pub mod outcome;

@@ -88,13 +88,20 @@ pub struct LoadOptions {
     pub rego_version: RegoVersion,
     pub engine: EngineChoice,
     pub limits: EvalLimits,
+    /// Checks `data` parts other modules read (e.g. `data.leash.actions`) at load, so a
+    /// malformed table rejects the set instead of surfacing on a Check.
+    pub check_data: Option<DataCheck>,
 }
+
+/// A check of a policy set's `data`, returning why it is unusable.
+pub type DataCheck = fn(&Value) -> Result<(), String>;
 
 /// A compiled, warmed policy revision. Immutable: a reload builds a new one.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     evaluator: Evaluator,
     info: Arc<PolicyInfo>,
+    data: Value,
 }
 
 /// What `Status` and the logs report about a set.
@@ -130,6 +137,9 @@ impl PolicySet {
         warmup: &[Value],
     ) -> Result<Self, PolicyLoadError> {
         let (mut engine, data) = parse(files, options.rego_version)?;
+        if let Some(check) = options.check_data {
+            check(&data).map_err(|message| Problem::general(source.describe(), message))?;
+        }
         let rule = options.decision.as_str();
         let compiled = engine.compile_with_entrypoint(&rule.into()).map_err(|err| {
             let text = err.to_string();
@@ -155,7 +165,7 @@ impl PolicySet {
                 let vm = Compiler::compile_from_policy(&compiled, &[rule])
                     .map_err(|err| PolicyLoadError::from(Problem::from_regorus(&source.describe(), &err)))
                     .and_then(|program| {
-                        let vm = Evaluator::Vm(VmProgram::new(program, data, options.limits));
+                        let vm = Evaluator::Vm(VmProgram::new(program, data.clone(), options.limits));
                         let got = warm(&vm, warmup)?;
                         if got == expected {
                             Ok(vm)
@@ -192,7 +202,13 @@ impl PolicySet {
         Ok(Self {
             evaluator,
             info: Arc::new(info),
+            data,
         })
+    }
+
+    /// The merged `data` document of the set.
+    pub fn data(&self) -> &Value {
+        &self.data
     }
 
     pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
@@ -215,6 +231,8 @@ pub(crate) fn parse(
 ) -> Result<(Engine, Value), PolicyLoadError> {
     let mut engine = Engine::new();
     engine.set_rego_v0(version == RegoVersion::V0);
+    super::builtins::register(&mut engine)
+        .map_err(|e| Problem::general("builtins", e.to_string()))?;
     let mut problems = Vec::new();
     for module in &files.modules {
         if let Err(err) = engine.add_policy(module.path.clone(), module.text.clone()) {

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 pub mod envoy;
+pub mod keys;
 
 /// A leash serving in this process until dropped.
 pub struct Leash {
@@ -37,12 +38,15 @@ impl Leash {
             ("listen.admin", "127.0.0.1:0".into()),
             ("listen.control", "127.0.0.1:0".into()),
             ("log.decisions", "off".into()),
+            // Tests of token handling turn it back on.
+            ("tokens.mode", "off".into()),
         ];
         all.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let config = Config::from_yaml("test", "", &all).expect("test config");
         let app = tokio::task::spawn_blocking(move || leash::app::App::build(config))
             .await
-            .unwrap();
+            .unwrap()
+            .expect("build leash");
         let listeners = app.bind().await.expect("bind");
         let grpc = listeners.grpc_addr().unwrap();
         let admin = listeners.admin_addr().unwrap();
@@ -277,6 +281,8 @@ impl LeashProcess {
             .arg("serve")
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(["--control-addr", "127.0.0.1:0", "--log-format", "json"])
+            // Tests of token handling turn it back on (a later --set wins).
+            .args(["--set", "tokens.mode=off"])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod tokens;
+
+use tokens::RawTokens;
+pub use tokens::{RouteMatch, TokensConfig};
+
+use crate::action::ActionsConfig;
 use crate::audit::AuditLevel;
 use crate::policy::input::InputLimits;
 use crate::policy::{
@@ -18,7 +24,7 @@ use crate::policy::{
 };
 
 /// The commented default configuration; `leash config` prints it.
-pub const EXAMPLE: &str = include_str!("../deploy/leash.yaml");
+pub const EXAMPLE: &str = include_str!("../../deploy/leash.yaml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -32,7 +38,7 @@ pub enum ConfigError {
     #[error("{origin}: `{key}` = {value:?} is invalid: {hint}")]
     Invalid {
         origin: String,
-        key: &'static str,
+        key: String,
         value: String,
         hint: String,
     },
@@ -47,6 +53,8 @@ pub struct RawConfig {
     pub request: RawRequest,
     pub response: RawResponse,
     pub log: RawLog,
+    pub tokens: RawTokens,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +162,8 @@ pub struct Config {
     pub request: InputLimits,
     pub response: ResponseConfig,
     pub log: LogConfig,
+    pub tokens: TokensConfig,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -264,9 +274,9 @@ fn set_path(doc: &mut yaml_serde::Value, key: &str, value: &str) -> Result<(), S
 
 impl RawConfig {
     pub fn validate(self, origin: &str) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, value: &str, hint: &str| ConfigError::Invalid {
+        let invalid = |key: &str, value: &str, hint: &str| ConfigError::Invalid {
             origin: origin.to_owned(),
-            key,
+            key: key.to_owned(),
             value: value.to_owned(),
             hint: hint.to_owned(),
         };
@@ -358,6 +368,7 @@ impl RawConfig {
                     timeout,
                     max_instructions,
                 },
+                check_data: None,
             },
             watch_interval: (!watch.is_zero()).then_some(watch),
         };
@@ -411,7 +422,19 @@ impl RawConfig {
             decisions,
         };
 
+        let tokens = self
+            .tokens
+            .validate()
+            .map_err(|(key, value, hint)| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                value,
+                hint,
+            })?;
+
         Ok(Config {
+            tokens,
+            actions: self.actions,
             listen,
             worker_threads: NonZeroUsize::new(self.runtime.worker_threads),
             policy,
@@ -423,5 +446,4 @@ impl RawConfig {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

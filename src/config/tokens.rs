@@ -1,0 +1,389 @@
+//! The `tokens:` and `actions:` sections: trusted issuers and their keys, where tokens
+//! arrive, routes that need none, and the operator's action rules and tool table.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::token::{
+    DpopSettings, IssuerConfig, KeySource, TokenHeaders, TokenKind, TokenMode, TokenSettings,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokens {
+    pub mode: String,
+    pub require_task: bool,
+    pub headers: RawHeaders,
+    pub cache_entries: usize,
+    pub key_wait: String,
+    pub dpop: RawDpop,
+    pub unauthenticated: Vec<RouteMatch>,
+    pub issuers: Vec<RawIssuer>,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        Self {
+            mode: "required".into(),
+            require_task: true,
+            headers: RawHeaders::default(),
+            cache_entries: 10_000,
+            key_wait: "200ms".into(),
+            dpop: RawDpop::default(),
+            unauthenticated: Vec::new(),
+            issuers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHeaders {
+    pub authorization: String,
+    pub dpop: String,
+    pub txn_token: String,
+    pub task: String,
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        Self {
+            authorization: "authorization".into(),
+            dpop: "dpop".into(),
+            txn_token: "txn-token".into(),
+            task: "x-agent-task".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDpop {
+    pub max_age: String,
+    pub leeway: String,
+    pub algorithms: Vec<String>,
+    pub replay_entries: usize,
+}
+
+impl Default for RawDpop {
+    fn default() -> Self {
+        Self {
+            max_age: "60s".into(),
+            leeway: "5s".into(),
+            algorithms: ["ES256", "EdDSA", "RS256", "PS256"]
+                .map(String::from)
+                .to_vec(),
+            replay_entries: 100_000,
+        }
+    }
+}
+
+/// A route, by host, path and method globs; empty lists match anything.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteMatch {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub methods: Vec<String>,
+}
+
+impl RouteMatch {
+    pub fn matches(&self, host: &str, path: &str, method: &str) -> bool {
+        let path = path.split(['?', '#']).next().unwrap_or("/");
+        (self.hosts.is_empty()
+            || self
+                .hosts
+                .iter()
+                .any(|h| crate::glob::matches(h, host, '.')))
+            && (self.paths.is_empty()
+                || self
+                    .paths
+                    .iter()
+                    .any(|p| crate::glob::matches(p, path, '/')))
+            && (self.methods.is_empty()
+                || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIssuer {
+    pub issuer: String,
+    pub kind: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<String>,
+    pub jwks: Option<serde_json::Value>,
+    pub jwks_file: String,
+    pub jwks_url: String,
+    pub jwks_ca_file: String,
+    pub hmac_secret_file: String,
+    pub refresh: String,
+    pub min_refetch: String,
+    pub fetch_timeout: String,
+    pub max_lifetime: String,
+    pub leeway: String,
+    pub task_claim: String,
+    pub workload_claim: String,
+    pub require_workload_binding: bool,
+}
+
+impl Default for RawIssuer {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            kind: "access".into(),
+            audiences: Vec::new(),
+            algorithms: ["RS256", "ES256", "EdDSA"].map(String::from).to_vec(),
+            jwks: None,
+            jwks_file: String::new(),
+            jwks_url: String::new(),
+            jwks_ca_file: String::new(),
+            hmac_secret_file: String::new(),
+            refresh: "5m".into(),
+            min_refetch: "30s".into(),
+            fetch_timeout: "2s".into(),
+            max_lifetime: "15m".into(),
+            leeway: "30s".into(),
+            task_claim: String::new(),
+            workload_claim: String::new(),
+            require_workload_binding: true,
+        }
+    }
+}
+
+/// The validated sections.
+#[derive(Debug, Clone)]
+pub struct TokensConfig {
+    pub settings: TokenSettings,
+    /// How long a Check waits for keys when a token names an unknown key id.
+    pub key_wait: Duration,
+    pub unauthenticated: Vec<RouteMatch>,
+}
+
+/// A validation failure: the key, the value, and how to fix it.
+pub type Invalid = (String, String, String);
+
+fn bad(key: impl Into<String>, value: impl Into<String>, hint: impl Into<String>) -> Invalid {
+    (key.into(), value.into(), hint.into())
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, Invalid> {
+    humantime::parse_duration(value)
+        .map_err(|_| bad(key, value, "use a duration such as 500ms, 30s or 15m"))
+}
+
+fn header(key: &str, value: &str) -> Result<String, Invalid> {
+    let name = value.trim().to_ascii_lowercase();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(bad(key, value, "use a header name such as x-agent-task"));
+    }
+    Ok(name)
+}
+
+fn algorithms(key: &str, names: &[String], what: &str) -> Result<Vec<Algorithm>, Invalid> {
+    if names.is_empty() {
+        return Err(bad(
+            key,
+            "[]",
+            format!("list the algorithms {what} may use, e.g. [RS256, ES256, EdDSA]"),
+        ));
+    }
+    names
+        .iter()
+        .map(|name| {
+            if name.eq_ignore_ascii_case("none") {
+                return Err(bad(key, name, "unsigned tokens (alg none) are never accepted"));
+            }
+            Algorithm::from_str(name)
+                .map_err(|_| bad(key, name, "use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA or HS256/384/512"))
+        })
+        .collect()
+}
+
+impl RawTokens {
+    pub fn validate(&self) -> Result<TokensConfig, Invalid> {
+        let mode = match self.mode.as_str() {
+            "required" => TokenMode::Required,
+            "off" => TokenMode::Off,
+            other => return Err(bad("tokens.mode", other, "use required or off")),
+        };
+        let headers = TokenHeaders {
+            authorization: header("tokens.headers.authorization", &self.headers.authorization)?,
+            dpop: header("tokens.headers.dpop", &self.headers.dpop)?,
+            txn_token: header("tokens.headers.txn_token", &self.headers.txn_token)?,
+            task: header("tokens.headers.task", &self.headers.task)?,
+        };
+        let dpop_algorithms = algorithms(
+            "tokens.dpop.algorithms",
+            &self.dpop.algorithms,
+            "DPoP proofs",
+        )?;
+        if let Some(hs) = dpop_algorithms
+            .iter()
+            .find(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac)
+        {
+            return Err(bad(
+                "tokens.dpop.algorithms",
+                format!("{hs:?}"),
+                "DPoP proofs are signed with a private key: HMAC is not allowed",
+            ));
+        }
+        let dpop = DpopSettings {
+            max_age: duration("tokens.dpop.max_age", &self.dpop.max_age)?,
+            leeway: duration("tokens.dpop.leeway", &self.dpop.leeway)?,
+            algorithms: dpop_algorithms,
+            replay_entries: self.dpop.replay_entries.max(1),
+        };
+        let issuers = self
+            .issuers
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| raw.validate(&format!("tokens.issuers[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TokensConfig {
+            settings: TokenSettings {
+                mode,
+                issuers,
+                headers,
+                require_task: self.require_task,
+                cache_entries: self.cache_entries.max(1),
+                dpop,
+            },
+            key_wait: duration("tokens.key_wait", &self.key_wait)?,
+            unauthenticated: self.unauthenticated.clone(),
+        })
+    }
+}
+
+impl RawIssuer {
+    fn validate(&self, at: &str) -> Result<IssuerConfig, Invalid> {
+        let key = |name: &str| format!("{at}.{name}");
+        if self.issuer.trim().is_empty() {
+            return Err(bad(
+                key("issuer"),
+                "",
+                "set the `iss` value this issuer's tokens carry",
+            ));
+        }
+        if self.audiences.is_empty() {
+            return Err(bad(
+                key("audiences"),
+                "[]",
+                "list the audiences leash accepts, e.g. [tools.example]",
+            ));
+        }
+        let kind = match self.kind.as_str() {
+            "access" => TokenKind::Access,
+            "transaction" => TokenKind::Transaction,
+            other => return Err(bad(key("kind"), other, "use access or transaction")),
+        };
+        let algorithms = algorithms(&key("algorithms"), &self.algorithms, "this issuer")?;
+        let sources = [
+            self.jwks.is_some(),
+            !self.jwks_file.is_empty(),
+            !self.jwks_url.is_empty(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(bad(
+                key("jwks"),
+                "",
+                "set only one of jwks, jwks_file and jwks_url",
+            ));
+        }
+        let keys = if let Some(inline) = &self.jwks {
+            KeySource::Inline(inline.to_string())
+        } else if !self.jwks_file.is_empty() {
+            KeySource::File(PathBuf::from(&self.jwks_file))
+        } else if !self.jwks_url.is_empty() {
+            if !self.jwks_url.starts_with("https://") {
+                return Err(bad(
+                    key("jwks_url"),
+                    &self.jwks_url,
+                    "keys are fetched over HTTPS only",
+                ));
+            }
+            KeySource::Url {
+                url: self.jwks_url.clone(),
+                ca_file: (!self.jwks_ca_file.is_empty()).then(|| PathBuf::from(&self.jwks_ca_file)),
+                timeout: duration(&key("fetch_timeout"), &self.fetch_timeout)?,
+            }
+        } else {
+            KeySource::None
+        };
+        let hmac = algorithms
+            .iter()
+            .any(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac);
+        let hmac_secret = if hmac {
+            if self.hmac_secret_file.is_empty() {
+                return Err(bad(
+                    key("hmac_secret_file"),
+                    "",
+                    "HS* algorithms need an explicit secret file; a public key is never used as an HMAC secret",
+                ));
+            }
+            let secret = std::fs::read(&self.hmac_secret_file).map_err(|e| {
+                bad(
+                    key("hmac_secret_file"),
+                    &self.hmac_secret_file,
+                    format!("cannot read it: {e}"),
+                )
+            })?;
+            let secret = secret.trim_ascii().to_vec();
+            if secret.len() < 32 {
+                return Err(bad(
+                    key("hmac_secret_file"),
+                    &self.hmac_secret_file,
+                    "the secret must be at least 32 bytes",
+                ));
+            }
+            Some(secret)
+        } else {
+            None
+        };
+        let asymmetric = algorithms
+            .iter()
+            .any(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac);
+        if asymmetric && keys == KeySource::None {
+            return Err(bad(
+                key("jwks_url"),
+                "",
+                "asymmetric algorithms need keys: set jwks_url, jwks_file or jwks",
+            ));
+        }
+        if let KeySource::Inline(jwks) = &keys {
+            crate::token::KeySet::from_jwks(jwks).map_err(|e| bad(key("jwks"), "", e))?;
+        }
+        Ok(IssuerConfig {
+            issuer: self.issuer.clone(),
+            kind,
+            audiences: self.audiences.clone(),
+            algorithms,
+            keys,
+            hmac_secret,
+            max_lifetime: duration(&key("max_lifetime"), &self.max_lifetime)?,
+            leeway: duration(&key("leeway"), &self.leeway)?,
+            task_claim: if self.task_claim.is_empty() {
+                if kind == TokenKind::Transaction {
+                    "txn".into()
+                } else {
+                    "task_id".into()
+                }
+            } else {
+                self.task_claim.clone()
+            },
+            workload_claim: (!self.workload_claim.is_empty()).then(|| self.workload_claim.clone()),
+            require_workload_binding: self.require_workload_binding,
+            refresh: duration(&key("refresh"), &self.refresh)?,
+            min_refetch: duration(&key("min_refetch"), &self.min_refetch)?,
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! A trusted issuer: its settings, its current keys, and (for a JWKS file or URL)
+//! the task that keeps those keys fresh. The last good key set is kept whenever a
+//! refresh fails, so an identity provider outage does not stop verification.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use tokio::sync::{Notify, watch};
+
+use super::keys::KeySet;
+
+/// Where an issuer's public keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// No public keys: the issuer signs with an HMAC secret only.
+    None,
+    /// A JWKS document written in the configuration.
+    Inline(String),
+    /// A JWKS file, read again on every refresh.
+    File(PathBuf),
+    /// A JWKS URL (HTTPS), fetched on a schedule and when a token names an unknown key.
+    Url {
+        url: String,
+        /// Extra CA certificates (PEM) to trust for this URL, e.g. an internal CA.
+        ca_file: Option<PathBuf>,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An OAuth access token, sent as `Authorization: Bearer` or `DPoP`.
+    Access,
+    /// An OAuth Transaction Token (`typ: txntoken+jwt`), sent in the `Txn-Token` header.
+    Transaction,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// The `iss` claim this issuer's tokens carry.
+    pub issuer: String,
+    pub kind: TokenKind,
+    /// At least one must appear in the token's `aud`.
+    pub audiences: Vec<String>,
+    /// Algorithms accepted from this issuer (`none` can never be listed).
+    pub algorithms: Vec<Algorithm>,
+    pub keys: KeySource,
+    /// The HMAC secret for `HS*` algorithms; only these algorithms use it.
+    pub hmac_secret: Option<Vec<u8>>,
+    /// Tokens living longer than this (`exp - iat`) are refused as standing authority.
+    pub max_lifetime: Duration,
+    /// Allowed clock skew for `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// The claim naming the task the token was issued for.
+    pub task_claim: String,
+    /// The claim naming the agent workload (e.g. a SPIFFE ID), compared with the
+    /// peer's certificate identity.
+    pub workload_claim: Option<String>,
+    /// Refuse tokens not bound to the calling workload (certificate, DPoP key or workload claim).
+    pub require_workload_binding: bool,
+    /// How often a JWKS file or URL is read again.
+    pub refresh: Duration,
+    /// The least time between two fetches caused by unknown key ids.
+    pub min_refetch: Duration,
+}
+
+#[derive(Debug)]
+pub struct Issuer {
+    pub config: IssuerConfig,
+    keys: ArcSwap<KeySet>,
+    hmac: Option<DecodingKey>,
+    refresh: Option<Refresh>,
+}
+
+#[derive(Debug)]
+struct Refresh {
+    wake: Notify,
+    /// Bumped after every fetch attempt, good or bad.
+    attempts: watch::Sender<u64>,
+    last_on_demand: Mutex<Option<Instant>>,
+}
+
+impl Issuer {
+    /// Builds the issuer; an inline JWKS is parsed here, a file or URL by [`refresh_loop`](Self::refresh_loop).
+    pub fn new(config: IssuerConfig) -> Result<Self, String> {
+        let keys = match &config.keys {
+            KeySource::Inline(jwks) => KeySet::from_jwks(jwks)?.0,
+            _ => KeySet::default(),
+        };
+        let hmac = config
+            .hmac_secret
+            .as_deref()
+            .map(DecodingKey::from_secret)
+            .transpose()
+            .map_err(|e| format!("unusable HMAC secret: {e}"))?;
+        let refresh =
+            matches!(config.keys, KeySource::File(_) | KeySource::Url { .. }).then(|| Refresh {
+                wake: Notify::new(),
+                attempts: watch::Sender::new(0),
+                last_on_demand: Mutex::new(None),
+            });
+        Ok(Self {
+            config,
+            keys: ArcSwap::from_pointee(keys),
+            hmac,
+            refresh,
+        })
+    }
+
+    pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
+        self.keys.load()
+    }
+
+    pub fn hmac(&self) -> Option<&DecodingKey> {
+        self.hmac.as_ref()
+    }
+
+    /// Whether keys come from a source that can be read again (a file or a URL).
+    pub fn refetch_possible(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// Asks for a fetch because a token named a key the set lacks. Returns a future
+    /// that resolves when that fetch is done, or `None` when the last on-demand
+    /// fetch was too recent (tokens with made-up key ids must not hammer the IdP).
+    pub fn refetch(self: &Arc<Self>) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let refresh = self.refresh.as_ref()?;
+        {
+            let mut last = refresh
+                .last_on_demand
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < self.config.min_refetch) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut attempts = refresh.attempts.subscribe();
+        let seen = *attempts.borrow_and_update();
+        refresh.wake.notify_one();
+        Some(async move {
+            let _ = attempts.wait_for(|n| *n > seen).await;
+        })
+    }
+
+    /// Reads the key source now, then again every `refresh` or when woken by
+    /// [`refetch`](Self::refetch). Runs until the process ends.
+    pub async fn refresh_loop(self: Arc<Self>, client: reqwest::Client) {
+        let Some(refresh) = &self.refresh else { return };
+        loop {
+            match self.fetch(&client).await {
+                Ok((set, skipped)) => {
+                    let before = self.keys.load().kids();
+                    let after = set.kids();
+                    if before != after {
+                        tracing::info!(issuer = %self.config.issuer, keys = ?after, "issuer keys loaded");
+                    }
+                    for why in skipped {
+                        tracing::warn!(issuer = %self.config.issuer, "JWKS key skipped: {why}");
+                    }
+                    self.keys.store(Arc::new(set));
+                }
+                Err(err) => {
+                    let kept = self.keys.load().len();
+                    tracing::warn!(
+                        issuer = %self.config.issuer,
+                        "cannot refresh keys: {err}; keeping the {kept} keys already loaded"
+                    );
+                }
+            }
+            refresh.attempts.send_modify(|n| *n += 1);
+            tokio::select! {
+                () = tokio::time::sleep(self.config.refresh) => {}
+                () = refresh.wake.notified() => {}
+            }
+        }
+    }
+
+    async fn fetch(&self, client: &reqwest::Client) -> Result<(KeySet, Vec<String>), String> {
+        let text = match &self.config.keys {
+            KeySource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            KeySource::Url { url, timeout, .. } => {
+                let response = client
+                    .get(url)
+                    .timeout(*timeout)
+                    .send()
+                    .await
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                if !response.status().is_success() {
+                    return Err(format!("GET {url}: HTTP {}", response.status()));
+                }
+                response
+                    .text()
+                    .await
+                    .map_err(|e| format!("GET {url}: {e}"))?
+            }
+            KeySource::None | KeySource::Inline(_) => return Err("nothing to fetch".into()),
+        };
+        KeySet::from_jwks(&text)
+    }
+
+    /// An HTTP client trusting the system roots plus the issuer's `ca_file`.
+    pub fn http_client(&self) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder().https_only(true);
+        if let KeySource::Url {
+            ca_file: Some(path),
+            ..
+        } = &self.config.keys
+        {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+    }
+}

@@ -1,0 +1,383 @@
+//! Agent identity: the tokens a request carries, verified in Rust and bound to the
+//! workload presenting them and the task they were issued for.
+//!
+//! ```text
+//! headers -> extract (Authorization: Bearer|DPoP, Txn-Token, DPoP proof)
+//!         -> verify   (issuer, algorithm, key, signature, aud/exp/nbf/iat/lifetime; cached)
+//!         -> bind     (certificate, DPoP key, workload claim; task header)
+//!         -> Identity
+//! ```
+
+mod bind;
+mod claims;
+mod dpop;
+mod error;
+mod issuer;
+mod keys;
+pub mod mint;
+pub mod opa;
+mod verify;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use claims::AgentClaims;
+pub use dpop::DpopSettings;
+pub use error::TokenError;
+pub use issuer::{Issuer, IssuerConfig, KeySource, TokenKind};
+pub use keys::KeySet;
+pub use verify::{Unverified, VerifiedToken};
+
+use crate::view::RequestView;
+use dpop::{DpopVerifier, ProofContext};
+use verify::Verifier;
+
+/// Whether requests must carry a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// Every request needs a valid, bound token, except on unauthenticated routes.
+    Required,
+    /// Tokens are not looked at; policy decides alone. Explicit, and warned about.
+    Off,
+}
+
+/// Header names tokens and the task arrive in (lowercase, as Envoy sends them).
+#[derive(Debug, Clone)]
+pub struct TokenHeaders {
+    pub authorization: String,
+    pub dpop: String,
+    pub txn_token: String,
+    pub task: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub mode: TokenMode,
+    pub issuers: Vec<IssuerConfig>,
+    pub headers: TokenHeaders,
+    /// Refuse tokens that name no task.
+    pub require_task: bool,
+    pub cache_entries: usize,
+    pub dpop: DpopSettings,
+}
+
+/// How the primary token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presentation {
+    Bearer,
+    Dpop,
+    TxnToken,
+}
+
+impl Presentation {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Bearer => "bearer",
+            Self::Dpop => "dpop",
+            Self::TxnToken => "txn_token",
+        }
+    }
+}
+
+/// What binds the token to this request. Each `true` was checked, not assumed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// `cnf.x5t#S256` matched the client certificate.
+    pub certificate: bool,
+    /// A DPoP proof from the `cnf.jkt` key checked out.
+    pub dpop: bool,
+    /// The workload claim matched the peer's certificate identity.
+    pub workload_claim: bool,
+    /// The task the token and the request agree on.
+    pub task: Option<String>,
+}
+
+/// A request's verified, bound credentials.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub token: Arc<VerifiedToken>,
+    pub presented: Presentation,
+    /// A transaction token sent beside an access token.
+    pub txn: Option<Arc<VerifiedToken>>,
+    pub binding: Binding,
+}
+
+/// Why authentication could not finish now.
+#[derive(Debug)]
+pub enum AuthFailure {
+    Denied(TokenError),
+    /// Fetching this issuer's keys may let the token verify; try once more after.
+    NeedKeys(Arc<Issuer>),
+}
+
+impl From<TokenError> for AuthFailure {
+    fn from(err: TokenError) -> Self {
+        Self::Denied(err)
+    }
+}
+
+impl From<Unverified> for AuthFailure {
+    fn from(err: Unverified) -> Self {
+        match err {
+            Unverified::Denied(e) => Self::Denied(e),
+            Unverified::UnknownKey { issuer, kid } => match issuer.refetch_possible() {
+                true => Self::NeedKeys(issuer),
+                false => Self::Denied(TokenError::UnknownKey(format!(
+                    "{} publishes no key {kid:?}",
+                    issuer.config.issuer
+                ))),
+            },
+        }
+    }
+}
+
+/// Verifies and binds the tokens of each request.
+#[derive(Debug)]
+pub struct Authenticator {
+    settings: TokenSettings,
+    verifier: Verifier,
+    dpop: DpopVerifier,
+}
+
+impl Authenticator {
+    pub fn new(settings: TokenSettings) -> Result<Self, String> {
+        let issuers = settings
+            .issuers
+            .iter()
+            .map(|c| {
+                Issuer::new(c.clone())
+                    .map(Arc::new)
+                    .map_err(|e| format!("issuer {}: {e}", c.issuer))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            verifier: Verifier::new(issuers, settings.cache_entries),
+            dpop: DpopVerifier::new(settings.dpop.clone()),
+            settings,
+        })
+    }
+
+    pub fn mode(&self) -> TokenMode {
+        self.settings.mode
+    }
+
+    pub fn issuers(&self) -> &[Arc<Issuer>] {
+        self.verifier.issuers()
+    }
+
+    /// Authenticates `view` at the current time.
+    pub fn authenticate(&self, view: &RequestView) -> Result<Identity, AuthFailure> {
+        self.authenticate_at(view, unix_now())
+    }
+
+    pub fn authenticate_at(&self, view: &RequestView, now: i64) -> Result<Identity, AuthFailure> {
+        let h = &self.settings.headers;
+        let authorization = view
+            .header(&h.authorization)
+            .map(parse_authorization)
+            .transpose()?;
+        let txn_raw = view
+            .header(&h.txn_token)
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+
+        let (raw, presented, txn) = match (authorization, txn_raw) {
+            (Some((presented, raw)), txn) => (raw, presented, txn),
+            (None, Some(txn)) => (txn, Presentation::TxnToken, None),
+            (None, None) => return Err(TokenError::Missing.into()),
+        };
+        let token = self.verifier.verify(raw, now)?;
+        let expected_kind = match presented {
+            Presentation::TxnToken => TokenKind::Transaction,
+            Presentation::Bearer | Presentation::Dpop => TokenKind::Access,
+        };
+        if token.kind() != expected_kind {
+            return Err(TokenError::WrongPlacement(match expected_kind {
+                TokenKind::Access => {
+                    format!("a transaction token belongs in the {} header", h.txn_token)
+                }
+                TokenKind::Transaction => {
+                    "an access token does not belong in the transaction token header".into()
+                }
+            })
+            .into());
+        }
+        let txn = match txn {
+            None => None,
+            Some(raw) => {
+                let txn = self.verifier.verify(raw, now)?;
+                if txn.kind() != TokenKind::Transaction {
+                    return Err(TokenError::WrongPlacement(format!(
+                        "the {} header holds a token from an issuer not configured for transaction tokens",
+                        h.txn_token
+                    ))
+                    .into());
+                }
+                Some(txn)
+            }
+        };
+
+        let mut binding = self.bind_workload(view, &token, presented, raw, now)?;
+        binding.task = self.bind_task(view, &token, txn.as_deref())?;
+        Ok(Identity {
+            token,
+            presented,
+            txn,
+            binding,
+        })
+    }
+
+    fn bind_workload(
+        &self,
+        view: &RequestView,
+        token: &VerifiedToken,
+        presented: Presentation,
+        raw: &str,
+        now: i64,
+    ) -> Result<Binding, TokenError> {
+        let claims = &token.claims;
+        let mut binding = Binding::default();
+        match (presented, &claims.jkt) {
+            (Presentation::Dpop, Some(jkt)) => {
+                let proof = view.header(&self.settings.headers.dpop).ok_or_else(|| {
+                    TokenError::DpopInvalid(format!(
+                        "no {} proof header",
+                        self.settings.headers.dpop
+                    ))
+                })?;
+                let uri = request_uri(view);
+                let thumbprint = self.dpop.verify(
+                    proof,
+                    &ProofContext {
+                        method: &view.method,
+                        uri: &uri,
+                        access_token: raw,
+                        now,
+                    },
+                )?;
+                if thumbprint != *jkt {
+                    return Err(TokenError::DpopInvalid(
+                        "the proof key is not the key the token is bound to (cnf.jkt)".into(),
+                    ));
+                }
+                binding.dpop = true;
+            }
+            (Presentation::Dpop, None) => {
+                return Err(TokenError::DpopInvalid(
+                    "the token is not DPoP-bound (no cnf.jkt)".into(),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(TokenError::DpopInvalid(
+                    "a DPoP-bound token must be sent as Authorization: DPoP with a proof".into(),
+                ));
+            }
+            (_, None) => {}
+        }
+        if let Some(expected) = &claims.x5t_s256 {
+            match bind::certificate_thumbprint(&view.source_certificate) {
+                Some(actual) if actual == *expected => binding.certificate = true,
+                Some(_) => {
+                    return Err(TokenError::WorkloadMismatch(
+                        "the client certificate is not the one the token is bound to (cnf.x5t#S256)".into(),
+                    ));
+                }
+                None => {
+                    return Err(TokenError::WorkloadMismatch(
+                        "the token is bound to a client certificate and the request has none"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(workload) = &claims.workload {
+            if *workload != view.source_principal {
+                return Err(TokenError::WorkloadMismatch(format!(
+                    "the token's workload {workload:?} is not the peer {:?}",
+                    view.source_principal
+                )));
+            }
+            binding.workload_claim = true;
+        }
+        let bound = binding.certificate || binding.dpop || binding.workload_claim;
+        if !bound && token.issuer.config.require_workload_binding {
+            return Err(TokenError::Unbound);
+        }
+        Ok(binding)
+    }
+
+    /// The token's task must be the request's task (header `x-agent-task` by default);
+    /// a transaction token beside it must be for the same task.
+    fn bind_task(
+        &self,
+        view: &RequestView,
+        token: &VerifiedToken,
+        txn: Option<&VerifiedToken>,
+    ) -> Result<Option<String>, TokenError> {
+        let header = &self.settings.headers.task;
+        let requested = view.header(header).map(str::trim).filter(|t| !t.is_empty());
+        let Some(task) = &token.claims.task else {
+            if self.settings.require_task {
+                return Err(TokenError::TaskMissing(
+                    token.issuer.config.task_claim.clone(),
+                ));
+            }
+            return Ok(None);
+        };
+        match requested {
+            None => Err(TokenError::TaskMismatch(format!(
+                "the token is for task {task:?} and the request names none ({header})"
+            ))),
+            Some(r) if r != task => Err(TokenError::TaskMismatch(format!(
+                "the token is for task {task:?}, the request for {r:?}"
+            ))),
+            Some(_) => {
+                if let Some(txn_task) = txn.and_then(|t| t.claims.task.as_ref()) {
+                    if txn_task != task {
+                        return Err(TokenError::TaskMismatch(format!(
+                            "the transaction token is for {txn_task:?}, the access token for {task:?}"
+                        )));
+                    }
+                }
+                Ok(Some(task.clone()))
+            }
+        }
+    }
+}
+
+/// `Bearer <token>` or `DPoP <token>`; other schemes are not tokens leash accepts.
+fn parse_authorization(value: &str) -> Result<(Presentation, &str), TokenError> {
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let token = token.trim();
+    let presented = if scheme.eq_ignore_ascii_case("bearer") {
+        Presentation::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Presentation::Dpop
+    } else {
+        return Err(TokenError::Malformed(
+            "the Authorization scheme must be Bearer or DPoP".into(),
+        ));
+    };
+    if token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    Ok((presented, token))
+}
+
+/// The request URI a DPoP proof names: scheme, authority and path, no query.
+fn request_uri(view: &RequestView) -> String {
+    let path = view.path.split(['?', '#']).next().unwrap_or("/");
+    let scheme = if view.scheme.is_empty() {
+        "http"
+    } else {
+        &view.scheme
+    };
+    format!("{scheme}://{}{path}", view.host)
+}
+
+/// Seconds since the Unix epoch; the one place token checks read the clock.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

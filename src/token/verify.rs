@@ -1,0 +1,274 @@
+//! Token verification: find the issuer, check the algorithm, the signature and every
+//! time claim, and remember the result. A repeated token is found in a bounded cache
+//! keyed by the SHA-256 of the whole token and skips all signature work; it leaves the
+//! cache at its `exp`, or when its issuer's keys change.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+use super::claims::AgentClaims;
+use super::error::TokenError;
+use super::issuer::{Issuer, TokenKind};
+use super::keys::KeySet;
+use crate::policy::Value;
+
+/// A token whose signature and claims checked out.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub issuer: Arc<Issuer>,
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub claims: AgentClaims,
+    /// Every claim, as the policy sees them under `input.leash.token.claims`.
+    pub document: Value,
+    /// The key set this token was verified against; a newer set means re-verify.
+    keys: Option<Arc<KeySet>>,
+}
+
+impl VerifiedToken {
+    pub fn kind(&self) -> TokenKind {
+        self.issuer.config.kind
+    }
+}
+
+/// Why verification could not finish now.
+#[derive(Debug)]
+pub enum Unverified {
+    Denied(TokenError),
+    /// The token names a key its issuer's set lacks; fetching the keys may help.
+    UnknownKey {
+        issuer: Arc<Issuer>,
+        kid: String,
+    },
+}
+
+impl From<TokenError> for Unverified {
+    fn from(err: TokenError) -> Self {
+        Self::Denied(err)
+    }
+}
+
+pub type TokenCache = quick_cache::sync::Cache<[u8; 32], Arc<VerifiedToken>>;
+
+#[derive(Debug)]
+pub struct Verifier {
+    issuers: Vec<Arc<Issuer>>,
+    cache: TokenCache,
+}
+
+impl Verifier {
+    pub fn new(issuers: Vec<Arc<Issuer>>, cache_entries: usize) -> Self {
+        Self {
+            issuers,
+            cache: TokenCache::new(cache_entries.max(1)),
+        }
+    }
+
+    pub fn issuers(&self) -> &[Arc<Issuer>] {
+        &self.issuers
+    }
+
+    /// Verifies `raw` at unix time `now`, from the cache when it can.
+    pub fn verify(&self, raw: &str, now: i64) -> Result<Arc<VerifiedToken>, Unverified> {
+        let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&digest) {
+            let keys_unchanged = hit
+                .keys
+                .as_ref()
+                .is_none_or(|keys| Arc::ptr_eq(keys, &hit.issuer.keys()));
+            if keys_unchanged {
+                // Signature and shape were checked when it was cached; time moves on.
+                check_times(&hit.claims, &hit.issuer, now)?;
+                return Ok(hit);
+            }
+            self.cache.remove(&digest);
+        }
+        let verified = Arc::new(self.verify_uncached(raw, now)?);
+        self.cache.insert(digest, verified.clone());
+        Ok(verified)
+    }
+
+    fn verify_uncached(&self, raw: &str, now: i64) -> Result<VerifiedToken, Unverified> {
+        let parts = Parts::split(raw)?;
+        let header = parts.header()?;
+        let claims = parts.claims()?;
+
+        let iss = claims
+            .get("iss")
+            .and_then(Json::as_str)
+            .ok_or(TokenError::MissingClaim("iss"))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.config.issuer == iss)
+            .ok_or_else(|| TokenError::UnknownIssuer(iss.to_owned()))?;
+
+        let alg_name = header.get("alg").and_then(Json::as_str).unwrap_or("none");
+        let alg = Algorithm::from_str(alg_name)
+            .ok()
+            .filter(|alg| issuer.config.algorithms.contains(alg))
+            .ok_or_else(|| TokenError::AlgNotAllowed(alg_name.to_owned()))?;
+        if issuer.config.kind == TokenKind::Transaction
+            && header.get("typ").and_then(Json::as_str) != Some("txntoken+jwt")
+        {
+            return Err(TokenError::Malformed(
+                "a transaction token must have typ txntoken+jwt".into(),
+            )
+            .into());
+        }
+        let kid = header.get("kid").and_then(Json::as_str);
+
+        let keys = if alg.family() == jsonwebtoken::AlgorithmFamily::Hmac {
+            // Only the configured secret: never a key from the JWKS.
+            let key = issuer.hmac().ok_or_else(|| {
+                TokenError::AlgNotAllowed(format!("{alg_name} (no HMAC secret is configured)"))
+            })?;
+            verify_signature(&parts, key, alg)?;
+            None
+        } else {
+            let set = issuer.keys();
+            let mut candidates = set.candidates(kid, alg).peekable();
+            if candidates.peek().is_none() {
+                return Err(match kid {
+                    Some(kid) if !set.has_kid(kid) => Unverified::UnknownKey {
+                        issuer: issuer.clone(),
+                        kid: kid.to_owned(),
+                    },
+                    Some(kid) => {
+                        TokenError::AlgNotAllowed(format!("{alg_name} for key {kid:?}")).into()
+                    }
+                    None => TokenError::UnknownKey(format!("{iss} has no {alg_name} key")).into(),
+                });
+            }
+            if !candidates.any(|k| verify_signature(&parts, &k.key, alg).is_ok()) {
+                return Err(TokenError::BadSignature.into());
+            }
+            Some(Arc::clone(&set))
+        };
+
+        let agent = AgentClaims::read(
+            &claims,
+            &issuer.config.task_claim,
+            issuer.config.workload_claim.as_deref(),
+        );
+        check_audience(&claims, &issuer.config.audiences)?;
+        check_times(&agent, issuer, now)?;
+        check_lifetime(&agent, issuer, now)?;
+        Ok(VerifiedToken {
+            issuer: issuer.clone(),
+            alg,
+            kid: kid.map(str::to_owned),
+            claims: agent,
+            document: Value::from(Json::Object(claims)),
+            keys,
+        })
+    }
+}
+
+/// The three parts of a compact JWS.
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+    signed: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Parts<'a> {
+    fn split(raw: &'a str) -> Result<Self, TokenError> {
+        let mut it = raw.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(TokenError::Malformed(
+                "not a compact JWS (three dot-separated parts)".into(),
+            ));
+        };
+        let signed = raw
+            .get(..header.len() + 1 + payload.len())
+            .ok_or_else(|| TokenError::Malformed("not a compact JWS".into()))?;
+        Ok(Self {
+            header,
+            payload,
+            signed,
+            signature,
+        })
+    }
+
+    fn header(&self) -> Result<Map<String, Json>, TokenError> {
+        decode_json(self.header, "header")
+    }
+
+    fn claims(&self) -> Result<Map<String, Json>, TokenError> {
+        decode_json(self.payload, "claims")
+    }
+}
+
+pub(crate) fn decode_json(part: &str, what: &str) -> Result<Map<String, Json>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed(format!("the {what} is not base64url")))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Json::Object(map)) => Ok(map),
+        _ => Err(TokenError::Malformed(format!(
+            "the {what} is not a JSON object"
+        ))),
+    }
+}
+
+fn verify_signature(
+    parts: &Parts<'_>,
+    key: &jsonwebtoken::DecodingKey,
+    alg: Algorithm,
+) -> Result<(), TokenError> {
+    match jsonwebtoken::crypto::verify(parts.signature, parts.signed.as_bytes(), key, alg) {
+        Ok(true) => Ok(()),
+        _ => Err(TokenError::BadSignature),
+    }
+}
+
+fn check_audience(claims: &Map<String, Json>, accepted: &[String]) -> Result<(), TokenError> {
+    let listed: Vec<&str> = match claims.get("aud") {
+        Some(Json::String(aud)) => vec![aud.as_str()],
+        Some(Json::Array(auds)) => auds.iter().filter_map(Json::as_str).collect(),
+        _ => return Err(TokenError::MissingClaim("aud")),
+    };
+    if listed.iter().any(|aud| accepted.iter().any(|a| a == aud)) {
+        Ok(())
+    } else {
+        Err(TokenError::WrongAudience(listed.join(" ")))
+    }
+}
+
+/// `exp` is required and must be ahead; `nbf` and `iat` must not be ahead.
+fn check_times(claims: &AgentClaims, issuer: &Issuer, now: i64) -> Result<(), TokenError> {
+    let leeway = i64::try_from(issuer.config.leeway.as_secs()).unwrap_or(i64::MAX);
+    let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
+    if now > exp.saturating_add(leeway) {
+        return Err(TokenError::Expired { exp });
+    }
+    for at in [claims.nbf, claims.iat].into_iter().flatten() {
+        if at > now.saturating_add(leeway) {
+            return Err(TokenError::NotYetValid { at });
+        }
+    }
+    Ok(())
+}
+
+/// A token valid for longer than the issuer's maximum is standing authority. Without
+/// `iat` or `nbf`, the lifetime is counted from now.
+fn check_lifetime(claims: &AgentClaims, issuer: &Issuer, now: i64) -> Result<(), TokenError> {
+    let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
+    let start = claims.iat.or(claims.nbf).unwrap_or(now);
+    let lifetime = exp.saturating_sub(start);
+    let max = i64::try_from(issuer.config.max_lifetime.as_secs()).unwrap_or(i64::MAX);
+    if lifetime > max {
+        return Err(TokenError::LifetimeExceeded { lifetime, max });
+    }
+    Ok(())
+}
