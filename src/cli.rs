@@ -14,7 +14,7 @@ use crate::view::RequestView;
 pub enum CliError {
     #[error("{file}: {message}")]
     Input { file: String, message: String },
-    #[error("policy does not load: {0}")]
+    #[error("policy does not load")]
     Policy(#[from] PolicyLoadError),
 }
 

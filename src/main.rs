@@ -63,6 +63,9 @@ struct PolicyArgs {
     /// Policy directory: .rego files and data.json/data.yaml [policy.dir]
     #[arg(long)]
     policy: Option<String>,
+    /// Embedded library: auto, embedded (extend it with --policy) or none [policy.library]
+    #[arg(long)]
+    library: Option<String>,
     /// Decision rule, e.g. envoy/authz/allow [policy.decision]
     #[arg(long)]
     decision: Option<String>,
@@ -129,6 +132,9 @@ struct CheckArgs {
 struct TestArgs {
     /// Policy directory (default: the embedded library)
     dir: Option<PathBuf>,
+    /// Test DIR together with the embedded library it extends
+    #[arg(long)]
+    with_library: bool,
     /// Rego syntax version: v1 or v0
     #[arg(long, default_value = "v1")]
     rego_version: String,
@@ -181,6 +187,7 @@ impl PolicyArgs {
             }
         };
         put("policy.dir", &self.policy);
+        put("policy.library", &self.library);
         put("policy.decision", &self.decision);
         put("policy.rego_version", &self.rego_version);
         put("policy.engine", &self.engine);

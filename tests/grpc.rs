@@ -343,14 +343,34 @@ async fn status_and_metrics_count_decisions() {
 
 #[tokio::test]
 async fn the_embedded_policy_serves_with_no_setup() {
-    let leash = Leash::start(&[]).await;
+    // The defaults: tokens required, no issuer configured: nothing gets through.
+    let leash = Leash::start(&[("tokens.mode", "required")]).await;
     let resp = leash.check(request("GET", "/v1/items", &[])).await;
-    assert_eq!(
-        reason(&resp).as_deref(),
-        Some("policy.denied"),
-        "no routes: deny"
-    );
+    assert_eq!(reason(&resp).as_deref(), Some("token.missing"));
     assert_eq!(leash.admin_get("/readyz").await.0, 200);
+
+    // Without tokens, the governance library lets reads through and nothing else.
+    let open = Leash::start(&[]).await;
+    assert!(is_allowed(
+        &open.check(request("GET", "/v1/items", &[])).await
+    ));
+    let resp = open.check(request("POST", "/v1/items", &[])).await;
+    assert_eq!(reason(&resp).as_deref(), Some("policy.denied"));
+    let Some(
+        envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::DeniedResponse(
+            denied,
+        ),
+    ) = resp.http_response
+    else {
+        panic!("a denied response")
+    };
+    assert!(
+        denied
+            .body
+            .contains("unauthenticated requests may only read"),
+        "{}",
+        denied.body
+    );
 }
 
 async fn reload(control: &mut ControlClient<tonic::transport::Channel>) -> ReloadPolicyResponse {

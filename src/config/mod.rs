@@ -89,6 +89,7 @@ pub struct RawRuntime {
 #[serde(deny_unknown_fields, default)]
 pub struct RawPolicy {
     pub dir: String,
+    pub library: String,
     pub decision: String,
     pub rego_version: String,
     pub engine: String,
@@ -102,6 +103,7 @@ impl Default for RawPolicy {
         let limits = EvalLimits::default();
         Self {
             dir: String::new(),
+            library: "auto".into(),
             decision: "envoy/authz/allow".into(),
             rego_version: "v1".into(),
             engine: "auto".into(),
@@ -354,12 +356,27 @@ impl RawConfig {
         }
         let max_instructions = NonZeroUsize::new(p.max_instructions)
             .ok_or_else(|| invalid("policy.max_instructions", "0", "must be at least 1"))?;
+        let source = match (p.library.as_str(), p.dir.is_empty()) {
+            ("auto" | "embedded", true) => PolicySource::Embedded,
+            ("auto" | "none", false) => PolicySource::Dir(PathBuf::from(&p.dir)),
+            ("embedded", false) => PolicySource::Layered(PathBuf::from(&p.dir)),
+            ("none", true) => {
+                return Err(invalid(
+                    "policy.library",
+                    "none",
+                    "with no embedded library, set policy.dir to your policy",
+                ));
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "policy.library",
+                    other,
+                    "use auto (the embedded library unless policy.dir is set), embedded (with policy.dir: extend it) or none",
+                ));
+            }
+        };
         let policy = PolicyConfig {
-            source: if p.dir.is_empty() {
-                PolicySource::Embedded
-            } else {
-                PolicySource::Dir(PathBuf::from(&p.dir))
-            },
+            source,
             load: LoadOptions {
                 decision,
                 rego_version,

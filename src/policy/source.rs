@@ -24,7 +24,12 @@ pub enum PolicySource {
     Embedded,
     /// Every `.rego` file and every `data.json`/`data.yaml` below a directory.
     Dir(PathBuf),
+    /// The embedded library plus a directory that extends it.
+    Layered(PathBuf),
 }
+
+/// How embedded files are named in messages, apart from the operator's own files.
+const EMBEDDED_PREFIX: &str = "embedded:";
 
 /// One text file of a policy set, named by its path relative to the source root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,33 +82,44 @@ impl PolicySource {
         match self {
             Self::Embedded => "embedded".to_owned(),
             Self::Dir(dir) => dir.display().to_string(),
+            Self::Layered(dir) => format!("embedded + {}", dir.display()),
+        }
+    }
+
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            Self::Embedded => None,
+            Self::Dir(dir) | Self::Layered(dir) => Some(dir),
         }
     }
 
     pub fn read(&self) -> Result<SourceFiles, PolicyLoadError> {
         let mut files = SourceFiles::default();
-        match self {
-            Self::Embedded => {
-                for (path, text) in embedded::FILES {
-                    files.add(path, (*text).to_owned());
-                }
+        if matches!(self, Self::Embedded | Self::Layered(_)) {
+            for (path, text) in embedded::FILES {
+                files.add(
+                    &format!("{EMBEDDED_PREFIX}{path}"),
+                    path,
+                    (*text).to_owned(),
+                );
             }
-            Self::Dir(dir) => {
-                let mut paths = Vec::new();
-                walk(dir, &mut paths).map_err(|e| io_problem(dir, &e))?;
-                for path in paths {
-                    let rel = relative(dir, &path);
-                    let text = read_text(&path)?;
-                    files.add(&rel, text);
-                }
-                if files.modules.is_empty() {
-                    return Err(Problem::general(
-                        dir.display().to_string(),
-                        "no .rego files found; point --policy at the directory holding your policy, \
-                         or leave it unset to serve the embedded library",
-                    )
-                    .into());
-                }
+        }
+        if let Some(dir) = self.dir() {
+            let mut paths = Vec::new();
+            walk(dir, &mut paths).map_err(|e| io_problem(dir, &e))?;
+            let before = files.modules.len() + files.tests.len();
+            for path in paths {
+                let rel = relative(dir, &path);
+                let text = read_text(&path)?;
+                files.add(&rel, &rel, text);
+            }
+            if matches!(self, Self::Dir(_)) && files.modules.len() + files.tests.len() == before {
+                return Err(Problem::general(
+                    dir.display().to_string(),
+                    "no .rego files found; point --policy at the directory holding your policy, \
+                     or leave it unset to serve the embedded library",
+                )
+                .into());
             }
         }
         files.sort();
@@ -113,7 +129,7 @@ impl PolicySource {
     /// A cheap summary of the files' names, sizes and modification times: it changes
     /// when any policy or data file is added, removed or edited.
     pub fn fingerprint(&self) -> std::io::Result<Vec<(PathBuf, u64, Option<SystemTime>)>> {
-        let Self::Dir(dir) = self else {
+        let Some(dir) = self.dir() else {
             return Ok(Vec::new());
         };
         let mut paths = Vec::new();
@@ -130,10 +146,11 @@ impl PolicySource {
 }
 
 impl SourceFiles {
-    fn add(&mut self, rel: &str, text: String) {
+    /// Adds a file named `display` in messages, at `rel` below its source's root.
+    fn add(&mut self, display: &str, rel: &str, text: String) {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         let file = SourceFile {
-            path: rel.to_owned(),
+            path: display.to_owned(),
             text,
         };
         match classify(name) {

@@ -79,6 +79,9 @@ pub fn run(
             });
             continue;
         }
+        // Each test gets its own engine: regorus keeps rule values between evaluations,
+        // and a value computed under one test's `with` must not leak into the next.
+        let mut engine = engine.clone();
         let started = Instant::now();
         let status = match engine.eval_rule(name.clone()) {
             Ok(regorus::Value::Bool(true)) => TestStatus::Pass,
