@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr as _;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -43,8 +44,99 @@ enum Command {
     /// Policy tools
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Token tools for trying leash out: mint, inspect, jwks, proof
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a complete, commented configuration file
     Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Sign a test token with a private key (PEM) or an HMAC secret file
+    Mint(Box<MintArgs>),
+    /// Decode a token and say whether the configured issuers would accept it, and why not
+    Inspect(InspectArgs),
+    /// Print the JWKS for a private key's public half
+    Jwks(KeyArgs),
+    /// Sign a DPoP proof for one request
+    Proof(ProofArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeyArgs {
+    /// Private key (PEM, PKCS#8) or, for HS*, a secret file
+    #[arg(long)]
+    key: PathBuf,
+    /// Signing algorithm: RS256, PS256, ES256, EdDSA, HS256, ...
+    #[arg(long, default_value = "ES256")]
+    alg: String,
+    /// Key id (`kid`)
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct MintArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    #[arg(long)]
+    iss: String,
+    /// Audience (repeat for several)
+    #[arg(long, required = true)]
+    aud: Vec<String>,
+    /// Subject: the human on whose behalf, or the workload itself
+    #[arg(long)]
+    sub: String,
+    /// Lifetime, e.g. 5m (leash refuses more than the issuer's max_lifetime, 15m by default)
+    #[arg(long, default_value = "5m")]
+    ttl: String,
+    /// The task the token is issued for (claim task_id)
+    #[arg(long)]
+    task: Option<String>,
+    /// Delegation chain, current actor first: --act planner,orchestrator
+    #[arg(long, value_delimiter = ',')]
+    act: Vec<String>,
+    /// Space-separated scopes
+    #[arg(long)]
+    scope: Option<String>,
+    /// Bind to a client certificate (PEM): sets cnf.x5t#S256
+    #[arg(long)]
+    cnf_cert: Option<PathBuf>,
+    /// Bind to a DPoP key (PEM): sets cnf.jkt to its thumbprint
+    #[arg(long)]
+    cnf_dpop_key: Option<PathBuf>,
+    /// Algorithm of the DPoP key
+    #[arg(long, default_value = "ES256")]
+    cnf_dpop_alg: String,
+    /// Any other claim, as name=JSON (a bare word is a string): --claim spiffe_id=spiffe://t/a
+    #[arg(long, value_name = "NAME=VALUE")]
+    claim: Vec<String>,
+    /// Header typ (txntoken+jwt for a transaction token)
+    #[arg(long)]
+    typ: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The token, or - to read it from stdin
+    token: String,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+struct ProofArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The request URL (query and fragment are ignored)
+    #[arg(long)]
+    url: String,
+    /// The access token the proof accompanies
+    #[arg(long)]
+    token: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +263,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check(&args),
         Command::Test(args) => test(&args),
         Command::Policy(PolicyCommand::Validate(args)) => validate(args),
+        Command::Token(command) => token(command),
         Command::Config => {
             print!("{}", leash::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
@@ -385,4 +478,187 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+fn signing_key(args: &KeyArgs) -> anyhow::Result<leash::token::mint::SigningKey> {
+    let alg = jsonwebtoken::Algorithm::from_str(&args.alg).map_err(|_| {
+        anyhow::anyhow!(
+            "--alg {:?} is not a JWS algorithm: use RS256, PS256, ES256, EdDSA or HS256",
+            args.alg
+        )
+    })?;
+    let material =
+        std::fs::read(&args.key).with_context(|| format!("cannot read {}", args.key.display()))?;
+    leash::token::mint::SigningKey::from_pem(alg, material.trim_ascii())
+        .with_context(|| format!("{}: not a {} private key", args.key.display(), args.alg))
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Mint(args) => {
+            let token = mint(&args)?;
+            println!("{token}");
+        }
+        TokenCommand::Jwks(args) => {
+            let key = signing_key(&args)?;
+            let jwk = key.public_jwk(args.kid.as_deref())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "keys": [jwk] }))?
+            );
+        }
+        TokenCommand::Proof(args) => {
+            let key = signing_key(&args.key)?;
+            let jti = uuid::Uuid::new_v4().to_string();
+            let proof = key.dpop_proof(
+                &args.method,
+                &args.url,
+                &args.token,
+                leash::token::unix_now(),
+                &jti,
+            )?;
+            println!("{proof}");
+        }
+        TokenCommand::Inspect(args) => return inspect(&args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mint(args: &MintArgs) -> anyhow::Result<String> {
+    use serde_json::Value;
+    let key = signing_key(&args.key)?;
+    let ttl = humantime::parse_duration(&args.ttl)
+        .with_context(|| format!("--ttl {:?} is not a duration", args.ttl))?;
+    let now = leash::token::unix_now();
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), Value::from(args.iss.clone()));
+    claims.insert(
+        "aud".into(),
+        match args.aud.as_slice() {
+            [one] => Value::from(one.clone()),
+            many => Value::from(many.to_vec()),
+        },
+    );
+    claims.insert("sub".into(), Value::from(args.sub.clone()));
+    claims.insert("iat".into(), Value::from(now));
+    claims.insert(
+        "exp".into(),
+        Value::from(now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)),
+    );
+    claims.insert("jti".into(), Value::from(uuid::Uuid::new_v4().to_string()));
+    if let Some(task) = &args.task {
+        claims.insert("task_id".into(), Value::from(task.clone()));
+    }
+    if let Some(act) = leash::token::mint::act_chain(&args.act) {
+        claims.insert("act".into(), act);
+    }
+    if let Some(scope) = &args.scope {
+        claims.insert("scope".into(), Value::from(scope.clone()));
+    }
+    let mut cnf = serde_json::Map::new();
+    if let Some(cert) = &args.cnf_cert {
+        let pem = std::fs::read_to_string(cert)
+            .with_context(|| format!("cannot read {}", cert.display()))?;
+        cnf.insert(
+            "x5t#S256".into(),
+            Value::from(leash::token::mint::certificate_thumbprint(&pem)?),
+        );
+    }
+    if let Some(path) = &args.cnf_dpop_key {
+        let dpop = signing_key(&KeyArgs {
+            key: path.clone(),
+            alg: args.cnf_dpop_alg.clone(),
+            kid: None,
+        })?;
+        cnf.insert("jkt".into(), Value::from(dpop.thumbprint()?));
+    }
+    if !cnf.is_empty() {
+        claims.insert("cnf".into(), Value::Object(cnf));
+    }
+    for kv in &args.claim {
+        let (name, value) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--claim {kv:?}: use name=value"))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
+        claims.insert(name.to_owned(), value);
+    }
+    Ok(key.sign(&claims, args.key.kid.as_deref(), args.typ.as_deref())?)
+}
+
+/// Decodes a token and runs the configured issuers' checks on it (not the binding:
+/// that needs a request).
+fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    use serde_json::json;
+    let raw = if args.token == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        text.trim().to_owned()
+    } else {
+        args.token.trim().to_owned()
+    };
+    let config = match args.policy.load(Vec::new()) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let (header, claims, _) =
+        leash::token::opa::decode(&raw).map_err(|e| anyhow::anyhow!("not a JWT: {e}"))?;
+    let auth = leash::token::Authenticator::new(config.tokens.settings.clone())
+        .map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for issuer in auth.issuers() {
+        if issuer.refetch_possible() {
+            let client = issuer.http_client().map_err(anyhow::Error::msg)?;
+            if let Err(err) = runtime.block_on(issuer.load(&client)) {
+                eprintln!("warning: issuer {}: {err}", issuer.config.issuer);
+            }
+        }
+    }
+    let now = leash::token::unix_now();
+    let lifetime = claims["exp"]
+        .as_i64()
+        .zip(claims["iat"].as_i64())
+        .map(|(e, i)| e - i);
+    let mut report = json!({
+        "header": header,
+        "claims": claims,
+        "lifetime_seconds": lifetime,
+        "expires_in_seconds": claims["exp"].as_i64().map(|e| e - now),
+    });
+    let accepted = match auth.verify_token(&raw, now) {
+        Ok(token) => {
+            let c = &token.claims;
+            let mut needs = Vec::new();
+            if c.x5t_s256.is_some() {
+                needs.push("the client certificate with cnf.x5t#S256".to_owned());
+            }
+            if c.jkt.is_some() {
+                needs.push("Authorization: DPoP with a proof signed by the cnf.jkt key".to_owned());
+            }
+            if let Some(w) = &c.workload {
+                needs.push(format!("a peer whose certificate identity is {w}"));
+            }
+            if let Some(task) = &c.task {
+                needs.push(format!("{}: {task}", config.tokens.settings.headers.task));
+            }
+            report["verdict"] = json!("accepted");
+            report["delegation"] = json!({"human": c.human, "agent": c.agent, "chain": c.chain});
+            report["scopes"] = json!(c.scopes);
+            report["request_must_carry"] = json!(needs);
+            true
+        }
+        Err(err) => {
+            report["verdict"] = json!("refused");
+            report["reason"] = json!(err.reason().code());
+            report["detail"] = json!(err.to_string());
+            false
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

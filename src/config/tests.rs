@@ -102,3 +102,17 @@ fn decision_paths_accept_both_spellings() {
         );
     }
 }
+
+#[test]
+fn the_agents_example_is_a_valid_configuration() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/leash-agents.yaml"
+    ))
+    .unwrap();
+    let config = Config::from_yaml("deploy/leash-agents.yaml", &text, &[]).unwrap();
+    assert_eq!(config.tokens.settings.issuers.len(), 2);
+    assert_eq!(config.actions.tools.len(), 6);
+    assert_eq!(config.tokens.unauthenticated.len(), 1);
+    assert!(matches!(config.policy.source, PolicySource::Layered(_)));
+}

@@ -122,7 +122,3 @@ fn hmac_sha256(args: &[Value]) -> Result<Value, String> {
     let tag = aws_lc_rs::hmac::sign(&key, string_arg(args, 0)?.as_bytes());
     Ok(Value::from(hex(tag.as_ref())))
 }
-
-#[cfg(test)]
-#[path = "builtins_tests.rs"]
-mod tests;

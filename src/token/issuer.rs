@@ -151,25 +151,12 @@ impl Issuer {
     pub async fn refresh_loop(self: Arc<Self>, client: reqwest::Client) {
         let Some(refresh) = &self.refresh else { return };
         loop {
-            match self.fetch(&client).await {
-                Ok((set, skipped)) => {
-                    let before = self.keys.load().kids();
-                    let after = set.kids();
-                    if before != after {
-                        tracing::info!(issuer = %self.config.issuer, keys = ?after, "issuer keys loaded");
-                    }
-                    for why in skipped {
-                        tracing::warn!(issuer = %self.config.issuer, "JWKS key skipped: {why}");
-                    }
-                    self.keys.store(Arc::new(set));
-                }
-                Err(err) => {
-                    let kept = self.keys.load().len();
-                    tracing::warn!(
-                        issuer = %self.config.issuer,
-                        "cannot refresh keys: {err}; keeping the {kept} keys already loaded"
-                    );
-                }
+            if let Err(err) = self.load(&client).await {
+                let kept = self.keys.load().len();
+                tracing::warn!(
+                    issuer = %self.config.issuer,
+                    "cannot refresh keys: {err}; keeping the {kept} keys already loaded"
+                );
             }
             refresh.attempts.send_modify(|n| *n += 1);
             tokio::select! {
@@ -177,6 +164,22 @@ impl Issuer {
                 () = refresh.wake.notified() => {}
             }
         }
+    }
+
+    /// Reads the key source once and, if it yields usable keys, serves them.
+    pub async fn load(&self, client: &reqwest::Client) -> Result<usize, String> {
+        let (set, skipped) = self.fetch(client).await?;
+        let before = self.keys.load().kids();
+        let after = set.kids();
+        if before != after {
+            tracing::info!(issuer = %self.config.issuer, keys = ?after, "issuer keys loaded");
+        }
+        for why in skipped {
+            tracing::warn!(issuer = %self.config.issuer, "JWKS key skipped: {why}");
+        }
+        let count = set.len();
+        self.keys.store(Arc::new(set));
+        Ok(count)
     }
 
     async fn fetch(&self, client: &reqwest::Client) -> Result<(KeySet, Vec<String>), String> {

@@ -165,6 +165,16 @@ impl Authenticator {
         self.verifier.issuers()
     }
 
+    /// Verifies a token's signature and claims (no binding), as `leash token inspect` does.
+    pub fn verify_token(&self, raw: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
+        self.verifier.verify(raw, now).map_err(|err| match err {
+            Unverified::Denied(e) => e,
+            Unverified::UnknownKey { issuer, kid } => {
+                TokenError::UnknownKey(format!("{} publishes no key {kid:?}", issuer.config.issuer))
+            }
+        })
+    }
+
     /// Authenticates `view` at the current time.
     pub fn authenticate(&self, view: &RequestView) -> Result<Identity, AuthFailure> {
         self.authenticate_at(view, unix_now())
