@@ -1,6 +1,8 @@
 //! The policy author's commands: `leash check`, `leash test`, `leash policy validate`.
 //! Each runs the same code a live Check runs; `main` only prints.
 
+use std::str::FromStr as _;
+
 use serde_json::{Value as Json, json};
 
 use crate::config::Config;
@@ -8,6 +10,8 @@ use crate::decision::{Decision, Header};
 use crate::edge;
 use crate::pipeline::Verdict;
 use crate::policy::{PolicyInfo, PolicyLoadError, ReloadOutcome, Value};
+use crate::token::mint::{MintError, SigningKey, act_chain, certificate_thumbprint};
+use crate::token::{Authenticator, unix_now};
 use crate::view::RequestView;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +20,14 @@ pub enum CliError {
     Input { file: String, message: String },
     #[error("policy does not load")]
     Policy(#[from] PolicyLoadError),
+    #[error("{0}")]
+    Token(String),
+}
+
+impl From<MintError> for CliError {
+    fn from(err: MintError) -> Self {
+        Self::Token(err.to_string())
+    }
 }
 
 /// What `leash check` reports.
@@ -135,4 +147,167 @@ pub fn validate(config: &Config) -> Result<PolicyInfo, PolicyLoadError> {
         ReloadOutcome::Applied(info) | ReloadOutcome::Unchanged(info) => Ok((*info).clone()),
         ReloadOutcome::Rejected(err) => Err(err),
     }
+}
+
+/// Reads a signing key: a private key (PEM) or, for HS*, a secret file.
+pub fn signing_key(path: &std::path::Path, alg: &str) -> Result<SigningKey, CliError> {
+    let alg = jsonwebtoken::Algorithm::from_str(alg).map_err(|_| {
+        CliError::Token(format!(
+            "--alg {alg:?} is not a JWS algorithm: use RS256, PS256, ES256, EdDSA or HS256"
+        ))
+    })?;
+    let material = std::fs::read(path)
+        .map_err(|e| CliError::Token(format!("cannot read {}: {e}", path.display())))?;
+    SigningKey::from_pem(alg, material.trim_ascii()).map_err(|e| {
+        CliError::Token(format!(
+            "{}: not a {alg:?} private key: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// What `leash token mint` signs.
+#[derive(Debug)]
+pub struct MintRequest {
+    pub key: SigningKey,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    pub iss: String,
+    pub aud: Vec<String>,
+    pub sub: String,
+    /// A duration, e.g. `5m`.
+    pub ttl: String,
+    pub task: Option<String>,
+    /// Actors, current first.
+    pub act: Vec<String>,
+    pub scope: Option<String>,
+    /// A PEM certificate the token is bound to (`cnf.x5t#S256`).
+    pub cnf_cert: Option<std::path::PathBuf>,
+    /// A DPoP key the token is bound to (`cnf.jkt`).
+    pub cnf_dpop_key: Option<SigningKey>,
+    /// `name=value` claims; a value that is not JSON is a string.
+    pub claims: Vec<String>,
+}
+
+pub fn mint(req: &MintRequest) -> Result<String, CliError> {
+    let ttl = humantime::parse_duration(&req.ttl).map_err(|_| {
+        CliError::Token(format!("--ttl {:?} is not a duration such as 5m", req.ttl))
+    })?;
+    let now = unix_now();
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), Json::from(req.iss.clone()));
+    claims.insert(
+        "aud".into(),
+        match req.aud.as_slice() {
+            [one] => Json::from(one.clone()),
+            many => Json::from(many.to_vec()),
+        },
+    );
+    claims.insert("sub".into(), Json::from(req.sub.clone()));
+    claims.insert("iat".into(), Json::from(now));
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    claims.insert("exp".into(), Json::from(now.saturating_add(ttl)));
+    claims.insert("jti".into(), Json::from(uuid::Uuid::new_v4().to_string()));
+    if let Some(task) = &req.task {
+        claims.insert("task_id".into(), Json::from(task.clone()));
+    }
+    if let Some(act) = act_chain(&req.act) {
+        claims.insert("act".into(), act);
+    }
+    if let Some(scope) = &req.scope {
+        claims.insert("scope".into(), Json::from(scope.clone()));
+    }
+    let mut cnf = serde_json::Map::new();
+    if let Some(cert) = &req.cnf_cert {
+        let pem = std::fs::read_to_string(cert)
+            .map_err(|e| CliError::Token(format!("cannot read {}: {e}", cert.display())))?;
+        cnf.insert("x5t#S256".into(), Json::from(certificate_thumbprint(&pem)?));
+    }
+    if let Some(dpop) = &req.cnf_dpop_key {
+        cnf.insert("jkt".into(), Json::from(dpop.thumbprint()?));
+    }
+    if !cnf.is_empty() {
+        claims.insert("cnf".into(), Json::Object(cnf));
+    }
+    for kv in &req.claims {
+        let (name, value) = kv
+            .split_once('=')
+            .ok_or_else(|| CliError::Token(format!("--claim {kv:?}: use name=value")))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Json::from(value));
+        claims.insert(name.to_owned(), value);
+    }
+    Ok(req
+        .key
+        .sign(&claims, req.kid.as_deref(), req.typ.as_deref())?)
+}
+
+/// What `leash token inspect` found.
+#[derive(Debug)]
+pub struct InspectReport {
+    pub json: Json,
+    pub accepted: bool,
+}
+
+/// Decodes `raw` and runs the configured issuers' checks on it: everything but the
+/// binding, which needs a request. Fetches JWKS files and URLs once.
+pub async fn inspect(config: &Config, raw: &str) -> Result<InspectReport, CliError> {
+    let (header, claims, _) =
+        crate::token::opa::decode(raw).map_err(|e| CliError::Token(format!("not a JWT: {e}")))?;
+    let auth = Authenticator::new(config.tokens.settings.clone()).map_err(CliError::Token)?;
+    for issuer in auth.issuers() {
+        if issuer.refetch_possible() {
+            let client = issuer.http_client().map_err(CliError::Token)?;
+            if let Err(err) = issuer.load(&client).await {
+                tracing::warn!(issuer = %issuer.config.issuer, "{err}");
+            }
+        }
+    }
+    let now = unix_now();
+    let time = |name: &str| claims.get(name).and_then(Json::as_i64);
+    let mut report = json!({
+        "header": header,
+        "claims": claims,
+        "lifetime_seconds": time("exp").zip(time("iat")).map(|(e, i)| e - i),
+        "expires_in_seconds": time("exp").map(|e| e - now),
+    });
+    let mut extra = serde_json::Map::new();
+    let accepted = match auth.verify_token(raw, now) {
+        Ok(token) => {
+            let c = &token.claims;
+            let mut needs = Vec::new();
+            if c.x5t_s256.is_some() {
+                needs.push("the client certificate in cnf.x5t#S256".to_owned());
+            }
+            if c.jkt.is_some() {
+                needs.push("Authorization: DPoP and a proof signed by the cnf.jkt key".to_owned());
+            }
+            if let Some(w) = &c.workload {
+                needs.push(format!("a peer whose certificate identity is {w}"));
+            }
+            if let Some(task) = &c.task {
+                needs.push(format!("{}: {task}", config.tokens.settings.headers.task));
+            }
+            extra.insert("verdict".into(), json!("accepted"));
+            extra.insert(
+                "delegation".into(),
+                json!({"human": c.human, "agent": c.agent, "chain": c.chain}),
+            );
+            extra.insert("scopes".into(), json!(c.scopes));
+            extra.insert("request_must_carry".into(), json!(needs));
+            true
+        }
+        Err(err) => {
+            extra.insert("verdict".into(), json!("refused"));
+            extra.insert("reason".into(), json!(err.reason().code()));
+            extra.insert("detail".into(), json!(err.to_string()));
+            false
+        }
+    };
+    if let Json::Object(map) = &mut report {
+        map.extend(extra);
+    }
+    Ok(InspectReport {
+        json: report,
+        accepted,
+    })
 }

@@ -12,7 +12,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr as _;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -481,23 +480,32 @@ fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn signing_key(args: &KeyArgs) -> anyhow::Result<leash::token::mint::SigningKey> {
-    let alg = jsonwebtoken::Algorithm::from_str(&args.alg).map_err(|_| {
-        anyhow::anyhow!(
-            "--alg {:?} is not a JWS algorithm: use RS256, PS256, ES256, EdDSA or HS256",
-            args.alg
-        )
-    })?;
-    let material =
-        std::fs::read(&args.key).with_context(|| format!("cannot read {}", args.key.display()))?;
-    leash::token::mint::SigningKey::from_pem(alg, material.trim_ascii())
-        .with_context(|| format!("{}: not a {} private key", args.key.display(), args.alg))
+    Ok(leash::cli::signing_key(&args.key, &args.alg)?)
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Mint(args) => {
-            let token = mint(&args)?;
-            println!("{token}");
+            let request = leash::cli::MintRequest {
+                key: signing_key(&args.key)?,
+                kid: args.key.kid.clone(),
+                typ: args.typ.clone(),
+                iss: args.iss.clone(),
+                aud: args.aud.clone(),
+                sub: args.sub.clone(),
+                ttl: args.ttl.clone(),
+                task: args.task.clone(),
+                act: args.act.clone(),
+                scope: args.scope.clone(),
+                cnf_cert: args.cnf_cert.clone(),
+                cnf_dpop_key: args
+                    .cnf_dpop_key
+                    .as_deref()
+                    .map(|path| leash::cli::signing_key(path, &args.cnf_dpop_alg))
+                    .transpose()?,
+                claims: args.claim.clone(),
+            };
+            println!("{}", leash::cli::mint(&request)?);
         }
         TokenCommand::Jwks(args) => {
             let key = signing_key(&args)?;
@@ -519,146 +527,27 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             )?;
             println!("{proof}");
         }
-        TokenCommand::Inspect(args) => return inspect(&args),
+        TokenCommand::Inspect(args) => {
+            let raw = if args.token == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                text.trim().to_owned()
+            } else {
+                args.token.trim().to_owned()
+            };
+            let config = match args.policy.load(Vec::new()) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(leash::cli::inspect(&config, &raw))?;
+            println!("{}", serde_json::to_string_pretty(&report.json)?);
+            if !report.accepted {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn mint(args: &MintArgs) -> anyhow::Result<String> {
-    use serde_json::Value;
-    let key = signing_key(&args.key)?;
-    let ttl = humantime::parse_duration(&args.ttl)
-        .with_context(|| format!("--ttl {:?} is not a duration", args.ttl))?;
-    let now = leash::token::unix_now();
-    let mut claims = serde_json::Map::new();
-    claims.insert("iss".into(), Value::from(args.iss.clone()));
-    claims.insert(
-        "aud".into(),
-        match args.aud.as_slice() {
-            [one] => Value::from(one.clone()),
-            many => Value::from(many.to_vec()),
-        },
-    );
-    claims.insert("sub".into(), Value::from(args.sub.clone()));
-    claims.insert("iat".into(), Value::from(now));
-    claims.insert(
-        "exp".into(),
-        Value::from(now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)),
-    );
-    claims.insert("jti".into(), Value::from(uuid::Uuid::new_v4().to_string()));
-    if let Some(task) = &args.task {
-        claims.insert("task_id".into(), Value::from(task.clone()));
-    }
-    if let Some(act) = leash::token::mint::act_chain(&args.act) {
-        claims.insert("act".into(), act);
-    }
-    if let Some(scope) = &args.scope {
-        claims.insert("scope".into(), Value::from(scope.clone()));
-    }
-    let mut cnf = serde_json::Map::new();
-    if let Some(cert) = &args.cnf_cert {
-        let pem = std::fs::read_to_string(cert)
-            .with_context(|| format!("cannot read {}", cert.display()))?;
-        cnf.insert(
-            "x5t#S256".into(),
-            Value::from(leash::token::mint::certificate_thumbprint(&pem)?),
-        );
-    }
-    if let Some(path) = &args.cnf_dpop_key {
-        let dpop = signing_key(&KeyArgs {
-            key: path.clone(),
-            alg: args.cnf_dpop_alg.clone(),
-            kid: None,
-        })?;
-        cnf.insert("jkt".into(), Value::from(dpop.thumbprint()?));
-    }
-    if !cnf.is_empty() {
-        claims.insert("cnf".into(), Value::Object(cnf));
-    }
-    for kv in &args.claim {
-        let (name, value) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--claim {kv:?}: use name=value"))?;
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::from(value));
-        claims.insert(name.to_owned(), value);
-    }
-    Ok(key.sign(&claims, args.key.kid.as_deref(), args.typ.as_deref())?)
-}
-
-/// Decodes a token and runs the configured issuers' checks on it (not the binding:
-/// that needs a request).
-fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    use serde_json::json;
-    let raw = if args.token == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-        text.trim().to_owned()
-    } else {
-        args.token.trim().to_owned()
-    };
-    let config = match args.policy.load(Vec::new()) {
-        Ok(config) => config,
-        Err(code) => return Ok(code),
-    };
-    let (header, claims, _) =
-        leash::token::opa::decode(&raw).map_err(|e| anyhow::anyhow!("not a JWT: {e}"))?;
-    let auth = leash::token::Authenticator::new(config.tokens.settings.clone())
-        .map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    for issuer in auth.issuers() {
-        if issuer.refetch_possible() {
-            let client = issuer.http_client().map_err(anyhow::Error::msg)?;
-            if let Err(err) = runtime.block_on(issuer.load(&client)) {
-                eprintln!("warning: issuer {}: {err}", issuer.config.issuer);
-            }
-        }
-    }
-    let now = leash::token::unix_now();
-    let lifetime = claims["exp"]
-        .as_i64()
-        .zip(claims["iat"].as_i64())
-        .map(|(e, i)| e - i);
-    let mut report = json!({
-        "header": header,
-        "claims": claims,
-        "lifetime_seconds": lifetime,
-        "expires_in_seconds": claims["exp"].as_i64().map(|e| e - now),
-    });
-    let accepted = match auth.verify_token(&raw, now) {
-        Ok(token) => {
-            let c = &token.claims;
-            let mut needs = Vec::new();
-            if c.x5t_s256.is_some() {
-                needs.push("the client certificate with cnf.x5t#S256".to_owned());
-            }
-            if c.jkt.is_some() {
-                needs.push("Authorization: DPoP with a proof signed by the cnf.jkt key".to_owned());
-            }
-            if let Some(w) = &c.workload {
-                needs.push(format!("a peer whose certificate identity is {w}"));
-            }
-            if let Some(task) = &c.task {
-                needs.push(format!("{}: {task}", config.tokens.settings.headers.task));
-            }
-            report["verdict"] = json!("accepted");
-            report["delegation"] = json!({"human": c.human, "agent": c.agent, "chain": c.chain});
-            report["scopes"] = json!(c.scopes);
-            report["request_must_carry"] = json!(needs);
-            true
-        }
-        Err(err) => {
-            report["verdict"] = json!("refused");
-            report["reason"] = json!(err.reason().code());
-            report["detail"] = json!(err.to_string());
-            false
-        }
-    };
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(if accepted {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

@@ -24,7 +24,8 @@ fn eval(expr: &str, input: serde_json::Value) -> (Value, EngineKind) {
     let v = match &result {
         Value::Object(o) => o
             .iter()
-            .find_map(|(_, v)| Some(v.clone()))
+            .map(|(_, v)| v.clone())
+            .next()
             .unwrap_or(Value::Undefined),
         _ => Value::Undefined,
     };
