@@ -72,11 +72,44 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy from the shipped bootstrap, pointed at `leash` and `upstream`.
     pub async fn start(binary: &Path, leash: &LeashAddr, upstream: SocketAddr) -> Self {
-        let shipped = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/envoy/envoy.yaml"
+        Self::start_from("envoy.yaml", &[], binary, leash, upstream).await
+    }
+
+    /// Starts Envoy from the shipped mTLS bootstrap; `tls` holds `server.pem`,
+    /// `server-key.pem` and `agents-ca.pem`.
+    pub async fn start_mtls(
+        binary: &Path,
+        leash: &LeashAddr,
+        upstream: SocketAddr,
+        tls: &Path,
+    ) -> Self {
+        let dir = format!("{}/", tls.display());
+        let replacements = [
+            ("/etc/envoy/tls/", dir.as_str()),
+            (
+                "socket_address: { address: 127.0.0.1, port_value: 10443 }",
+                "socket_address: { address: 127.0.0.1, port_value: 0 }",
+            ),
+        ];
+        Self::start_from("envoy-mtls.yaml", &replacements, binary, leash, upstream).await
+    }
+
+    async fn start_from(
+        bootstrap: &str,
+        extra: &[(&str, &str)],
+        binary: &Path,
+        leash: &LeashAddr,
+        upstream: SocketAddr,
+    ) -> Self {
+        let mut shipped = std::fs::read_to_string(format!(
+            "{}/deploy/envoy/{bootstrap}",
+            env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();
+        for (from, to) in extra {
+            assert!(shipped.contains(from), "{bootstrap} no longer has {from:?}");
+            shipped = shipped.replace(from, to);
+        }
         let leash_address = match leash {
             LeashAddr::Tcp(addr) => format!(
                 "socket_address: {{ address: 127.0.0.1, port_value: {} }}",
@@ -201,32 +234,77 @@ impl Envoy {
         body: &str,
     ) -> Response {
         let stream = tokio::net::TcpStream::connect(self.listener).await.unwrap();
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "tools.example");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = sender
-            .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Response {
-            status,
+        exchange(
+            hyper_util::rt::TokioIo::new(stream),
+            method,
+            path,
             headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+            body,
+        )
+        .await
+    }
+
+    /// Sends one request through Envoy's mTLS listener, as the client `tls` configures.
+    pub async fn send_tls(
+        &self,
+        tls: &Arc<rustls::ClientConfig>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        let stream = tokio::net::TcpStream::connect(self.listener).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(tls.clone());
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake with Envoy");
+        exchange(
+            hyper_util::rt::TokioIo::new(stream),
+            method,
+            path,
+            headers,
+            body,
+        )
+        .await
+    }
+}
+
+async fn exchange<I>(
+    io: I,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "tools.example");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
 

@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 pub mod envoy;
+pub mod jwks;
 pub mod keys;
+pub mod pki;
 
 /// A leash serving in this process until dropped.
 pub struct Leash {
