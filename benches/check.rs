@@ -1,5 +1,6 @@
 //! In-process cost of one Check: CheckRequest in, CheckResponse out (input mapping,
-//! evaluation, response building, metrics), and of its parts.
+//! token verification and binding, classification, evaluation, response building,
+//! metrics), and of its parts.
 //!
 //! `cargo bench --bench check`
 
@@ -7,16 +8,19 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use jsonwebtoken::Algorithm;
 use leash::audit::{AuditLevel, AuditSink};
 use leash::config::Config;
 use leash::edge::authz::{Authz, Incoming};
 use leash::metrics::Metrics;
 use leash::policy::input::{InputLimits, build};
 use leash::policy::{EngineChoice, LoadOptions, PolicySource, PolicyStore, ReloadOutcome};
+use leash::token::mint::SigningKey;
 use leash::view::RequestView;
 
 #[path = "../tests/common/mod.rs"]
-#[allow(unused, reason = "the benchmark needs only the captured request")]
+#[allow(unused, reason = "the benchmark needs only requests and keys")]
 mod common;
 
 /// The allocator the `leash` binary runs with.
@@ -33,14 +37,14 @@ allow if {
 }
 "#;
 
-/// Routes for the shipped default library, the request below matching the last.
-const ROUTES: &str = r#"routes:
-  - { name: health, paths: ["/healthz"] }
-  - { name: search, methods: [GET], hosts: ["search.example"], paths: ["/v1/search"] }
-  - { name: items, methods: [GET, HEAD], hosts: ["127.0.0.1:10000"], paths: ["/a/*/*"] }
-"#;
+const ISS: &str = "https://idp.bench";
+const SPIFFE: &str = "spiffe://bench/ns/agents/sa/planner";
 
-fn store(files: &[(&str, &str)], engine: EngineChoice) -> (Arc<PolicyStore>, tempfile::TempDir) {
+fn store(
+    files: &[(&str, &str)],
+    library: bool,
+    engine: EngineChoice,
+) -> (Arc<PolicyStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         let path = dir.path().join(name);
@@ -51,17 +55,27 @@ fn store(files: &[(&str, &str)], engine: EngineChoice) -> (Arc<PolicyStore>, tem
         engine,
         ..Default::default()
     };
-    let store = Arc::new(PolicyStore::new(
-        PolicySource::Dir(dir.path().to_owned()),
-        options,
-        Vec::new(),
-    ));
+    let source = if library {
+        PolicySource::Layered(dir.path().to_owned())
+    } else {
+        PolicySource::Dir(dir.path().to_owned())
+    };
+    let store = Arc::new(PolicyStore::new(source, options, Vec::new()));
     assert!(matches!(store.reload(), ReloadOutcome::Applied(_)));
     (store, dir)
 }
 
-fn authz(store: Arc<PolicyStore>) -> Authz {
-    let config = Config::from_yaml("bench", "", &[("tokens.mode", "off".into())]).unwrap();
+/// An `Authz` over `store`; with `issuer` keys, tokens are required and verified.
+fn authz(store: Arc<PolicyStore>, issuer: Option<&[(&SigningKey, &str)]>) -> Authz {
+    let yaml = match issuer {
+        None => "tokens: { mode: off }".to_owned(),
+        Some(keys) => format!(
+            "tokens:\n  issuers:\n    - issuer: {ISS}\n      audiences: [tools]\n      algorithms: [RS256, EdDSA]\n      jwks: {}\n      workload_claim: spiffe_id\n\
+             actions:\n  tools:\n    search: {{ class: read }}\n",
+            common::keys::jwks(keys)
+        ),
+    };
+    let config = Config::from_yaml("bench", &yaml, &[]).unwrap();
     let metrics = Arc::new(Metrics::new());
     let (audit, _rx) = AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
     Authz {
@@ -73,48 +87,105 @@ fn authz(store: Arc<PolicyStore>) -> Authz {
     }
 }
 
-fn default_library() -> Vec<(&'static str, &'static str)> {
-    let mut files: Vec<(&str, &str)> = leash::policy::embedded_files()
-        .iter()
-        .filter(|(path, _)| *path != "leash/data.yaml")
-        .copied()
-        .collect();
-    files.push(("leash/data.yaml", ROUTES));
-    files
+/// The reference request, carrying `key`'s token for task t-1 from `SPIFFE`, bound by
+/// its workload claim.
+fn with_token(key: &SigningKey, kid: &str) -> CheckRequest {
+    with_bound_token(key, kid, None)
+}
+
+/// As [`with_token`]; with `cert`, also bound to that client certificate (RFC 8705).
+fn with_bound_token(key: &SigningKey, kid: &str, cert: Option<&str>) -> CheckRequest {
+    let now = leash::token::unix_now();
+    let mut claims = serde_json::json!({
+        "iss": ISS, "aud": "tools", "sub": "alice", "iat": now, "exp": now + 600,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "task_id": "t-1", "spiffe_id": SPIFFE, "scope": "tool:search:read tool:127.0.0.1:read",
+        "act": {"sub": "planner"},
+    });
+    if let Some(cert) = cert {
+        claims["cnf"] = serde_json::json!({"x5t#S256": leash::token::mint::certificate_thumbprint(cert).unwrap()});
+    }
+    let token = key
+        .sign(claims.as_object().unwrap(), Some(kid), None)
+        .unwrap();
+    let mut req = common::captured_request();
+    let attrs = req.attributes.as_mut().unwrap();
+    let source = attrs.source.as_mut().unwrap();
+    source.principal = SPIFFE.into();
+    if let Some(cert) = cert {
+        source.certificate = common::keys::url_encode(cert);
+    }
+    let http = attrs.request.as_mut().unwrap().http.as_mut().unwrap();
+    http.headers
+        .insert("authorization".into(), format!("Bearer {token}"));
+    http.headers.insert("x-agent-task".into(), "t-1".into());
+    req
+}
+
+fn bench(c: &mut Criterion, group: &str, name: &str, authz: &Authz, req: &CheckRequest) {
+    c.benchmark_group(group).bench_function(name, |b| {
+        // Cloning the request is setup: Envoy's request arrives owned.
+        b.iter_batched(
+            || Incoming::Request(req.clone()),
+            |incoming| black_box(authz.check(incoming)),
+            BatchSize::SmallInput,
+        );
+    });
 }
 
 fn bench_check(c: &mut Criterion) {
     // The request of the reference measurements (and of OPA's plugin capture).
     let req = common::captured_request();
-    let library = default_library();
-    type Files<'a> = &'a [(&'a str, &'a str)];
-    let cases: [(&str, Files, EngineChoice); 3] = [
-        (
-            "method_header/vm",
-            &[("authz.rego", METHOD_HEADER)],
-            EngineChoice::Vm,
-        ),
-        (
-            "method_header/interpreter",
-            &[("authz.rego", METHOD_HEADER)],
-            EngineChoice::Interpreter,
-        ),
-        ("default_policy/vm", &library, EngineChoice::Vm),
-    ];
-    let mut group = c.benchmark_group("check");
-    for (name, files, engine) in cases {
-        let (store, _dir) = store(files, engine);
-        let authz = authz(store);
-        // Cloning the request is setup: Envoy's request arrives owned.
-        group.bench_function(name, |b| {
-            b.iter_batched(
-                || Incoming::Request(req.clone()),
-                |incoming| black_box(authz.check(incoming)),
-                BatchSize::SmallInput,
-            );
-        });
+    for (name, engine) in [
+        ("method_header/vm", EngineChoice::Vm),
+        ("method_header/interpreter", EngineChoice::Interpreter),
+    ] {
+        let (store, _dir) = store(&[("authz.rego", METHOD_HEADER)], false, engine);
+        bench(c, "check", name, &authz(store, None), &req);
     }
-    group.finish();
+
+    // Agent identity: a token bound to the workload and the task, verified once and
+    // then found in the cache, as for every repeated call of an agent.
+    let rsa = common::keys::signing_key(Algorithm::RS256);
+    let ed = common::keys::signing_key(Algorithm::EdDSA);
+    let keys: [(&SigningKey, &str); 2] = [(&rsa, "rsa"), (&ed, "ed")];
+    let (store_mh, _d1) = store(&[("authz.rego", METHOD_HEADER)], false, EngineChoice::Vm);
+    let identity = authz(store_mh, Some(&keys));
+    for (name, key, kid) in [
+        ("method_header/rs256_cached", &rsa, "rsa"),
+        ("method_header/eddsa_cached", &ed, "ed"),
+    ] {
+        let token_req = with_token(key, kid);
+        assert!(common::is_allowed(
+            &identity.check(Incoming::Request(token_req.clone()))
+        ));
+        bench(c, "check_token", name, &identity, &token_req);
+    }
+    let (cert, _) = common::keys::client_certificate(SPIFFE);
+    let cert_req = with_bound_token(&rsa, "rsa", Some(&cert));
+    assert!(common::is_allowed(
+        &identity.check(Incoming::Request(cert_req.clone()))
+    ));
+    bench(
+        c,
+        "check_token",
+        "method_header/rs256_cert_bound_cached",
+        &identity,
+        &cert_req,
+    );
+    let (store_lib, _d2) = store(&[], true, EngineChoice::Vm);
+    let governed = authz(store_lib, Some(&keys));
+    let token_req = with_token(&rsa, "rsa");
+    assert!(common::is_allowed(
+        &governed.check(Incoming::Request(token_req.clone()))
+    ));
+    bench(
+        c,
+        "check_token",
+        "governance_library/rs256_cached",
+        &governed,
+        &token_req,
+    );
 
     let mut parts = c.benchmark_group("parts");
     parts.bench_function("request_view", |b| {
@@ -130,21 +201,48 @@ fn bench_check(c: &mut Criterion) {
     });
     let input = build(&view, &InputLimits::default()).unwrap();
     for engine in [EngineChoice::Vm, EngineChoice::Interpreter] {
-        let (store, _dir) = store(&[("authz.rego", METHOD_HEADER)], engine);
+        let (store, _dir) = store(&[("authz.rego", METHOD_HEADER)], false, engine);
         let set = store.current().as_ref().unwrap().clone();
         parts.bench_function(format!("evaluate/{engine:?}"), |b| {
             b.iter(|| black_box(set.evaluate(input.clone()).unwrap()));
         });
     }
+    // Signature work a cache miss costs: 64 distinct tokens cycling through a one-entry cache.
+    for (name, key, kid) in [
+        ("verify_uncached/rs256", &rsa, "rsa"),
+        ("verify_uncached/eddsa", &ed, "ed"),
+    ] {
+        let config = Config::from_yaml(
+            "bench",
+            &format!(
+                "tokens:\n  cache_entries: 1\n  issuers:\n    - issuer: {ISS}\n      audiences: [tools]\n      algorithms: [RS256, EdDSA]\n      jwks: {}\n      workload_claim: spiffe_id\n",
+                common::keys::jwks(&keys)
+            ),
+            &[],
+        )
+        .unwrap();
+        let auth = leash::token::Authenticator::new(config.tokens.settings).unwrap();
+        let views: Vec<RequestView> = (0..64)
+            .map(|_| {
+                let mut v = RequestView::try_from(with_token(key, kid)).unwrap();
+                v.source_principal = SPIFFE.into();
+                v
+            })
+            .collect();
+        let mut i = 0usize;
+        parts.bench_function(name, |b| {
+            b.iter(|| {
+                i += 1;
+                black_box(auth.authenticate(&views[i % views.len()]).is_ok())
+            });
+        });
+    }
     parts.finish();
 }
 
-/// Criterion reports means; the target is on the median Check, so time single calls too.
-fn percentiles() {
+/// Criterion reports means; the targets are on the median Check, so time single calls too.
+fn percentiles(name: &str, authz: &Authz, req: &CheckRequest) {
     const CALLS: usize = 200_000;
-    let req = common::captured_request();
-    let (store, _dir) = store(&[("authz.rego", METHOD_HEADER)], EngineChoice::Vm);
-    let authz = authz(store);
     let mut took = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
         let incoming = Incoming::Request(req.clone());
@@ -155,7 +253,7 @@ fn percentiles() {
     took.sort();
     let at = |q: f64| took[((CALLS as f64) * q) as usize].as_secs_f64() * 1e6;
     println!(
-        "check/method_header/vm single calls: p50 {:.2} µs, p90 {:.2} µs, p99 {:.2} µs ({CALLS} calls)",
+        "{name} single calls: p50 {:.2} µs, p90 {:.2} µs, p99 {:.2} µs ({CALLS} calls)",
         at(0.50),
         at(0.90),
         at(0.99)
@@ -167,5 +265,26 @@ criterion_group!(benches, bench_check);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    percentiles();
+
+    let (plain, _d1) = store(&[("authz.rego", METHOD_HEADER)], false, EngineChoice::Vm);
+    percentiles(
+        "check/method_header/vm",
+        &authz(plain, None),
+        &common::captured_request(),
+    );
+    let rsa = common::keys::signing_key(Algorithm::RS256);
+    let ed = common::keys::signing_key(Algorithm::EdDSA);
+    let keys: [(&SigningKey, &str); 2] = [(&rsa, "rsa"), (&ed, "ed")];
+    let (tokens, _d2) = store(&[("authz.rego", METHOD_HEADER)], false, EngineChoice::Vm);
+    let identity = authz(tokens, Some(&keys));
+    percentiles(
+        "check_token/method_header/rs256_cached",
+        &identity,
+        &with_token(&rsa, "rsa"),
+    );
+    percentiles(
+        "check_token/method_header/eddsa_cached",
+        &identity,
+        &with_token(&ed, "ed"),
+    );
 }

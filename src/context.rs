@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! authenticated        a token was verified and bound (false on unauthenticated routes)
-//! token                {issuer, kind, presented, alg, kid, expires_at, claims}  (never the raw token)
-//! txn_token            {issuer, claims} of a transaction token sent beside it, or null
+//! presented            bearer, dpop or txn_token; null when not authenticated
+//! token                {issuer, kind, alg, kid, expires_at, claims}  (never the raw token)
+//! txn_token            the same for a transaction token sent beside it, or null
 //! binding              {certificate, dpop, workload_claim, bound, task}
 //! human                on whose behalf (the subject when someone delegated), or null
 //! agent                the current actor
@@ -20,12 +21,35 @@
 use crate::action::{Action, ActionSource, ToolCall};
 use crate::policy::Value;
 use crate::policy::input::object;
-use crate::token::{Identity, VerifiedToken};
+use crate::policy::keys::document_keys;
+use crate::token::Identity;
 use crate::view::RequestView;
 
 /// The `chaining` tag marks an agent acting through another: a delegation chain of
 /// more than one actor.
 const CHAINING: &str = "chaining";
+
+document_keys! {
+    authenticated = "authenticated", presented = "presented", token = "token",
+    txn_token = "txn_token", binding = "binding", certificate = "certificate", dpop = "dpop",
+    workload_claim = "workload_claim", bound = "bound", task = "task", human = "human",
+    agent = "agent", workload = "workload", delegation = "delegation", chain = "chain",
+    depth = "depth", may_act = "may_act", scopes = "scopes",
+    authorization_details = "authorization_details", action = "action", class = "class",
+    tags = "tags", source = "source", tool = "tool", name = "name", arguments = "arguments",
+    known = "known",
+}
+
+thread_local! {
+    /// The delegation of a request without a token, one per thread like the keys.
+    static NO_DELEGATION: Value = KEYS.with(|k| {
+        object([
+            (k.chain.clone(), Value::new_array()),
+            (k.depth.clone(), Value::from(0)),
+            (k.may_act.clone(), Value::Null),
+        ])
+    });
+}
 
 pub fn leash_document(
     view: &RequestView,
@@ -33,68 +57,64 @@ pub fn leash_document(
     action: &Action,
     tool: Option<&ToolCall>,
 ) -> Value {
-    let claims = identity.map(|id| &id.token.claims);
-    let text = |s: Option<&String>| s.map_or(Value::Null, |s| Value::from(s.as_str()));
-    let strings = |items: &[String]| {
-        Value::from(
-            items
-                .iter()
-                .map(|s| Value::from(s.as_str()))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let token_claim = |name: &str| {
-        identity
-            .and_then(|id| claim(&id.token.document, name))
-            .cloned()
-            .unwrap_or(Value::Null)
+    KEYS.with(|k| document(view, identity, action, tool, k))
+}
+
+fn document(
+    view: &RequestView,
+    identity: Option<&Identity>,
+    action: &Action,
+    tool: Option<&ToolCall>,
+    k: &Keys,
+) -> Value {
+    let doc = identity.map(|id| &id.token.document);
+    let from_token = |pick: fn(&crate::token::TokenDocument) -> &Value| {
+        doc.map_or(Value::Null, |d| pick(d).clone())
     };
 
     let mut tags = action.tags.clone();
-    if claims.is_some_and(|c| c.depth() > 1) && !tags.iter().any(|t| t == CHAINING) {
+    if identity.is_some_and(|id| id.token.claims.depth() > 1) && !tags.iter().any(|t| t == CHAINING)
+    {
         tags.push(CHAINING.to_owned());
     }
     let source = match &action.source {
-        ActionSource::Rule(name) => format!("rule:{name}"),
-        ActionSource::Tool => "tool".to_owned(),
-        ActionSource::UnknownTool => "unknown_tool".to_owned(),
-        ActionSource::Method => "method".to_owned(),
+        ActionSource::Rule(name) => Value::from(format!("rule:{name}")),
+        ActionSource::Tool => Value::from("tool"),
+        ActionSource::UnknownTool => Value::from("unknown_tool"),
+        ActionSource::Method => Value::from("method"),
     };
+    let binding = identity.map_or(Value::Null, |id| {
+        let b = &id.binding;
+        object([
+            (k.certificate.clone(), Value::Bool(b.certificate)),
+            (k.dpop.clone(), Value::Bool(b.dpop)),
+            (k.workload_claim.clone(), Value::Bool(b.workload_claim)),
+            (
+                k.bound.clone(),
+                Value::Bool(b.certificate || b.dpop || b.workload_claim),
+            ),
+            (k.task.clone(), Value::Bool(b.task.is_some())),
+        ])
+    });
 
     object([
-        (key("authenticated"), Value::Bool(identity.is_some())),
+        (k.authenticated.clone(), Value::Bool(identity.is_some())),
         (
-            key("token"),
-            identity.map_or(Value::Null, |id| {
-                token(&id.token, Some(id.presented.name()))
-            }),
+            k.presented.clone(),
+            identity.map_or(Value::Null, |id| Value::from(id.presented.name())),
         ),
+        (k.token.clone(), from_token(|d| &d.token)),
         (
-            key("txn_token"),
+            k.txn_token.clone(),
             identity
                 .and_then(|id| id.txn.as_deref())
-                .map_or(Value::Null, |t| token(t, None)),
+                .map_or(Value::Null, |t| t.document.token.clone()),
         ),
+        (k.binding.clone(), binding),
+        (k.human.clone(), from_token(|d| &d.human)),
+        (k.agent.clone(), from_token(|d| &d.agent)),
         (
-            key("binding"),
-            identity.map_or(Value::Null, |id| {
-                let b = &id.binding;
-                object([
-                    (key("certificate"), Value::Bool(b.certificate)),
-                    (key("dpop"), Value::Bool(b.dpop)),
-                    (key("workload_claim"), Value::Bool(b.workload_claim)),
-                    (
-                        key("bound"),
-                        Value::Bool(b.certificate || b.dpop || b.workload_claim),
-                    ),
-                    (key("task"), Value::Bool(b.task.is_some())),
-                ])
-            }),
-        ),
-        (key("human"), text(claims.and_then(|c| c.human.as_ref()))),
-        (key("agent"), text(claims.and_then(|c| c.agent.as_ref()))),
-        (
-            key("workload"),
+            k.workload.clone(),
             if view.source_principal.is_empty() {
                 Value::Null
             } else {
@@ -102,82 +122,43 @@ pub fn leash_document(
             },
         ),
         (
-            key("task"),
-            text(identity.and_then(|id| id.binding.task.as_ref())),
+            k.task.clone(),
+            identity
+                .and_then(|id| id.binding.task.as_deref())
+                .map_or(Value::Null, Value::from),
         ),
         (
-            key("delegation"),
+            k.delegation.clone(),
+            doc.map_or_else(
+                || NO_DELEGATION.with(Value::clone),
+                |d| d.delegation.clone(),
+            ),
+        ),
+        (
+            k.scopes.clone(),
+            doc.map_or_else(Value::new_array, |d| d.scopes.clone()),
+        ),
+        (
+            k.authorization_details.clone(),
+            from_token(|d| &d.authorization_details),
+        ),
+        (
+            k.action.clone(),
             object([
-                (key("chain"), strings(claims.map_or(&[][..], |c| &c.chain))),
-                (key("depth"), Value::from(claims.map_or(0, |c| c.depth()))),
-                (key("may_act"), token_claim("may_act")),
+                (k.class.clone(), Value::from(action.class.name())),
+                (k.tags.clone(), crate::token::strings(&tags)),
+                (k.source.clone(), source),
             ]),
         ),
         (
-            key("scopes"),
-            strings(claims.map_or(&[][..], |c| &c.scopes)),
-        ),
-        (
-            key("authorization_details"),
-            token_claim("authorization_details"),
-        ),
-        (
-            key("action"),
-            object([
-                (key("class"), Value::from(action.class.name())),
-                (key("tags"), strings(&tags)),
-                (key("source"), Value::from(source)),
-            ]),
-        ),
-        (
-            key("tool"),
+            k.tool.clone(),
             tool.map_or(Value::Null, |t| {
                 object([
-                    (key("name"), Value::from(t.name.as_str())),
-                    (key("arguments"), t.arguments.clone()),
-                    (key("known"), Value::Bool(t.known)),
+                    (k.name.clone(), Value::from(t.name.as_str())),
+                    (k.arguments.clone(), t.arguments.clone()),
+                    (k.known.clone(), Value::Bool(t.known)),
                 ])
             }),
         ),
     ])
-}
-
-fn token(t: &VerifiedToken, presented: Option<&str>) -> Value {
-    let mut entries = vec![
-        (key("issuer"), Value::from(t.issuer.config.issuer.as_str())),
-        (
-            key("kind"),
-            Value::from(match t.kind() {
-                crate::token::TokenKind::Access => "access",
-                crate::token::TokenKind::Transaction => "transaction",
-            }),
-        ),
-        (key("alg"), Value::from(format!("{:?}", t.alg))),
-        (
-            key("kid"),
-            t.kid.as_deref().map_or(Value::Null, Value::from),
-        ),
-        (
-            key("expires_at"),
-            t.claims.exp.map_or(Value::Null, Value::from),
-        ),
-        (key("claims"), t.document.clone()),
-    ];
-    if let Some(presented) = presented {
-        entries.push((key("presented"), Value::from(presented)));
-    }
-    object(entries)
-}
-
-fn claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
-    match claims {
-        Value::Object(o) => o
-            .iter()
-            .find_map(|(k, v)| matches!(k, Value::String(s) if s.as_ref() == name).then_some(v)),
-        _ => None,
-    }
-}
-
-fn key(name: &'static str) -> Value {
-    Value::from(name)
 }

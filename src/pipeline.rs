@@ -21,7 +21,7 @@ use crate::context;
 use crate::decision::{Decision, DenyReason};
 use crate::policy::input::{self, InputError, InputLimits};
 use crate::policy::{EvalError, PolicySet, PolicyStore, Value, outcome};
-use crate::token::{AuthFailure, Authenticator, Issuer, TokenMode};
+use crate::token::{AuthFailure, Authenticator, Issuer, TokenMode, VerifiedToken};
 use crate::view::RequestView;
 
 /// One Check's result, with what the decision log needs to explain it.
@@ -36,15 +36,32 @@ pub struct Verdict {
     pub facts: Facts,
 }
 
-/// The signals behind a decision, for the decision log. Never a token or a secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The signals behind a decision, for the decision log. Never a token or a secret:
+/// the verified token is kept only to read its claims when the log is written.
+#[derive(Debug, Clone, Default)]
 pub struct Facts {
-    pub human: Option<String>,
-    pub agent: Option<String>,
-    pub task: Option<String>,
+    pub token: Option<Arc<VerifiedToken>>,
     pub action: Option<&'static str>,
     pub tool: Option<String>,
 }
+
+impl Facts {
+    pub fn human(&self) -> Option<&str> {
+        self.token.as_ref().and_then(|t| t.claims.human.as_deref())
+    }
+
+    pub fn agent(&self) -> Option<&str> {
+        self.token.as_ref().and_then(|t| t.claims.agent.as_deref())
+    }
+
+    /// The token's task, which binding checked against the request's.
+    pub fn task(&self) -> Option<&str> {
+        self.token.as_ref().and_then(|t| t.claims.task.as_deref())
+    }
+}
+
+/// A classifier and the policy revision whose data it was built from.
+type RevisionClassifier = (Arc<str>, Classifier);
 
 #[derive(Debug)]
 pub struct Pipeline {
@@ -54,7 +71,7 @@ pub struct Pipeline {
     unauthenticated: Vec<RouteMatch>,
     actions: ActionsConfig,
     /// The classifier for the serving revision (its `data.leash.actions` included).
-    classifier: ArcSwapOption<(Arc<str>, Classifier)>,
+    classifier: ArcSwapOption<RevisionClassifier>,
 }
 
 impl Pipeline {
@@ -137,15 +154,16 @@ impl Pipeline {
             );
         };
         let classifier = self.classifier_for(set);
-        let (action, tool) = match classifier.1.classify(view, &parsed.body) {
+        let classified = match classifier.as_ref() {
+            Some(c) => c.1.classify(view, &parsed.body),
+            None => Classifier::default().classify(view, &parsed.body),
+        };
+        let (action, tool) = match classified {
             Ok(classified) => classified,
             Err(err) => return deny(DenyReason::McpHeaderMismatch, err.to_string()),
         };
-        let claims = identity.as_ref().map(|id| &id.token.claims);
         let facts = Facts {
-            human: claims.and_then(|c| c.human.clone()),
-            agent: claims.and_then(|c| c.agent.clone()),
-            task: identity.as_ref().and_then(|id| id.binding.task.clone()),
+            token: identity.as_ref().map(|id| id.token.clone()),
             action: Some(action.class.name()),
             tool: tool.as_ref().map(|t| t.name.clone()),
         };
@@ -183,12 +201,11 @@ impl Pipeline {
         }
     }
 
-    fn classifier_for(&self, set: &PolicySet) -> Arc<(Arc<str>, Classifier)> {
+    fn classifier_for(&self, set: &PolicySet) -> arc_swap::Guard<Option<Arc<RevisionClassifier>>> {
         let revision = &set.info().revision;
-        if let Some(cached) = self.classifier.load_full() {
-            if Arc::ptr_eq(&cached.0, revision) {
-                return cached;
-            }
+        let cached = self.classifier.load();
+        if cached.as_ref().is_some_and(|c| Arc::ptr_eq(&c.0, revision)) {
+            return cached;
         }
         // Validated when the set loaded; a table that still fails to read is left out.
         let from_data = action::from_data(set.data()).ok().flatten();
@@ -196,8 +213,8 @@ impl Pipeline {
             revision.clone(),
             Classifier::new(&self.actions, from_data.as_ref()),
         ));
-        self.classifier.store(Some(built.clone()));
-        built
+        self.classifier.store(Some(built));
+        self.classifier.load()
     }
 }
 

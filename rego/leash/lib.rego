@@ -26,7 +26,7 @@ allow_unknown_tools := data.leash.settings.allow_unknown_tools
 levels := {"read": 1, "write": 2, "destructive": 3}
 
 # What the request acts on: the MCP tool, else the operator rule that classified
-# it, else the host.
+# it, else the host (without its port).
 resource := input.leash.tool.name if input.leash.tool != null
 
 resource := trim_prefix(input.leash.action.source, "rule:") if {
@@ -34,7 +34,7 @@ resource := trim_prefix(input.leash.action.source, "rule:") if {
 	startswith(input.leash.action.source, "rule:")
 }
 
-resource := input.attributes.request.http.host if {
+resource := regex.replace(input.attributes.request.http.host, `:[0-9]+$`, "") if {
 	input.leash.tool == null
 	not startswith(input.leash.action.source, "rule:")
 }
@@ -42,11 +42,11 @@ resource := input.attributes.request.http.host if {
 # `tool:<resource>:<class>` (or `tool:*:<class>`) covers the action's class and below.
 scope_covers(class) if {
 	some scope in input.leash.scopes
-	parts := split(scope, ":")
-	count(parts) == 3
-	parts[0] == "tool"
-	parts[1] in {resource, "*"}
-	levels[parts[2]] >= levels[class]
+	startswith(scope, "tool:")
+	parts := split(substring(scope, 5, -1), ":")
+	count(parts) >= 2
+	concat(":", array.slice(parts, 0, count(parts) - 1)) in {resource, "*"}
+	levels[parts[count(parts) - 1]] >= levels[class]
 }
 
 # An explicit grant of `kind` (destructive, export, privilege) for the resource:

@@ -5,9 +5,6 @@
 //! kept even when empty (`metadataContext: {}`), `Timestamp` as `{seconds, nanos}`,
 //! 64-bit integers and enums as numbers, bytes as base64, `Struct` as plain JSON.
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
-
 use base64::Engine as _;
 use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, Metadata, address};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
@@ -15,20 +12,25 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Peer, Request, TlsSession,
 };
 use envoy_types::pb::google::protobuf::{self as pbuf, value::Kind};
+use std::collections::HashMap;
 
+use crate::policy::keys::document_keys;
 use crate::policy::{Object, Value};
 
 pub(crate) fn attributes(ctx: &AttributeContext) -> Value {
-    let k = &*KEYS;
+    KEYS.with(|k| attributes_with(ctx, k))
+}
+
+fn attributes_with(ctx: &AttributeContext, k: &Keys) -> Value {
     let mut o = Object::new();
     if let Some(source) = &ctx.source {
-        o.insert(k.source.clone(), peer(source));
+        o.insert(k.source.clone(), peer(source, k));
     }
     if let Some(destination) = &ctx.destination {
-        o.insert(k.destination.clone(), peer(destination));
+        o.insert(k.destination.clone(), peer(destination, k));
     }
     if let Some(request) = &ctx.request {
-        o.insert(k.request.clone(), self::request(request));
+        o.insert(k.request.clone(), self::request(request, k));
     }
     if !ctx.context_extensions.is_empty() {
         o.insert(
@@ -37,22 +39,24 @@ pub(crate) fn attributes(ctx: &AttributeContext) -> Value {
         );
     }
     if let Some(metadata) = &ctx.metadata_context {
-        o.insert(k.metadata_context.clone(), self::metadata(metadata));
+        o.insert(k.metadata_context.clone(), self::metadata(metadata, k));
     }
     if let Some(metadata) = &ctx.route_metadata_context {
-        o.insert(k.route_metadata_context.clone(), self::metadata(metadata));
+        o.insert(
+            k.route_metadata_context.clone(),
+            self::metadata(metadata, k),
+        );
     }
     if let Some(tls) = &ctx.tls_session {
-        o.insert(k.tls_session.clone(), tls_session(tls));
+        o.insert(k.tls_session.clone(), tls_session(tls, k));
     }
     o.into_value()
 }
 
-fn peer(peer: &Peer) -> Value {
-    let k = &*KEYS;
+fn peer(peer: &Peer, k: &Keys) -> Value {
     let mut o = Object::new();
     if let Some(address) = &peer.address {
-        o.insert(k.address.clone(), self::address(address));
+        o.insert(k.address.clone(), self::address(address, k));
     }
     put_str(&mut o, &k.service, &peer.service);
     if !peer.labels.is_empty() {
@@ -63,8 +67,7 @@ fn peer(peer: &Peer) -> Value {
     o.into_value()
 }
 
-fn address(addr: &Address) -> Value {
-    let k = &*KEYS;
+fn address(addr: &Address, k: &Keys) -> Value {
     let mut o = Object::new();
     match &addr.address {
         Some(address::Address::SocketAddress(sa)) => {
@@ -107,28 +110,25 @@ fn address(addr: &Address) -> Value {
     o.into_value()
 }
 
-fn request(req: &Request) -> Value {
-    let k = &*KEYS;
+fn request(req: &Request, k: &Keys) -> Value {
     let mut o = Object::new();
     if let Some(time) = &req.time {
-        o.insert(k.time.clone(), timestamp(time));
+        o.insert(k.time.clone(), timestamp(time, k));
     }
     if let Some(http) = &req.http {
-        o.insert(k.http.clone(), self::http(http));
+        o.insert(k.http.clone(), self::http(http, k));
     }
     o.into_value()
 }
 
-fn timestamp(ts: &pbuf::Timestamp) -> Value {
-    let k = &*KEYS;
+fn timestamp(ts: &pbuf::Timestamp, k: &Keys) -> Value {
     let mut o = Object::new();
     put_int(&mut o, &k.seconds, ts.seconds);
     put_int(&mut o, &k.nanos, i64::from(ts.nanos));
     o.into_value()
 }
 
-fn http(http: &HttpRequest) -> Value {
-    let k = &*KEYS;
+fn http(http: &HttpRequest, k: &Keys) -> Value {
     let mut o = Object::new();
     put_str(&mut o, &k.id, &http.id);
     put_str(&mut o, &k.method, &http.method);
@@ -136,7 +136,7 @@ fn http(http: &HttpRequest) -> Value {
         o.insert(k.headers.clone(), string_map(&http.headers));
     }
     if let Some(map) = &http.header_map {
-        o.insert(k.header_map.clone(), header_map(map));
+        o.insert(k.header_map.clone(), header_map(map, k));
     }
     put_str(&mut o, &k.path, &http.path);
     put_str(&mut o, &k.host, &http.host);
@@ -150,8 +150,7 @@ fn http(http: &HttpRequest) -> Value {
     o.into_value()
 }
 
-fn header_map(map: &HeaderMap) -> Value {
-    let k = &*KEYS;
+fn header_map(map: &HeaderMap, k: &Keys) -> Value {
     let headers = map
         .headers
         .iter()
@@ -170,14 +169,13 @@ fn header_map(map: &HeaderMap) -> Value {
     o.into_value()
 }
 
-fn tls_session(tls: &TlsSession) -> Value {
+fn tls_session(tls: &TlsSession, k: &Keys) -> Value {
     let mut o = Object::new();
-    put_str(&mut o, &KEYS.sni, &tls.sni);
+    put_str(&mut o, &k.sni, &tls.sni);
     o.into_value()
 }
 
-fn metadata(md: &Metadata) -> Value {
-    let k = &*KEYS;
+fn metadata(md: &Metadata, k: &Keys) -> Value {
     let mut o = Object::new();
     if !md.filter_metadata.is_empty() {
         let filters = md
@@ -251,16 +249,7 @@ fn put_bytes(o: &mut Object, key: &Value, value: &[u8]) {
     }
 }
 
-macro_rules! keys {
-    ($($field:ident = $name:literal),* $(,)?) => {
-        /// Every field name, made once: a key in a request's document is then a
-        /// reference-count bump instead of an allocation.
-        struct Keys { $($field: Value),* }
-        static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys { $($field: Value::from($name)),* });
-    };
-}
-
-keys! {
+document_keys! {
     source = "source", destination = "destination", request = "request",
     context_extensions = "contextExtensions", metadata_context = "metadataContext",
     route_metadata_context = "routeMetadataContext", tls_session = "tlsSession",

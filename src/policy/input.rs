@@ -12,10 +12,9 @@
 //! leash           leash's agent context (token, binding, delegation, action, tool)
 //! ```
 
-use std::sync::LazyLock;
-
 use regorus::Value;
 
+use super::keys::document_keys;
 use crate::view::RequestView;
 
 /// Bounds on the work a request body can cause before policy runs.
@@ -77,14 +76,17 @@ pub fn parse(view: &RequestView, limits: &InputLimits) -> Result<Parsed, InputEr
 impl Parsed {
     /// The input document, with leash's agent context under `leash` when given.
     pub fn assemble(self, view: &RequestView, leash: Option<Value>) -> Value {
-        let k = &*KEYS;
+        KEYS.with(|k| self.assemble_with(view, leash, k))
+    }
+
+    fn assemble_with(self, view: &RequestView, leash: Option<Value>, k: &Keys) -> Value {
         let mut object = regorus::value::Object::new();
         object.insert(k.attributes.clone(), view.attributes.clone());
         object.insert(k.parsed_path.clone(), self.path);
         object.insert(k.parsed_query.clone(), self.query);
         object.insert(k.parsed_body.clone(), self.body);
         object.insert(k.truncated_body.clone(), Value::Bool(self.truncated));
-        object.insert(k.version.clone(), k.version_value.clone());
+        object.insert(k.version.clone(), VERSION.with(Value::clone));
         if !view.source_principal.is_empty() {
             object.insert(
                 k.source_principal.clone(),
@@ -107,33 +109,24 @@ pub(crate) fn object(entries: impl IntoIterator<Item = (Value, Value)>) -> Value
     object.into_value()
 }
 
-struct Keys {
-    attributes: Value,
-    parsed_path: Value,
-    parsed_query: Value,
-    parsed_body: Value,
-    truncated_body: Value,
-    version: Value,
-    version_value: Value,
-    source_principal: Value,
-    leash: Value,
+document_keys! {
+    attributes = "attributes",
+    parsed_path = "parsed_path",
+    parsed_query = "parsed_query",
+    parsed_body = "parsed_body",
+    truncated_body = "truncated_body",
+    version = "version",
+    source_principal = "source_principal",
+    leash = "leash",
 }
 
-/// Keys shared by every input: cloning them is a reference-count bump, not an allocation.
-static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
-    attributes: Value::from("attributes"),
-    parsed_path: Value::from("parsed_path"),
-    parsed_query: Value::from("parsed_query"),
-    parsed_body: Value::from("parsed_body"),
-    truncated_body: Value::from("truncated_body"),
-    version: Value::from("version"),
-    version_value: object([
+thread_local! {
+    /// `input.version`, the same for every request.
+    static VERSION: Value = object([
         (Value::from("ext_authz"), Value::from("v3")),
         (Value::from("encoding"), Value::from("protojson")),
-    ]),
-    source_principal: Value::from("source_principal"),
-    leash: Value::from("leash"),
-});
+    ]);
+}
 
 /// Splits a request target into path and query; a fragment is dropped.
 fn split_target(target: &str) -> (&str, &str) {

@@ -4,6 +4,7 @@
 mod builtins;
 mod engine;
 pub mod input;
+pub(crate) mod keys;
 pub mod outcome;
 mod problem;
 mod set;

@@ -10,6 +10,7 @@
 
 mod bind;
 mod claims;
+mod document;
 mod dpop;
 mod error;
 mod issuer;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use claims::AgentClaims;
+pub use document::{TokenDocument, strings};
 pub use dpop::DpopSettings;
 pub use error::TokenError;
 pub use issuer::{Issuer, IssuerConfig, KeySource, TokenKind};

@@ -13,6 +13,7 @@ use serde_json::{Map, Value as Json};
 use sha2::{Digest, Sha256};
 
 use super::claims::AgentClaims;
+use super::document::TokenDocument;
 use super::error::TokenError;
 use super::issuer::{Issuer, TokenKind};
 use super::keys::KeySet;
@@ -25,8 +26,8 @@ pub struct VerifiedToken {
     pub alg: Algorithm,
     pub kid: Option<String>,
     pub claims: AgentClaims,
-    /// Every claim, as the policy sees them under `input.leash.token.claims`.
-    pub document: Value,
+    /// What the policy sees of this token under `input.leash`.
+    pub document: TokenDocument,
     /// The key set this token was verified against; a newer set means re-verify.
     keys: Option<Arc<KeySet>>,
 }
@@ -160,12 +161,24 @@ impl Verifier {
         check_audience(&claims, &issuer.config.audiences)?;
         check_times(&agent, issuer, now)?;
         check_lifetime(&agent, issuer, now)?;
+        let kind = match issuer.config.kind {
+            TokenKind::Access => "access",
+            TokenKind::Transaction => "transaction",
+        };
+        let document = TokenDocument::build(
+            &issuer.config.issuer,
+            kind,
+            alg,
+            kid,
+            &agent,
+            &Value::from(Json::Object(claims)),
+        );
         Ok(VerifiedToken {
             issuer: issuer.clone(),
             alg,
             kid: kid.map(str::to_owned),
             claims: agent,
-            document: Value::from(Json::Object(claims)),
+            document,
             keys,
         })
     }

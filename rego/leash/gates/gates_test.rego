@@ -137,6 +137,15 @@ test_every_reason_is_reported_at_once if {
 	}
 }
 
+test_a_host_is_named_without_its_port if {
+	req := object.union(
+		request({"tool": null, "action": {"class": "read", "tags": [], "source": "method"}, "scopes": ["tool:mcp.example:read"]}),
+		{"attributes": {"request": {"http": {"host": "mcp.example:8443"}}}},
+	)
+	allowed(req)
+	denied_because(object.union(req, {"leash": {"scopes": ["tool:mcp.example:8443:read"]}}), "scope tool:mcp.example:read is required")
+}
+
 test_non_tool_requests_are_named_by_rule_or_host if {
 	by_rule := request({"tool": null, "action": {"class": "read", "tags": [], "source": "rule:reports"}, "scopes": ["tool:reports:read"]})
 	allowed(by_rule)

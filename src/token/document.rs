@@ -1,0 +1,88 @@
+//! A verified token's part of `input.leash`, built once when the token is verified
+//! and shared by every Check that presents it again.
+
+use super::claims::AgentClaims;
+use crate::policy::Value;
+use crate::policy::input::object;
+use crate::policy::keys::document_keys;
+
+document_keys! {
+    issuer = "issuer", kind = "kind", alg = "alg", kid = "kid", expires_at = "expires_at",
+    claims = "claims", chain = "chain", depth = "depth", may_act = "may_act",
+}
+
+/// Values the policy reads from one token.
+#[derive(Debug, Clone)]
+pub struct TokenDocument {
+    /// `{issuer, kind, alg, kid, expires_at, claims}`.
+    pub token: Value,
+    pub human: Value,
+    pub agent: Value,
+    /// `{chain, depth, may_act}`.
+    pub delegation: Value,
+    pub scopes: Value,
+    pub authorization_details: Value,
+}
+
+impl TokenDocument {
+    pub(crate) fn build(
+        issuer: &str,
+        kind: &'static str,
+        alg: jsonwebtoken::Algorithm,
+        kid: Option<&str>,
+        claims: &AgentClaims,
+        all_claims: &Value,
+    ) -> Self {
+        KEYS.with(|k| Self::build_with(issuer, kind, alg, kid, claims, all_claims, k))
+    }
+
+    fn build_with(
+        issuer: &str,
+        kind: &'static str,
+        alg: jsonwebtoken::Algorithm,
+        kid: Option<&str>,
+        claims: &AgentClaims,
+        all_claims: &Value,
+        k: &Keys,
+    ) -> Self {
+        let claim = |name: &str| match all_claims {
+            Value::Object(o) => o.iter().find_map(|(key, v)| {
+                matches!(key, Value::String(s) if s.as_ref() == name).then(|| v.clone())
+            }),
+            _ => None,
+        };
+        let text = |s: Option<&String>| s.map_or(Value::Null, |s| Value::from(s.as_str()));
+        Self {
+            token: object([
+                (k.issuer.clone(), Value::from(issuer)),
+                (k.kind.clone(), Value::from(kind)),
+                (k.alg.clone(), Value::from(format!("{alg:?}"))),
+                (k.kid.clone(), kid.map_or(Value::Null, Value::from)),
+                (
+                    k.expires_at.clone(),
+                    claims.exp.map_or(Value::Null, Value::from),
+                ),
+                (k.claims.clone(), all_claims.clone()),
+            ]),
+            human: text(claims.human.as_ref()),
+            agent: text(claims.agent.as_ref()),
+            delegation: object([
+                (k.chain.clone(), strings(&claims.chain)),
+                (k.depth.clone(), Value::from(claims.depth())),
+                (k.may_act.clone(), claim("may_act").unwrap_or(Value::Null)),
+            ]),
+            scopes: strings(&claims.scopes),
+            authorization_details: claim("authorization_details").unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// An array of strings as a document value.
+pub fn strings(items: &[String]) -> Value {
+    Value::from(
+        items
+            .iter()
+            .map(|s| Value::from(s.as_str()))
+            .collect::<Vec<_>>(),
+    )
+}
