@@ -64,8 +64,8 @@ pub fn check(config: &Config, file: &str, text: &str) -> Result<CheckReport, Cli
     } else {
         let request = edge::json::check_request(&doc).map_err(bad)?;
         let view = RequestView::try_from(request).map_err(|e| bad(e.to_string()))?;
-        let input = pipeline.input(&view).map_err(|e| bad(e.to_string()))?;
-        (input, pipeline.check(&view))
+        let (verdict, input) = pipeline.explain(&view);
+        (input.unwrap_or(Value::Undefined), verdict)
     };
     let result = store.current().as_ref().map_or(Value::Undefined, |set| {
         set.evaluate(input.clone()).unwrap_or(Value::Undefined)

@@ -119,6 +119,25 @@ impl Pipeline {
 
     /// Decides `view`, or names the issuer whose keys should be fetched first.
     pub fn try_check(&self, view: &RequestView) -> Result<Verdict, Arc<Issuer>> {
+        self.run(view, None)
+    }
+
+    /// Decides `view` as [`check`](Self::check) does, and returns the input document
+    /// the policy evaluated (`None` when a hard denial came first): `leash check`.
+    pub fn explain(&self, view: &RequestView) -> (Verdict, Option<Value>) {
+        let mut input = None;
+        let verdict = match self.run(view, Some(&mut input)) {
+            Ok(verdict) => verdict,
+            Err(_) => self.check(view),
+        };
+        (verdict, input)
+    }
+
+    fn run(
+        &self,
+        view: &RequestView,
+        keep_input: Option<&mut Option<Value>>,
+    ) -> Result<Verdict, Arc<Issuer>> {
         let deny = |reason: DenyReason, detail: String| {
             Ok(Verdict::new(
                 Decision::deny(reason, detail),
@@ -167,18 +186,19 @@ impl Pipeline {
             action: Some(action.class.name()),
             tool: tool.as_ref().map(|t| t.name.clone()),
         };
-        let leash = context::leash_document(view, identity.as_ref(), &action, tool.as_ref());
-        let input = parsed.assemble(view, Some(leash));
+        let leash = set
+            .info()
+            .reads_agent_context
+            .then(|| context::leash_document(view, identity.as_ref(), &action, tool.as_ref()));
+        let input = parsed.assemble(view, leash);
+        if let Some(keep) = keep_input {
+            *keep = Some(input.clone());
+        }
         Ok(Verdict::new(
             evaluate(set, input),
             Some(set.info().revision.clone()),
             facts,
         ))
-    }
-
-    /// The input document the policy sees for `view`, as `leash check` prints it.
-    pub fn input(&self, view: &RequestView) -> Result<Value, InputError> {
-        input::build(view, &self.limits)
     }
 
     /// Evaluates an input document as given with the serving policy set.

@@ -305,6 +305,29 @@ async fn an_empty_policy_directory_serves_nothing_but_denials() {
 }
 
 #[tokio::test]
+async fn agent_context_is_added_only_for_policies_that_read_it() {
+    // Written for OPA's plugin: the input has exactly the plugin's six keys.
+    let plugin = PolicyDir::new(&[(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow if count(object.keys(input)) == 6\n",
+    )]);
+    let leash = leash_with(&plugin, &[]).await;
+    assert!(is_allowed(&leash.check(request("GET", "/", &[])).await));
+
+    // A policy that reads input.leash gets it.
+    let agentic = PolicyDir::new(&[(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow if input.leash.action.class == \"read\"\n",
+    )]);
+    let leash = leash_with(&agentic, &[]).await;
+    assert!(is_allowed(&leash.check(request("GET", "/", &[])).await));
+    assert_eq!(
+        denied_for(&leash, request("POST", "/", &[])).await,
+        "policy.undefined"
+    );
+}
+
+#[tokio::test]
 async fn status_and_metrics_count_decisions() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
     let leash = leash_with(&policy, &[]).await;

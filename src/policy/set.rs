@@ -116,6 +116,9 @@ pub struct PolicyInfo {
     /// Why the interpreter serves when the VM was not chosen by configuration.
     pub engine_note: Option<String>,
     pub loaded_at: SystemTime,
+    /// Whether any module mentions `leash`, so may read `input.leash`. Sets that never
+    /// do (a policy written for OPA's plugin) are spared building it on every Check.
+    pub reads_agent_context: bool,
 }
 
 impl PolicySet {
@@ -198,6 +201,7 @@ impl PolicySet {
             engine: evaluator.kind(),
             engine_note,
             loaded_at: SystemTime::now(),
+            reads_agent_context: files.modules.iter().any(|m| m.text.contains("leash")),
         };
         Ok(Self {
             evaluator,
