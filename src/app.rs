@@ -72,14 +72,14 @@ impl App {
     /// Binds every configured listener, so a port in use fails before anything serves.
     pub async fn bind(&self) -> anyhow::Result<Listeners> {
         let listen = &self.config.listen;
-        let grpc = bind(listen.grpc, "listen.grpc").await?;
+        let grpc = bind(listen.grpc, "grpc").await?;
         let uds = listen.grpc_uds.as_deref().map(bind_unix).transpose()?;
         let control = match listen.control {
-            Some(addr) => Some(bind(addr, "listen.control").await?),
+            Some(addr) => Some(bind(addr, "control").await?),
             None => None,
         };
         let admin = match listen.admin {
-            Some(addr) => Some(bind(addr, "listen.admin").await?),
+            Some(addr) => Some(bind(addr, "admin").await?),
             None => None,
         };
         Ok(Listeners {
@@ -231,12 +231,10 @@ fn grpc_server() -> Server {
         .max_concurrent_streams(None)
 }
 
-async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+/// Binds `addr`, the value of config key `listen.<name>` (flag `--<name>-addr`).
+async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
-        format!(
-            "cannot listen on {addr} ({key}); pick a free port with --{}",
-            key.replace(['.', '_'], "-").trim_start_matches("listen-")
-        )
+        format!("cannot listen on {addr} (listen.{name}); pick a free port with --{name}-addr")
     })
 }
 

@@ -238,3 +238,89 @@ fn config_prints_a_complete_commented_example() {
         assert!(text.contains(key), "{key}");
     }
 }
+
+#[test]
+fn a_port_in_use_names_the_flag_that_moves_it() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = leash(&[
+        "serve",
+        "--grpc-addr",
+        &addr,
+        "--admin-addr",
+        "",
+        "--control-addr",
+        "",
+    ]);
+    assert!(!out.status.success());
+    has(&stderr(&out), "pick a free port with --grpc-addr");
+}
+
+#[test]
+fn token_mint_and_inspect_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&key, pair.serialize_pem()).unwrap();
+    let key_arg = key.to_str().unwrap();
+    let jwks = leash(&[
+        "token", "jwks", "--key", key_arg, "--alg", "ES256", "--kid", "k1",
+    ]);
+    assert!(jwks.status.success(), "{}", stderr(&jwks));
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, &jwks.stdout).unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tokens:\n  issuers:\n    - issuer: https://idp.test\n      audiences: [tools]\n      algorithms: [ES256]\n      jwks_file: {}\n      workload_claim: spiffe_id\n",
+            jwks_path.display()
+        ),
+    )
+    .unwrap();
+    let mint = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "mint",
+            "--key",
+            key_arg,
+            "--alg",
+            "ES256",
+            "--kid",
+            "k1",
+            "--iss",
+            "https://idp.test",
+            "--aud",
+            "tools",
+            "--sub",
+            "alice",
+            "--task",
+            "t-1",
+            "--act",
+            "planner,orchestrator",
+            "--claim",
+            "spiffe_id=spiffe://test/agent",
+        ];
+        args.extend_from_slice(extra);
+        let out = leash(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    let good = mint(&[]);
+    let out = leash(&["token", "inspect", &good, "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "accepted");
+    assert_eq!(
+        report["delegation"]["chain"],
+        serde_json::json!(["planner", "orchestrator"])
+    );
+    has(&stdout(&out), "x-agent-task: t-1");
+    has(&stdout(&out), "spiffe://test/agent");
+
+    let long = mint(&["--ttl", "2h"]);
+    let out = leash(&["token", "inspect", &long, "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["reason"], "token.lifetime_exceeded");
+}
