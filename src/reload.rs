@@ -56,7 +56,6 @@ impl Reloader {
                     %source,
                     revision = %info.revision,
                     engine = info.engine.name(),
-                    engine_note = info.engine_note.as_deref().unwrap_or(""),
                     files = info.files.len(),
                     decision_rule = %info.decision_rule,
                     "policy applied"
