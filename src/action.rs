@@ -86,6 +86,16 @@ pub struct RuleConfig {
     pub tags: Vec<String>,
 }
 
+impl RuleConfig {
+    fn route(&self) -> glob::Route<'_> {
+        glob::Route {
+            hosts: &self.hosts,
+            paths: &self.paths,
+            methods: &self.methods,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ToolConfig {
@@ -129,15 +139,11 @@ impl Classifier {
             name,
             arguments,
         });
-        let path = view.path.split(['?', '#']).next().unwrap_or("/");
-        if let Some(rule) = self.rules.iter().find(|r| {
-            (r.hosts.is_empty() || r.hosts.iter().any(|h| glob::matches(h, &view.host, '.')))
-                && (r.paths.is_empty() || r.paths.iter().any(|p| glob::matches(p, path, '/')))
-                && (r.methods.is_empty()
-                    || r.methods
-                        .iter()
-                        .any(|m| m.eq_ignore_ascii_case(&view.method)))
-        }) {
+        if let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| r.route().matches(&view.host, &view.path, &view.method))
+        {
             let action = Action {
                 class: rule.class,
                 tags: rule.tags.clone(),
@@ -181,10 +187,13 @@ pub fn from_data(data: &Value) -> Result<Option<ActionsConfig>, String> {
 
 /// GET, HEAD and OPTIONS read; DELETE destroys; everything else writes.
 fn method_class(method: &str) -> ActionClass {
-    match method.to_ascii_uppercase().as_str() {
-        "GET" | "HEAD" | "OPTIONS" => ActionClass::Read,
-        "DELETE" => ActionClass::Destructive,
-        _ => ActionClass::Write,
+    let is = |name: &str| method.eq_ignore_ascii_case(name);
+    if is("GET") || is("HEAD") || is("OPTIONS") {
+        ActionClass::Read
+    } else if is("DELETE") {
+        ActionClass::Destructive
+    } else {
+        ActionClass::Write
     }
 }
 

@@ -72,11 +72,14 @@ fn document(
         doc.map_or(Value::Null, |d| pick(d).clone())
     };
 
-    let mut tags = action.tags.clone();
-    if identity.is_some_and(|id| id.token.claims.depth() > 1) && !tags.iter().any(|t| t == CHAINING)
-    {
-        tags.push(CHAINING.to_owned());
-    }
+    let chaining = identity.is_some_and(|id| id.token.claims.depth() > 1)
+        && !action.tags.iter().any(|t| t == CHAINING);
+    let tags: Vec<Value> = action
+        .tags
+        .iter()
+        .map(|t| Value::from(t.as_str()))
+        .chain(chaining.then(|| Value::from(CHAINING)))
+        .collect();
     let source = match &action.source {
         ActionSource::Rule(name) => Value::from(format!("rule:{name}")),
         ActionSource::Tool => Value::from("tool"),
@@ -146,7 +149,7 @@ fn document(
             k.action.clone(),
             object([
                 (k.class.clone(), Value::from(action.class.name())),
-                (k.tags.clone(), crate::token::strings(&tags)),
+                (k.tags.clone(), Value::from(tags)),
                 (k.source.clone(), source),
             ]),
         ),

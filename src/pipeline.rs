@@ -154,7 +154,7 @@ impl Pipeline {
             || self
                 .unauthenticated
                 .iter()
-                .any(|r| r.matches(&view.host, &view.path, &view.method))
+                .any(|r| r.route().matches(&view.host, &view.path, &view.method))
         {
             None
         } else {

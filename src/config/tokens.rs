@@ -93,20 +93,12 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    pub fn matches(&self, host: &str, path: &str, method: &str) -> bool {
-        let path = path.split(['?', '#']).next().unwrap_or("/");
-        (self.hosts.is_empty()
-            || self
-                .hosts
-                .iter()
-                .any(|h| crate::glob::matches(h, host, '.')))
-            && (self.paths.is_empty()
-                || self
-                    .paths
-                    .iter()
-                    .any(|p| crate::glob::matches(p, path, '/')))
-            && (self.methods.is_empty()
-                || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    pub fn route(&self) -> crate::glob::Route<'_> {
+        crate::glob::Route {
+            hosts: &self.hosts,
+            paths: &self.paths,
+            methods: &self.methods,
+        }
     }
 }
 

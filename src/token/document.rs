@@ -78,7 +78,7 @@ impl TokenDocument {
 }
 
 /// An array of strings as a document value.
-pub fn strings(items: &[String]) -> Value {
+fn strings(items: &[String]) -> Value {
     Value::from(
         items
             .iter()

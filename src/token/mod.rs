@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use claims::AgentClaims;
-pub use document::{TokenDocument, strings};
+pub use document::TokenDocument;
 pub use dpop::DpopSettings;
 pub use error::TokenError;
 pub use issuer::{Issuer, IssuerConfig, KeySource, TokenKind};
