@@ -21,7 +21,7 @@ use crate::context;
 use crate::decision::{Decision, DenyReason};
 use crate::policy::input::{self, InputError, InputLimits};
 use crate::policy::{EvalError, PolicySet, PolicyStore, Value, outcome};
-use crate::token::{AuthFailure, Authenticator, Issuer, TokenMode, VerifiedToken};
+use crate::token::{AuthFailure, Authenticator, MissingKey, TokenMode, VerifiedToken};
 use crate::view::RequestView;
 
 /// One Check's result, with what the decision log needs to explain it.
@@ -104,21 +104,12 @@ impl Pipeline {
     /// denied (`token.unknown_key`); [`try_check`](Self::try_check) lets the caller
     /// fetch keys and ask again instead.
     pub fn check(&self, view: &RequestView) -> Verdict {
-        match self.try_check(view) {
-            Ok(verdict) => verdict,
-            Err(issuer) => Verdict::new(
-                Decision::deny(
-                    DenyReason::TokenUnknownKey,
-                    format!("{} publishes no key the token names", issuer.config.issuer),
-                ),
-                None,
-                Facts::default(),
-            ),
-        }
+        self.try_check(view)
+            .unwrap_or_else(|missing| unknown_key(&missing))
     }
 
-    /// Decides `view`, or names the issuer whose keys should be fetched first.
-    pub fn try_check(&self, view: &RequestView) -> Result<Verdict, Arc<Issuer>> {
+    /// Decides `view`, or names the key to fetch before deciding.
+    pub fn try_check(&self, view: &RequestView) -> Result<Verdict, MissingKey> {
         self.run(view, None)
     }
 
@@ -126,10 +117,9 @@ impl Pipeline {
     /// the policy evaluated (`None` when a hard denial came first): `leash check`.
     pub fn explain(&self, view: &RequestView) -> (Verdict, Option<Value>) {
         let mut input = None;
-        let verdict = match self.run(view, Some(&mut input)) {
-            Ok(verdict) => verdict,
-            Err(_) => self.check(view),
-        };
+        let verdict = self
+            .run(view, Some(&mut input))
+            .unwrap_or_else(|missing| unknown_key(&missing));
         (verdict, input)
     }
 
@@ -137,7 +127,7 @@ impl Pipeline {
         &self,
         view: &RequestView,
         keep_input: Option<&mut Option<Value>>,
-    ) -> Result<Verdict, Arc<Issuer>> {
+    ) -> Result<Verdict, MissingKey> {
         let deny = |reason: DenyReason, detail: String| {
             Ok(Verdict::new(
                 Decision::deny(reason, detail),
@@ -161,7 +151,7 @@ impl Pipeline {
             match self.auth.authenticate(view) {
                 Ok(identity) => Some(identity),
                 Err(AuthFailure::Denied(err)) => return deny(err.reason(), err.to_string()),
-                Err(AuthFailure::NeedKeys(issuer)) => return Err(issuer),
+                Err(AuthFailure::NeedKeys(missing)) => return Err(missing),
             }
         };
 
@@ -260,6 +250,15 @@ impl Verdict {
             facts,
         }
     }
+}
+
+fn unknown_key(missing: &MissingKey) -> Verdict {
+    let err = missing.denial();
+    Verdict::new(
+        Decision::deny(err.reason(), err.to_string()),
+        None,
+        Facts::default(),
+    )
 }
 
 fn input_reason(err: &InputError) -> DenyReason {

@@ -26,7 +26,7 @@ use crate::audit::AuditSink;
 use crate::decision::{Decision, DenyReason};
 use crate::metrics::Metrics;
 use crate::pipeline::{Facts, Pipeline, Verdict};
-use crate::token::Issuer;
+use crate::token::MissingKey;
 use crate::view::RequestView;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -47,7 +47,7 @@ enum Started {
     Done(CheckResponse),
     NeedKeys {
         view: RequestView,
-        issuer: Arc<Issuer>,
+        missing: MissingKey,
         started: Instant,
     },
 }
@@ -88,9 +88,9 @@ impl Authz {
         };
         match self.pipeline.try_check(&view) {
             Ok(verdict) => Started::Done(self.finish(verdict, Some(&view), started)),
-            Err(issuer) => Started::NeedKeys {
+            Err(missing) => Started::NeedKeys {
                 view,
-                issuer,
+                missing,
                 started,
             },
         }
@@ -100,9 +100,10 @@ impl Authz {
     async fn after_keys(
         self: Arc<Self>,
         view: RequestView,
-        issuer: Arc<Issuer>,
+        missing: MissingKey,
         started: Instant,
     ) -> CheckResponse {
+        let issuer = &missing.issuer;
         if let Some(fetched) = issuer.refetch() {
             if tokio::time::timeout(self.key_wait, fetched).await.is_err() {
                 tracing::warn!(issuer = %issuer.config.issuer, "keys did not arrive within {:?}", self.key_wait);
@@ -232,13 +233,13 @@ impl UnaryService<Incoming> for CheckCall {
             Started::Done(response) => Box::pin(ready(Ok(tonic::Response::new(response)))),
             Started::NeedKeys {
                 view,
-                issuer,
+                missing,
                 started,
             } => {
                 let authz = self.0.clone();
                 Box::pin(async move {
                     Ok(tonic::Response::new(
-                        authz.after_keys(view, issuer, started).await,
+                        authz.after_keys(view, missing, started).await,
                     ))
                 })
             }

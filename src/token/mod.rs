@@ -28,7 +28,7 @@ pub use dpop::DpopSettings;
 pub use error::TokenError;
 pub use issuer::{Issuer, IssuerConfig, KeySource, TokenKind};
 pub use keys::KeySet;
-pub use verify::{Unverified, VerifiedToken};
+pub use verify::{MissingKey, Unverified, VerifiedToken};
 
 use crate::view::RequestView;
 use dpop::{DpopVerifier, ProofContext};
@@ -108,8 +108,8 @@ pub struct Identity {
 #[derive(Debug)]
 pub enum AuthFailure {
     Denied(TokenError),
-    /// Fetching this issuer's keys may let the token verify; try once more after.
-    NeedKeys(Arc<Issuer>),
+    /// Fetching the issuer's keys may let the token verify; try once more after.
+    NeedKeys(MissingKey),
 }
 
 impl From<TokenError> for AuthFailure {
@@ -122,13 +122,10 @@ impl From<Unverified> for AuthFailure {
     fn from(err: Unverified) -> Self {
         match err {
             Unverified::Denied(e) => Self::Denied(e),
-            Unverified::UnknownKey { issuer, kid } => match issuer.refetch_possible() {
-                true => Self::NeedKeys(issuer),
-                false => Self::Denied(TokenError::UnknownKey(format!(
-                    "{} publishes no key {kid:?}",
-                    issuer.config.issuer
-                ))),
-            },
+            Unverified::UnknownKey(missing) if missing.issuer.refetch_possible() => {
+                Self::NeedKeys(missing)
+            }
+            Unverified::UnknownKey(missing) => Self::Denied(missing.denial()),
         }
     }
 }
@@ -171,9 +168,7 @@ impl Authenticator {
     pub fn verify_token(&self, raw: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
         self.verifier.verify(raw, now).map_err(|err| match err {
             Unverified::Denied(e) => e,
-            Unverified::UnknownKey { issuer, kid } => {
-                TokenError::UnknownKey(format!("{} publishes no key {kid:?}", issuer.config.issuer))
-            }
+            Unverified::UnknownKey(missing) => missing.denial(),
         })
     }
 

@@ -43,10 +43,24 @@ impl VerifiedToken {
 pub enum Unverified {
     Denied(TokenError),
     /// The token names a key its issuer's set lacks; fetching the keys may help.
-    UnknownKey {
-        issuer: Arc<Issuer>,
-        kid: String,
-    },
+    UnknownKey(MissingKey),
+}
+
+/// A token naming a key its issuer has not published, or not yet.
+#[derive(Debug)]
+pub struct MissingKey {
+    pub issuer: Arc<Issuer>,
+    kid: String,
+}
+
+impl MissingKey {
+    /// The denial when fetching the issuer's keys cannot help, or did not.
+    pub fn denial(&self) -> TokenError {
+        TokenError::UnknownKey(format!(
+            "{} publishes no key {:?}",
+            self.issuer.config.issuer, self.kid
+        ))
+    }
 }
 
 impl From<TokenError> for Unverified {
@@ -137,10 +151,10 @@ impl Verifier {
             let mut candidates = set.candidates(kid, alg).peekable();
             if candidates.peek().is_none() {
                 return Err(match kid {
-                    Some(kid) if !set.has_kid(kid) => Unverified::UnknownKey {
+                    Some(kid) if !set.has_kid(kid) => Unverified::UnknownKey(MissingKey {
                         issuer: issuer.clone(),
                         kid: kid.to_owned(),
-                    },
+                    }),
                     Some(kid) => {
                         TokenError::AlgNotAllowed(format!("{alg_name} for key {kid:?}")).into()
                     }
