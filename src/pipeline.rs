@@ -21,7 +21,7 @@ use crate::context;
 use crate::decision::{Decision, DenyReason};
 use crate::policy::input::{self, InputError, InputLimits};
 use crate::policy::{EvalError, PolicySet, PolicyStore, Value, outcome};
-use crate::token::{AuthFailure, Authenticator, MissingKey, TokenMode, VerifiedToken};
+use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
 use crate::view::RequestView;
 
 /// One Check's result, with what the decision log needs to explain it.
@@ -37,26 +37,32 @@ pub struct Verdict {
 }
 
 /// The signals behind a decision, for the decision log. Never a token or a secret:
-/// the verified token is kept only to read its claims when the log is written.
+/// the verified identity is kept only to read its claims when the log is written.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
-    pub token: Option<Arc<VerifiedToken>>,
+    pub identity: Option<Identity>,
     pub action: Option<&'static str>,
     pub tool: Option<String>,
 }
 
 impl Facts {
     pub fn human(&self) -> Option<&str> {
-        self.token.as_ref().and_then(|t| t.claims.human.as_deref())
+        self.identity
+            .as_ref()
+            .and_then(|id| id.token.claims.human.as_deref())
     }
 
     pub fn agent(&self) -> Option<&str> {
-        self.token.as_ref().and_then(|t| t.claims.agent.as_deref())
+        self.identity
+            .as_ref()
+            .and_then(|id| id.token.claims.agent.as_deref())
     }
 
-    /// The token's task, which binding checked against the request's.
+    /// The task the tokens and the request agreed on.
     pub fn task(&self) -> Option<&str> {
-        self.token.as_ref().and_then(|t| t.claims.task.as_deref())
+        self.identity
+            .as_ref()
+            .and_then(|id| id.binding.task.as_deref())
     }
 }
 
@@ -171,15 +177,15 @@ impl Pipeline {
             Ok(classified) => classified,
             Err(err) => return deny(DenyReason::McpHeaderMismatch, err.to_string()),
         };
-        let facts = Facts {
-            token: identity.as_ref().map(|id| id.token.clone()),
-            action: Some(action.class.name()),
-            tool: tool.as_ref().map(|t| t.name.clone()),
-        };
         let leash = set
             .info()
             .reads_agent_context
             .then(|| context::leash_document(view, identity.as_ref(), &action, tool.as_ref()));
+        let facts = Facts {
+            identity,
+            action: Some(action.class.name()),
+            tool: tool.map(|t| t.name),
+        };
         let input = parsed.assemble(view, leash);
         if let Some(keep) = keep_input {
             *keep = Some(input.clone());

@@ -519,6 +519,30 @@ fn transaction_tokens_travel_in_their_own_header() {
         ])
         .unwrap();
     assert!(id.txn.is_some());
+    // An access token naming no task takes the transaction token's task.
+    let taskless = f.token(|c| {
+        c.remove("task_id");
+    });
+    let id = f
+        .check(&[
+            ("authorization", &bearer(&taskless)),
+            ("txn-token", &txn),
+            ("x-agent-task", "task-7"),
+        ])
+        .unwrap();
+    assert_eq!(id.binding.task.as_deref(), Some("task-7"));
+    // Tokens for two different tasks are refused together.
+    let other = f.token(|c| {
+        c.insert("task_id".into(), json!("task-8"));
+    });
+    let err = f
+        .check(&[
+            ("authorization", &bearer(&other)),
+            ("txn-token", &txn),
+            ("x-agent-task", "task-8"),
+        ])
+        .err();
+    assert_eq!(err.as_deref(), Some("binding.task_mismatch"));
     // Without typ txntoken+jwt it is not a transaction token.
     let untyped = f
         .txn

@@ -33,26 +33,12 @@ impl TokenDocument {
         claims: &AgentClaims,
         all_claims: &Value,
     ) -> Self {
-        KEYS.with(|k| Self::build_with(issuer, kind, alg, kid, claims, all_claims, k))
-    }
-
-    fn build_with(
-        issuer: &str,
-        kind: &'static str,
-        alg: jsonwebtoken::Algorithm,
-        kid: Option<&str>,
-        claims: &AgentClaims,
-        all_claims: &Value,
-        k: &Keys,
-    ) -> Self {
         let claim = |name: &str| match all_claims {
-            Value::Object(o) => o.iter().find_map(|(key, v)| {
-                matches!(key, Value::String(s) if s.as_ref() == name).then(|| v.clone())
-            }),
+            Value::Object(o) => o.get(&Value::from(name)).cloned(),
             _ => None,
         };
         let text = |s: Option<&String>| s.map_or(Value::Null, |s| Value::from(s.as_str()));
-        Self {
+        KEYS.with(|k| Self {
             token: object([
                 (k.issuer.clone(), Value::from(issuer)),
                 (k.kind.clone(), Value::from(kind)),
@@ -73,7 +59,7 @@ impl TokenDocument {
             ]),
             scopes: strings(&claims.scopes),
             authorization_details: claim("authorization_details").unwrap_or(Value::Null),
-        }
+        })
     }
 }
 

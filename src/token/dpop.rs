@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use super::error::TokenError;
+use super::secs;
 use super::verify::decode_json;
 
 #[derive(Debug, Clone)]
@@ -71,7 +72,7 @@ impl DpopVerifier {
         let alg = Algorithm::from_str(alg_name)
             .ok()
             .filter(|a| self.settings.algorithms.contains(a))
-            .ok_or_else(|| invalid(format!("algorithm {alg_name} is not allowed for proofs")))?;
+            .ok_or_else(|| invalid(format!("algorithm {alg_name:?} is not allowed for proofs")))?;
         let jwk_json = header
             .get("jwk")
             .ok_or_else(|| invalid("the header has no jwk"))?;
@@ -152,10 +153,6 @@ impl DpopVerifier {
         }
         Ok(thumbprint)
     }
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Scheme and host compare case-insensitively; query and fragment are not part of `htu`.

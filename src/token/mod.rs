@@ -313,8 +313,9 @@ impl Authenticator {
         Ok(binding)
     }
 
-    /// The token's task must be the request's task (header `x-agent-task` by default);
-    /// a transaction token beside it must be for the same task.
+    /// The task the tokens name must be the request's task (header `x-agent-task` by
+    /// default). A transaction token may carry the task for an access token that names
+    /// none; when both name one, they must agree.
     fn bind_task(
         &self,
         view: &RequestView,
@@ -323,7 +324,16 @@ impl Authenticator {
     ) -> Result<Option<String>, TokenError> {
         let header = &self.settings.headers.task;
         let requested = view.header(header).map(str::trim).filter(|t| !t.is_empty());
-        let Some(task) = &token.claims.task else {
+        let txn_task = txn.and_then(|t| t.claims.task.as_ref());
+        let task = match (token.claims.task.as_ref(), txn_task) {
+            (Some(access), Some(txn)) if access != txn => {
+                return Err(TokenError::TaskMismatch(format!(
+                    "the transaction token is for {txn:?}, the access token for {access:?}"
+                )));
+            }
+            (access, txn) => access.or(txn),
+        };
+        let Some(task) = task else {
             if self.settings.require_task {
                 return Err(TokenError::TaskMissing(
                     token.issuer.config.task_claim.clone(),
@@ -338,16 +348,7 @@ impl Authenticator {
             Some(r) if r != task => Err(TokenError::TaskMismatch(format!(
                 "the token is for task {task:?}, the request for {r:?}"
             ))),
-            Some(_) => {
-                if let Some(txn_task) = txn.and_then(|t| t.claims.task.as_ref()) {
-                    if txn_task != task {
-                        return Err(TokenError::TaskMismatch(format!(
-                            "the transaction token is for {txn_task:?}, the access token for {task:?}"
-                        )));
-                    }
-                }
-                Ok(Some(task.clone()))
-            }
+            Some(_) => Ok(Some(task.clone())),
         }
     }
 }
@@ -380,6 +381,11 @@ fn request_uri(view: &RequestView) -> String {
         &view.scheme
     };
     format!("{scheme}://{}{path}", view.host)
+}
+
+/// Whole seconds of `d` as the claims count them, saturating.
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// Seconds since the Unix epoch; the one place token checks read the clock.

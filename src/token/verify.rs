@@ -1,7 +1,9 @@
 //! Token verification: find the issuer, check the algorithm, the signature and every
 //! time claim, and remember the result. A repeated token is found in a bounded cache
-//! keyed by the SHA-256 of the whole token and skips all signature work; it leaves the
-//! cache at its `exp`, or when its issuer's keys change.
+//! keyed by the SHA-256 of the whole token and skips all signature work. Time claims
+//! are checked on every hit, so a cached token is never accepted past its `exp`; it
+//! leaves the cache when it is presented expired, when its issuer's keys change, or
+//! when the bounded cache evicts it for newer tokens.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use super::document::TokenDocument;
 use super::error::TokenError;
 use super::issuer::{Issuer, TokenKind};
 use super::keys::KeySet;
+use super::secs;
 use crate::policy::Value;
 
 /// A token whose signature and claims checked out.
@@ -99,7 +102,12 @@ impl Verifier {
                 .is_none_or(|keys| Arc::ptr_eq(keys, &hit.issuer.keys()));
             if keys_unchanged {
                 // Signature and shape were checked when it was cached; time moves on.
-                check_times(&hit.claims, &hit.issuer, now)?;
+                if let Err(err) = check_times(&hit.claims, &hit.issuer, now) {
+                    if matches!(err, TokenError::Expired { .. }) {
+                        self.cache.remove(&digest);
+                    }
+                    return Err(err.into());
+                }
                 return Ok(hit);
             }
             self.cache.remove(&digest);
@@ -128,7 +136,8 @@ impl Verifier {
         let alg = Algorithm::from_str(alg_name)
             .ok()
             .filter(|alg| issuer.config.algorithms.contains(alg))
-            .ok_or_else(|| TokenError::AlgNotAllowed(alg_name.to_owned()))?;
+            // Quoted: the name comes from an unverified header and reaches the log.
+            .ok_or_else(|| TokenError::AlgNotAllowed(format!("{alg_name:?}")))?;
         if issuer.config.kind == TokenKind::Transaction
             && header.get("typ").and_then(Json::as_str) != Some("txntoken+jwt")
         {
@@ -274,7 +283,7 @@ fn check_audience(claims: &Map<String, Json>, accepted: &[String]) -> Result<(),
 
 /// `exp` is required and must be ahead; `nbf` and `iat` must not be ahead.
 fn check_times(claims: &AgentClaims, issuer: &Issuer, now: i64) -> Result<(), TokenError> {
-    let leeway = i64::try_from(issuer.config.leeway.as_secs()).unwrap_or(i64::MAX);
+    let leeway = secs(issuer.config.leeway);
     let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
     if now > exp.saturating_add(leeway) {
         return Err(TokenError::Expired { exp });
@@ -293,7 +302,7 @@ fn check_lifetime(claims: &AgentClaims, issuer: &Issuer, now: i64) -> Result<(),
     let exp = claims.exp.ok_or(TokenError::MissingClaim("exp"))?;
     let start = claims.iat.or(claims.nbf).unwrap_or(now);
     let lifetime = exp.saturating_sub(start);
-    let max = i64::try_from(issuer.config.max_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let max = secs(issuer.config.max_lifetime);
     if lifetime > max {
         return Err(TokenError::LifetimeExceeded { lifetime, max });
     }
