@@ -4,6 +4,10 @@
 //! Sources, most specific first: operator rules (host, path, method), MCP tool calls
 //! looked up in the operator's tool table, then the HTTP method. Annotations a tool
 //! server publishes about its own tools (`readOnlyHint`, ...) are never consulted.
+//!
+//! A body leash cannot read (cut by Envoy, neither JSON nor a form, or a JSON-RPC
+//! batch) could hold any tool call, so the method's class alone would understate it:
+//! such a request, when no rule names its route, carries the tag `opaque_body`.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +16,9 @@ use serde::Deserialize;
 use crate::glob;
 use crate::policy::Value;
 use crate::view::RequestView;
+
+/// The tag of a request whose body leash could not read for what it does.
+pub const OPAQUE_BODY: &str = "opaque_body";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,7 +135,7 @@ impl Classifier {
         Self { rules, tools }
     }
 
-    /// Classifies `view`, whose parsed JSON body (if any) is `body`.
+    /// Classifies `view`, whose parsed body (`null` when unreadable) is `body`.
     pub fn classify(
         &self,
         view: &RequestView,
@@ -151,7 +158,7 @@ impl Classifier {
             };
             return Ok((action, tool));
         }
-        let action = match &tool {
+        let mut action = match &tool {
             Some(call) => match self.tools.get(&call.name) {
                 Some(entry) => Action {
                     class: entry.class,
@@ -170,6 +177,9 @@ impl Classifier {
                 source: ActionSource::Method,
             },
         };
+        if tool.is_none() && is_opaque(view, body) {
+            action.tags.push(OPAQUE_BODY.to_owned());
+        }
         Ok((action, tool))
     }
 }
@@ -183,6 +193,17 @@ pub fn from_data(data: &Value) -> Result<Option<ActionsConfig>, String> {
     serde_json::from_value(json)
         .map(Some)
         .map_err(|e| format!("data.leash.actions: {e}"))
+}
+
+/// A body was sent and leash could not read one call from it.
+fn is_opaque(view: &RequestView, body: &Value) -> bool {
+    match body {
+        Value::Null => !view.body.as_bytes().is_empty(),
+        Value::Array(items) => items
+            .iter()
+            .any(|item| field(item, "jsonrpc").is_some() && field(item, "method").is_some()),
+        _ => false,
+    }
 }
 
 /// GET, HEAD and OPTIONS read; DELETE destroys; everything else writes.

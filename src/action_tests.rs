@@ -114,6 +114,35 @@ fn mcp_tool_calls_are_looked_up_in_the_tool_table() {
 }
 
 #[test]
+fn bodies_leash_cannot_read_are_tagged_opaque_unless_a_rule_names_the_route() {
+    let mut cut = view("POST", "mcp.example", "/mcp", &[]);
+    cut.body = crate::view::Body::Text(r#"{"jsonrpc":"2.0","method":"tools/call","par"#.into());
+    let (action, tool) = classify(&cut, &Value::Null);
+    assert!(tool.is_none());
+    assert_eq!(
+        (action.class, action.tags),
+        (ActionClass::Write, vec![OPAQUE_BODY.to_owned()])
+    );
+
+    let batch = format!("[{CALL_SEARCH}, {CALL_SEARCH}]");
+    let (action, tool) = classify(&view("POST", "mcp.example", "/mcp", &[]), &body(&batch));
+    assert!(tool.is_none());
+    assert_eq!(action.tags, vec![OPAQUE_BODY.to_owned()]);
+
+    // A JSON array that is not JSON-RPC, and no body at all, are read as they are.
+    let (action, _) = classify(&view("POST", "api.example", "/items", &[]), &body("[1, 2]"));
+    assert!(action.tags.is_empty());
+    let (action, _) = classify(&view("POST", "api.example", "/items", &[]), &Value::Null);
+    assert!(action.tags.is_empty());
+
+    // The operator's rule says what the route does, whatever its body.
+    let mut upload = view("POST", "x", "/admin/upload", &[]);
+    upload.body = crate::view::Body::Bytes(vec![0xff, 0x00]);
+    let (action, _) = classify(&upload, &Value::Null);
+    assert_eq!(action.tags, vec!["privilege".to_owned()]);
+}
+
+#[test]
 fn unknown_tools_are_destructive_whatever_the_server_claims() {
     let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"harmless","arguments":{},
         "annotations":{"readOnlyHint":true,"destructiveHint":false}}}"#;

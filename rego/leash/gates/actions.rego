@@ -1,5 +1,6 @@
 # What may be done: the token's scopes must cover the action; destructive actions,
-# exports and privilege changes each need an explicit grant; unknown tools are refused.
+# exports and privilege changes each need an explicit grant; unknown tools, and
+# requests whose body leash could not read, are refused.
 package leash.gates
 
 import rego.v1
@@ -34,4 +35,9 @@ deny contains sprintf("tool %s is not in the operator's tool table", [input.leas
 	input.leash.tool != null
 	not input.leash.tool.known
 	not data.leash.lib.allow_unknown_tools
+}
+
+deny contains sprintf("cannot tell what this %s request to %s does: its body was cut, is neither JSON nor a form, or is a JSON-RPC batch; name the route in an actions rule", [input.leash.action.class, data.leash.lib.resource]) if {
+	"opaque_body" in input.leash.action.tags
+	input.leash.action.class != "read"
 }

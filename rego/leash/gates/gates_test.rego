@@ -152,3 +152,12 @@ test_non_tool_requests_are_named_by_rule_or_host if {
 	by_host := request({"tool": null, "action": {"class": "read", "tags": [], "source": "method"}, "scopes": ["tool:mcp.example:read"]})
 	allowed(by_host)
 }
+
+test_a_write_leash_could_not_read_is_refused if {
+	opaque := request({"tool": null, "action": {"class": "write", "tags": ["opaque_body"], "source": "method"}, "scopes": ["tool:*:write"]})
+	denied_because(opaque, "cannot tell what this write request to mcp.example does: its body was cut, is neither JSON nor a form, or is a JSON-RPC batch; name the route in an actions rule")
+
+	# A read is not gated on its body, and a readable write passes as before.
+	allowed(request({"tool": null, "action": {"class": "read", "tags": ["opaque_body"], "source": "method"}, "scopes": ["tool:*:read"]}))
+	allowed(request({"tool": null, "action": {"class": "write", "tags": [], "source": "method"}, "scopes": ["tool:*:write"]}))
+}
