@@ -344,8 +344,8 @@ fn warn_about_tokens(config: &Config) {
 }
 
 /// Inputs every candidate policy set is evaluated on before it may serve: built from
-/// real CheckRequests by the same code as live traffic, with agent context as an
-/// authenticated request would carry it.
+/// real CheckRequests by the same code as live traffic, with the agent context of a
+/// request that carries no token.
 pub fn warmup_inputs(config: &Config) -> Vec<Value> {
     ingress::sample_requests()
         .into_iter()

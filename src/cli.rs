@@ -67,9 +67,11 @@ pub fn check(config: &Config, file: &str, text: &str) -> Result<CheckReport, Cli
         let (verdict, input) = pipeline.explain(&view);
         (input.unwrap_or(Value::Undefined), verdict)
     };
-    let result = store.current().as_ref().map_or(Value::Undefined, |set| {
-        set.evaluate(input.clone()).unwrap_or(Value::Undefined)
-    });
+    // The policy's raw result, for authors; none when a hard denial came before policy.
+    let result = match (&input, store.current().as_ref()) {
+        (Value::Undefined, _) | (_, None) => Value::Undefined,
+        (input, Some(set)) => set.evaluate(input.clone()).unwrap_or(Value::Undefined),
+    };
     Ok(CheckReport {
         input,
         result,

@@ -168,12 +168,7 @@ impl Pipeline {
                 "no policy set has loaded yet; the policy load errors are in the log".into(),
             );
         };
-        let classifier = self.classifier_for(set);
-        let classified = match classifier.as_ref() {
-            Some(c) => c.1.classify(view, &parsed.body),
-            None => Classifier::default().classify(view, &parsed.body),
-        };
-        let (action, tool) = match classified {
+        let (action, tool) = match self.classifier_for(set).1.classify(view, &parsed.body) {
             Ok(classified) => classified,
             Err(err) => return deny(DenyReason::McpHeaderMismatch, err.to_string()),
         };
@@ -217,11 +212,13 @@ impl Pipeline {
         }
     }
 
-    fn classifier_for(&self, set: &PolicySet) -> arc_swap::Guard<Option<Arc<RevisionClassifier>>> {
+    /// The classifier for `set`'s revision, built on the first Check that needs it.
+    fn classifier_for(&self, set: &PolicySet) -> Arc<RevisionClassifier> {
         let revision = &set.info().revision;
-        let cached = self.classifier.load();
-        if cached.as_ref().is_some_and(|c| Arc::ptr_eq(&c.0, revision)) {
-            return cached;
+        if let Some(cached) = self.classifier.load().as_ref() {
+            if Arc::ptr_eq(&cached.0, revision) {
+                return Arc::clone(cached);
+            }
         }
         // Validated when the set loaded; a table that still fails to read is left out.
         let from_data = action::from_data(set.data()).ok().flatten();
@@ -229,8 +226,8 @@ impl Pipeline {
             revision.clone(),
             Classifier::new(&self.actions, from_data.as_ref()),
         ));
-        self.classifier.store(Some(built));
-        self.classifier.load()
+        self.classifier.store(Some(built.clone()));
+        built
     }
 }
 

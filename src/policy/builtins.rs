@@ -15,7 +15,7 @@ use jsonwebtoken::Algorithm;
 use regorus::{Engine, Value};
 use sha2::{Digest, Sha256};
 
-use crate::token::opa;
+use crate::token::opa::{self, hex};
 
 type Builtin = fn(&[Value]) -> Result<Value, String>;
 
@@ -70,15 +70,11 @@ fn string_arg(args: &[Value], i: usize) -> Result<&str, String> {
     }
 }
 
-fn json(v: serde_json::Value) -> Value {
-    Value::from(v)
-}
-
 fn decode(args: &[Value]) -> Result<Value, String> {
     let (header, payload, signature) = opa::decode(string_arg(args, 0)?)?;
     Ok(Value::from(vec![
-        json(header),
-        json(payload),
+        Value::from(header),
+        Value::from(payload),
         Value::from(signature),
     ]))
 }
@@ -99,13 +95,9 @@ fn decode_verify(args: &[Value]) -> Result<Value, String> {
     let (valid, header, payload) = opa::decode_verify(jwt, &constraints, now_ns)?;
     Ok(Value::from(vec![
         Value::Bool(valid),
-        json(header),
-        json(payload),
+        Value::from(header),
+        Value::from(payload),
     ]))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha256(args: &[Value]) -> Result<Value, String> {

@@ -70,8 +70,22 @@ pub fn decode(jwt: &str) -> Result<(Json, Json, String), String> {
     let signature = URL_SAFE_NO_PAD
         .decode(jws.signature.trim_end_matches('='))
         .map_err(|_| "JWT signature had invalid encoding".to_owned())?;
-    let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
-    Ok((Json::Object(jws.header), Json::Object(payload), hex))
+    Ok((
+        Json::Object(jws.header),
+        Json::Object(payload),
+        hex(&signature),
+    ))
+}
+
+/// Lowercase hex, as OPA prints signatures and digests.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// Keys from a PEM certificate, a PEM public key, a JWK or a JWKS, for `family`.
