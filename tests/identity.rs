@@ -464,3 +464,33 @@ async fn a_jwks_outage_keeps_the_keys_already_loaded() {
         .await;
     assert!(warned.is_some(), "leash said it kept the old keys");
 }
+
+#[tokio::test]
+async fn an_oversized_jwks_is_refused_and_the_old_keys_kept() {
+    let Some(w) = world().await else { return };
+    let next = signing_key(Algorithm::EdDSA);
+    // A valid key set, padded past what any real JWKS needs.
+    let doc = jwks(&[(&w.idp, "k1"), (&next, "k2")]);
+    w.jwks
+        .publish(format!("{doc}{}", " ".repeat(2 * 1024 * 1024)));
+    let token = next.sign(&w.claims(), Some("k2"), None).unwrap();
+    let resp = w.call(&w.tls_a, "search", &bearer(&token), &[]).await;
+    assert_eq!(resp.header("x-leash-reason"), Some("token.unknown_key"));
+    let warned = w
+        .leash
+        .wait_log(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("exceeds") && m.contains("keeping the 1 keys"))
+        })
+        .await;
+    assert!(warned.is_some(), "leash said why it kept the old keys");
+    // The keys it had still verify.
+    let known = w.token(|_| {});
+    assert_eq!(
+        w.call(&w.tls_a, "search", &bearer(&known), &[])
+            .await
+            .status,
+        200
+    );
+}

@@ -12,6 +12,9 @@ use tokio::sync::{Notify, watch};
 
 use super::keys::KeySet;
 
+/// A JWKS larger than this is not a key set; reading it would only cost memory.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
 /// Where an issuer's public keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -197,8 +200,7 @@ impl Issuer {
                 if !response.status().is_success() {
                     return Err(format!("GET {url}: HTTP {}", response.status()));
                 }
-                response
-                    .text()
+                read_bounded(response)
                     .await
                     .map_err(|e| format!("GET {url}: {e}"))?
             }
@@ -227,4 +229,16 @@ impl Issuer {
             .build()
             .map_err(|e| format!("cannot build the HTTPS client: {e}"))
     }
+}
+
+/// The response body as text, refused once it grows past [`MAX_JWKS_BYTES`].
+async fn read_bounded(mut response: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("the response exceeds {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())
 }
