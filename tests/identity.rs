@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::LeashProcess;
 use common::envoy::{Envoy, LeashAddr, Response, Upstream, require_envoy};
 use common::jwks::JwksServer;
-use common::keys::{jwks, signing_key};
+use common::keys::{bearer, claims, jwks, sign_edited, signing_key};
 use common::pki::{Ca, Issued, client_config};
 use jsonwebtoken::Algorithm;
 use leash::token::mint::{SigningKey, act_chain, certificate_thumbprint};
@@ -117,22 +117,17 @@ fn tool_call(tool: &str) -> String {
 impl World {
     /// Claims of a token agent A holds for task t-1, delegated by alice through `planner`.
     fn claims(&self) -> Map<String, Value> {
-        json!({
+        claims(json!({
             "iss": ISS, "aud": AUD, "sub": "alice",
             "iat": self.now, "exp": self.now + 300, "jti": uuid(),
             "task_id": "t-1", "spiffe_id": AGENT_A,
             "scope": "tool:search:read tool:delete_repo:destructive",
             "act": {"sub": "planner"},
-        })
-        .as_object()
-        .unwrap()
-        .clone()
+        }))
     }
 
     fn token(&self, edit: impl FnOnce(&mut Map<String, Value>)) -> String {
-        let mut claims = self.claims();
-        edit(&mut claims);
-        self.idp.sign(&claims, Some("k1"), None).unwrap()
+        sign_edited(&self.idp, "k1", self.claims(), edit)
     }
 
     /// An MCP call to `tool` as agent A (or B), with `authorization` and task t-1.
@@ -159,10 +154,6 @@ impl World {
 
 fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::keys::{client_certificate, jwks, signing_key, url_encode};
+use common::keys::{
+    bearer, claims, client_certificate, jwks, sign_edited, signing_key, url_encode,
+};
 use jsonwebtoken::Algorithm;
 use leash::config::Config;
 use leash::token::mint::{SigningKey, act_chain, certificate_thumbprint};
@@ -69,21 +71,16 @@ tokens:
 
 impl Fixture {
     fn claims(&self) -> Map<String, Value> {
-        json!({
+        claims(json!({
             "iss": ISS, "aud": AUD, "sub": "alice",
             "iat": self.now, "exp": self.now + 300,
             "task_id": "task-7", "spiffe_id": SPIFFE,
             "scope": "tool:search:read",
-        })
-        .as_object()
-        .unwrap()
-        .clone()
+        }))
     }
 
     fn token(&self, edit: impl FnOnce(&mut Map<String, Value>)) -> String {
-        let mut claims = self.claims();
-        edit(&mut claims);
-        self.rsa.sign(&claims, Some("rsa-1"), None).unwrap()
+        sign_edited(&self.rsa, "rsa-1", self.claims(), edit)
     }
 
     fn check(&self, headers: &[(&str, &str)]) -> Result<Identity, String> {
@@ -104,10 +101,6 @@ fn view(headers: &[(&str, &str)]) -> RequestView {
     let mut view = RequestView::try_from(req).unwrap();
     view.source_principal = SPIFFE.into();
     view
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
 }
 
 #[test]

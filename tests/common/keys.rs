@@ -50,3 +50,28 @@ pub fn url_encode(pem: &str) -> String {
         })
         .collect()
 }
+
+/// The claims of a `json!({...})` literal.
+pub fn claims(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => panic!("claims must be a JSON object, not {other}"),
+    }
+}
+
+/// A token signed by `key` (as `kid`) with `claims`, after `edit` changes them: each
+/// test states only what differs from a valid token.
+pub fn sign_edited(
+    key: &SigningKey,
+    kid: &str,
+    mut claims: serde_json::Map<String, serde_json::Value>,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> String {
+    edit(&mut claims);
+    key.sign(&claims, Some(kid), None).unwrap()
+}
+
+/// `Authorization: Bearer` with `token`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
