@@ -16,6 +16,7 @@ use leash::edge::authz::{Authz, Incoming};
 use leash::metrics::Metrics;
 use leash::policy::input::{InputLimits, build};
 use leash::policy::{EngineChoice, LoadOptions, PolicySource, PolicyStore, ReloadOutcome};
+use leash::request::Target;
 use leash::token::mint::SigningKey;
 use leash::view::RequestView;
 
@@ -229,11 +230,17 @@ fn bench_check(c: &mut Criterion) {
                 v
             })
             .collect();
+        let targets: Vec<Target<'_>> = views
+            .iter()
+            .map(|v| Target::of(v, &Default::default()).unwrap())
+            .collect();
+        let now = leash::token::unix_now();
         let mut i = 0usize;
         parts.bench_function(name, |b| {
             b.iter(|| {
                 i += 1;
-                black_box(auth.authenticate(&views[i % views.len()]).is_ok())
+                let at = i % views.len();
+                black_box(auth.authenticate(&views[at], &targets[at], now).is_ok())
             });
         });
     }

@@ -1,24 +1,53 @@
-//! What a request asks to do: `read`, `write` or `destructive`, with tags such as
-//! `export` or `privilege`, so that each class can pass through its own gate.
+//! What a request asks to do, and to what: a class (`read`, `write`, `destructive`)
+//! with tags such as `export` or `privilege`, and a typed resource, so that each class
+//! passes through its own gate and a scope for one resource never covers another.
 //!
-//! Sources, most specific first: operator rules (host, path, method), MCP tool calls
-//! looked up in the operator's tool table, then the HTTP method. Annotations a tool
-//! server publishes about its own tools (`readOnlyHint`, ...) are never consulted.
+//! ```text
+//! MCP request     the method table below; tools/call by the operator's tool table
+//!                 (unknown tools are destructive); an operator rule replaces the
+//!                 table only where it says `override_tools: true`
+//! other requests  the first operator rule matching the canonical target and method,
+//!                 else the method: GET, HEAD, OPTIONS read; POST, PUT, PATCH write;
+//!                 DELETE and every other method destructive
+//! ```
 //!
-//! A body leash cannot read (cut by Envoy, neither JSON nor a form, or a JSON-RPC
-//! batch) could hold any tool call, so the method's class alone would understate it:
-//! such a request, when no rule names its route, carries the tag `opaque_body`.
+//! A method override (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`,
+//! `_method` in the query or the body) raises the class to that of the method it
+//! names (frameworks run it as that method) and tags the request `method_override`.
+//! A body leash cannot read, on a request no rule names, is tagged `opaque_body`.
+//!
+//! The resource is, most specific first: the tool, MCP resource or prompt the body
+//! names; the operator rule that classified the request; else a host, named by
+//! Envoy's route (`context_extensions.leash_resource`), by the operator's host list,
+//! or else the generic host `*`, which only a wildcard scope covers. The agent writes
+//! `Host`, so a host never names a tool or a rule.
+//!
+//! Annotations tool servers publish about their own tools are never consulted.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use serde::Deserialize;
 
-use crate::glob;
+use crate::glob::{GlobError, RouteMatcher};
+use crate::mcp::{self, Message, Named};
 use crate::policy::Value;
+use crate::request::Target;
 use crate::view::RequestView;
 
 /// The tag of a request whose body leash could not read for what it does.
 pub const OPAQUE_BODY: &str = "opaque_body";
+/// The tag of a request that names another method than its own.
+pub const METHOD_OVERRIDE: &str = "method_override";
+
+/// Headers through which frameworks let a client run another method.
+const OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// The parameter (query, form or JSON body) through which they do the same.
+const OVERRIDE_PARAM: &str = "_method";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,23 +71,64 @@ impl ActionClass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ActionSource {
     /// An operator rule, by name.
-    Rule(String),
+    Rule(Arc<str>),
     /// The operator's tool table.
     Tool,
     /// A tool the table does not list: treated as destructive.
     UnknownTool,
-    /// The HTTP method's default.
+    /// The MCP method table.
+    Mcp,
+    /// The HTTP method.
     Method,
 }
+
+/// What kind of thing a resource is. A scope names one kind; it never covers another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// An MCP tool, named in a `tools/call`.
+    Tool,
+    /// An MCP resource, by URI.
+    Resource,
+    /// An MCP prompt.
+    Prompt,
+    /// An operator rule's route.
+    Rule,
+    /// An upstream host or service.
+    Host,
+}
+
+impl ResourceKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tool => "tool",
+            Self::Resource => "resource",
+            Self::Prompt => "prompt",
+            Self::Rule => "rule",
+            Self::Host => "host",
+        }
+    }
+}
+
+/// What the request acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub kind: ResourceKind,
+    /// `*` for a host nobody named: only a wildcard scope covers it.
+    pub name: Arc<str>,
+}
+
+/// The name of the host resource neither Envoy nor the operator named.
+static ANY_HOST: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("*"));
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub class: ActionClass,
     pub tags: Vec<String>,
     pub source: ActionSource,
+    pub resource: Resource,
 }
 
-/// An MCP `tools/call`, read from the JSON-RPC body.
+/// An MCP `tools/call`.
 #[derive(Debug, Clone)]
 pub struct ToolCall {
     pub name: String,
@@ -73,34 +143,29 @@ pub struct ToolCall {
 pub struct ActionsConfig {
     pub rules: Vec<RuleConfig>,
     pub tools: BTreeMap<String, ToolConfig>,
+    /// Upstream hosts by resource name; list only hosts Envoy routes to their own upstream.
+    pub hosts: Vec<HostConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
-    /// Host globs (`*` stops at `.`); empty matches any host.
+    /// Host globs (`*` stops at `.`; `:port` for one port only); empty matches any host.
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Path globs (`*` stops at `/`, `**` spans segments); empty matches any path.
     #[serde(default)]
     pub paths: Vec<String>,
-    /// Methods; empty matches any.
+    /// Methods, uppercase; empty matches GET, HEAD, OPTIONS, POST, PUT, PATCH and DELETE.
     #[serde(default)]
     pub methods: Vec<String>,
     pub class: ActionClass,
     #[serde(default)]
     pub tags: Vec<String>,
-}
-
-impl RuleConfig {
-    fn route(&self) -> glob::Route<'_> {
-        glob::Route {
-            hosts: &self.hosts,
-            paths: &self.paths,
-            methods: &self.methods,
-        }
-    }
+    /// On an MCP request, this rule decides instead of the MCP method and tool tables.
+    #[serde(default)]
+    pub override_tools: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -111,175 +176,372 @@ pub struct ToolConfig {
     pub tags: Vec<String>,
 }
 
-/// Why classification refused the request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("MCP headers disagree with the body: {0}")]
-pub struct McpHeaderMismatch(pub String);
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub name: String,
+    pub hosts: Vec<String>,
+}
 
-/// Rules and tools, from configuration and policy data, ready to match.
+/// A rule, compiled.
+#[derive(Debug, Clone)]
+struct Rule {
+    name: Arc<str>,
+    matcher: RouteMatcher,
+    class: ActionClass,
+    tags: Vec<String>,
+    override_tools: bool,
+}
+
+impl Rule {
+    /// The rule's class for `method`: a rule that does not name an unusual method
+    /// cannot vouch for it.
+    fn class_for(&self, method: &str) -> ActionClass {
+        if is_standard(method) || self.matcher.names_method(method) {
+            self.class
+        } else {
+            ActionClass::Destructive
+        }
+    }
+}
+
+/// An [`ActionsConfig`] with every glob compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Actions {
+    rules: Vec<Rule>,
+    tools: BTreeMap<String, ToolConfig>,
+    hosts: Vec<(Arc<str>, RouteMatcher)>,
+}
+
+impl ActionsConfig {
+    /// Compiles every glob; an error names the entry (`rules[2]`, `hosts[0]`).
+    pub fn compile(&self) -> Result<Actions, (String, GlobError)> {
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let matcher = RouteMatcher::compile(&r.hosts, &r.paths, &r.methods)
+                    .map_err(|e| (format!("rules[{i}]"), e))?;
+                Ok(Rule {
+                    name: Arc::from(r.name.as_str()),
+                    matcher,
+                    class: r.class,
+                    tags: r.tags.clone(),
+                    override_tools: r.override_tools,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hosts = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                RouteMatcher::compile(&h.hosts, &[], &[])
+                    .map(|m| (Arc::from(h.name.as_str()), m))
+                    .map_err(|e| (format!("hosts[{i}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Actions {
+            rules,
+            tools: self.tools.clone(),
+            hosts,
+        })
+    }
+}
+
+/// Reads and compiles `data.leash.actions` of a policy set, if it has one.
+pub fn from_data(data: &Value) -> Result<Option<Actions>, String> {
+    let Some(actions) = mcp::field(data, "leash").and_then(|l| mcp::field(l, "actions")) else {
+        return Ok(None);
+    };
+    let json = serde_json::to_value(actions).map_err(|e| e.to_string())?;
+    let config: ActionsConfig =
+        serde_json::from_value(json).map_err(|e| format!("data.leash.actions: {e}"))?;
+    config
+        .compile()
+        .map(Some)
+        .map_err(|(at, e)| format!("data.leash.actions.{at}: {e}"))
+}
+
+/// What classification reads of a request besides the view: its canonical target,
+/// the parsed query and body, and the MCP message when it is one.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub view: &'a RequestView,
+    pub target: &'a Target<'a>,
+    /// `parsed_query`.
+    pub query: &'a Value,
+    /// `parsed_body`, `null` when leash could not read it.
+    pub body: &'a Value,
+    pub truncated: bool,
+    pub mcp: Option<&'a Message>,
+}
+
+/// Rules, tools and hosts from configuration and policy data, ready to match.
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
-    rules: Vec<RuleConfig>,
+    rules: Vec<Rule>,
     tools: BTreeMap<String, ToolConfig>,
+    hosts: Vec<(Arc<str>, RouteMatcher)>,
 }
 
 impl Classifier {
     /// Configuration first, then `data.leash.actions` (its tools replace same-named ones).
-    pub fn new(config: &ActionsConfig, data: Option<&ActionsConfig>) -> Self {
-        let mut rules = config.rules.clone();
-        let mut tools = config.tools.clone();
+    pub fn new(config: &Actions, data: Option<&Actions>) -> Self {
+        let mut this = Self {
+            rules: config.rules.clone(),
+            tools: config.tools.clone(),
+            hosts: config.hosts.clone(),
+        };
         if let Some(data) = data {
-            rules.extend(data.rules.iter().cloned());
-            tools.extend(data.tools.iter().map(|(k, v)| (k.clone(), v.clone())));
+            this.rules.extend(data.rules.iter().cloned());
+            this.tools
+                .extend(data.tools.iter().map(|(k, v)| (k.clone(), v.clone())));
+            this.hosts.extend(data.hosts.iter().cloned());
         }
-        Self { rules, tools }
+        this
     }
 
-    /// Classifies `view`, whose parsed body (`null` when unreadable) is `body`.
-    pub fn classify(
-        &self,
-        view: &RequestView,
-        body: &Value,
-    ) -> Result<(Action, Option<ToolCall>), McpHeaderMismatch> {
-        let tool = mcp_tool_call(view, body)?.map(|(name, arguments)| ToolCall {
-            known: self.tools.contains_key(&name),
-            name,
-            arguments,
-        });
-        if let Some(rule) = self
+    pub fn classify(&self, req: &Request<'_>) -> (Action, Option<ToolCall>) {
+        let overrides = method_overrides(req);
+        let (mut action, tool) = match req.mcp {
+            Some(message) => {
+                let (mut action, tool) = self.mcp(req, message);
+                for method in &overrides {
+                    action.class = action.class.max(method_class(method));
+                }
+                (action, tool)
+            }
+            None => self.http(req, &overrides),
+        };
+        if !overrides.is_empty() {
+            action.tags.push(METHOD_OVERRIDE.to_owned());
+        }
+        (action, tool)
+    }
+
+    fn mcp(&self, req: &Request<'_>, message: &Message) -> (Action, Option<ToolCall>) {
+        let tool = match message {
+            Message::Call {
+                named: Some(Named::Tool(name)),
+                arguments,
+                ..
+            } => Some(ToolCall {
+                known: self.tools.contains_key(name),
+                name: name.clone(),
+                arguments: arguments.clone(),
+            }),
+            _ => None,
+        };
+        let named = match message {
+            Message::Call {
+                named: Some(named), ..
+            } => Some(match named {
+                Named::Tool(n) => (ResourceKind::Tool, n),
+                Named::Resource(n) => (ResourceKind::Resource, n),
+                Named::Prompt(n) => (ResourceKind::Prompt, n),
+            }),
+            _ => None,
+        };
+        let overriding = self
             .rules
             .iter()
-            .find(|r| r.route().matches(&view.host, &view.path, &view.method))
-        {
-            let action = Action {
-                class: rule.class,
+            .find(|r| r.override_tools && r.matcher.matches(req.target, &req.view.method));
+        let (class, tags, source) = match (overriding, &tool) {
+            (Some(rule), _) => (
+                rule.class,
+                rule.tags.clone(),
+                ActionSource::Rule(rule.name.clone()),
+            ),
+            (None, Some(call)) => match self.tools.get(&call.name) {
+                Some(entry) => (entry.class, entry.tags.clone(), ActionSource::Tool),
+                None => (
+                    ActionClass::Destructive,
+                    Vec::new(),
+                    ActionSource::UnknownTool,
+                ),
+            },
+            (None, None) => (mcp_class(message.method()), Vec::new(), ActionSource::Mcp),
+        };
+        let resource = match (named, overriding) {
+            (Some((kind, name)), _) => Resource {
+                kind,
+                name: Arc::from(name.as_str()),
+            },
+            (None, Some(rule)) => Resource {
+                kind: ResourceKind::Rule,
+                name: rule.name.clone(),
+            },
+            (None, None) => self.host(req),
+        };
+        let action = Action {
+            class,
+            tags,
+            source,
+            resource,
+        };
+        (action, tool)
+    }
+
+    fn http(&self, req: &Request<'_>, overrides: &[String]) -> (Action, Option<ToolCall>) {
+        let method = req.view.method.as_str();
+        let rule = self.rule_for(req.target, method);
+        let mut action = match rule {
+            Some(rule) => Action {
+                class: rule.class_for(method),
                 tags: rule.tags.clone(),
                 source: ActionSource::Rule(rule.name.clone()),
-            };
-            return Ok((action, tool));
-        }
-        let mut action = match &tool {
-            Some(call) => match self.tools.get(&call.name) {
-                Some(entry) => Action {
-                    class: entry.class,
-                    tags: entry.tags.clone(),
-                    source: ActionSource::Tool,
-                },
-                None => Action {
-                    class: ActionClass::Destructive,
-                    tags: Vec::new(),
-                    source: ActionSource::UnknownTool,
+                resource: Resource {
+                    kind: ResourceKind::Rule,
+                    name: rule.name.clone(),
                 },
             },
             None => Action {
-                class: method_class(&view.method),
+                class: method_class(method),
                 tags: Vec::new(),
                 source: ActionSource::Method,
+                resource: self.host(req),
             },
         };
-        if tool.is_none() && is_opaque(view, body) {
+        // The method a framework runs instead is classified as that method would be.
+        for method in overrides {
+            match self.rule_for(req.target, method) {
+                Some(other) => {
+                    action.class = action.class.max(other.class_for(method));
+                    for tag in &other.tags {
+                        if !action.tags.contains(tag) {
+                            action.tags.push(tag.clone());
+                        }
+                    }
+                }
+                None => action.class = action.class.max(method_class(method)),
+            }
+        }
+        if rule.is_none() && is_opaque(req) {
             action.tags.push(OPAQUE_BODY.to_owned());
         }
-        Ok((action, tool))
+        (action, None)
     }
-}
 
-/// `data.leash.actions` of a policy set, if it has one.
-pub fn from_data(data: &Value) -> Result<Option<ActionsConfig>, String> {
-    let Some(actions) = field(data, "leash").and_then(|l| field(l, "actions")) else {
-        return Ok(None);
-    };
-    let json = serde_json::to_value(actions).map_err(|e| e.to_string())?;
-    serde_json::from_value(json)
-        .map(Some)
-        .map_err(|e| format!("data.leash.actions: {e}"))
-}
-
-/// A body was sent and leash could not read one call from it.
-fn is_opaque(view: &RequestView, body: &Value) -> bool {
-    match body {
-        Value::Null => !view.body.as_bytes().is_empty(),
-        Value::Array(items) => items
+    fn rule_for(&self, target: &Target<'_>, method: &str) -> Option<&Rule> {
+        self.rules
             .iter()
-            .any(|item| field(item, "jsonrpc").is_some() && field(item, "method").is_some()),
-        _ => false,
+            .find(|r| r.matcher.matches(target, method))
+    }
+
+    /// The host resource: as Envoy's route names it, else as the operator's host list
+    /// does, else the generic `*`.
+    fn host(&self, req: &Request<'_>) -> Resource {
+        let name = req
+            .view
+            .route_resource
+            .clone()
+            .or_else(|| {
+                self.hosts
+                    .iter()
+                    .find(|(_, m)| m.matches_location(req.target))
+                    .map(|(name, _)| name.clone())
+            })
+            .unwrap_or_else(|| ANY_HOST.clone());
+        Resource {
+            kind: ResourceKind::Host,
+            name,
+        }
     }
 }
 
-/// GET, HEAD and OPTIONS read; DELETE destroys; everything else writes.
+/// The methods HTTP defines for APIs; any other is destructive unless a rule names it.
+fn is_standard(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "POST" | "PUT" | "PATCH" | "DELETE"
+    )
+}
+
+/// GET, HEAD and OPTIONS read; POST, PUT and PATCH write; DELETE and every method
+/// outside these (MOVE, PURGE, a lowercase `get`...) destroy.
 fn method_class(method: &str) -> ActionClass {
-    let is = |name: &str| method.eq_ignore_ascii_case(name);
-    if is("GET") || is("HEAD") || is("OPTIONS") {
-        ActionClass::Read
-    } else if is("DELETE") {
-        ActionClass::Destructive
-    } else {
-        ActionClass::Write
+    match method {
+        "GET" | "HEAD" | "OPTIONS" => ActionClass::Read,
+        "POST" | "PUT" | "PATCH" => ActionClass::Write,
+        _ => ActionClass::Destructive,
     }
 }
 
-/// The tool an MCP `tools/call` names, checked against the `Mcp-Method` and
-/// `Mcp-Name` headers (MCP 2026-07-28): a request whose headers say one thing and
-/// whose body says another is refused.
-fn mcp_tool_call(
-    view: &RequestView,
-    body: &Value,
-) -> Result<Option<(String, Value)>, McpHeaderMismatch> {
-    let rpc_method = field(body, "method").and_then(as_str);
-    let params = field(body, "params");
-    let name_in_body = params
-        .and_then(|p| field(p, "name").or_else(|| field(p, "uri")))
-        .and_then(as_str);
-    if let Some(header) = view.header("mcp-method") {
-        match rpc_method {
-            Some(m) if m == header => {}
-            Some(m) => {
-                return Err(McpHeaderMismatch(format!(
-                    "Mcp-Method is {header:?}, the body's method {m:?}"
-                )));
-            }
-            None => {
-                return Err(McpHeaderMismatch(format!(
-                    "Mcp-Method is {header:?} and the body is not a JSON-RPC request leash could read"
-                )));
+/// The class of each MCP method; `tools/call` goes to the tool table instead.
+fn mcp_class(method: &str) -> ActionClass {
+    match method {
+        "initialize"
+        | "ping"
+        | "stream"
+        | "end_session"
+        | "response"
+        | "completion/complete"
+        | "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "prompts/get"
+        | "tasks/get"
+        | "tasks/result" => ActionClass::Read,
+        "logging/setLevel" | "tasks/cancel" => ActionClass::Write,
+        m if m.starts_with("notifications/") || m.ends_with("/list") => ActionClass::Read,
+        _ => ActionClass::Destructive,
+    }
+}
+
+/// Every method the request names besides its own, uppercase as frameworks read them.
+/// A body leash cannot parse that mentions `_method` names one it cannot know: `?`,
+/// which classifies as destructive.
+fn method_overrides(req: &Request<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |value: &str| {
+        for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let m = m.to_ascii_uppercase();
+            if m != req.view.method && !out.contains(&m) {
+                out.push(m);
             }
         }
-    }
-    if let Some(header) = view.header("mcp-name") {
-        if name_in_body != Some(header) {
-            return Err(McpHeaderMismatch(format!(
-                "Mcp-Name is {header:?}, the body names {:?}",
-                name_in_body.unwrap_or("nothing")
-            )));
-        }
-    }
-    if rpc_method != Some("tools/call") || field(body, "jsonrpc").and_then(as_str) != Some("2.0") {
-        return Ok(None);
-    }
-    let Some(name) = name_in_body else {
-        return Ok(None);
     };
-    let arguments = params
-        .and_then(|p| field(p, "arguments"))
-        .cloned()
-        .unwrap_or_else(Value::new_object);
-    Ok(Some((name.to_owned(), arguments)))
+    for name in OVERRIDE_HEADERS {
+        if let Some(value) = req.view.header(name) {
+            add(value);
+        }
+    }
+    for source in [req.query, req.body] {
+        let Value::Object(fields) = source else {
+            continue;
+        };
+        for (key, value) in fields.iter() {
+            let Value::String(key) = key else { continue };
+            if !key.eq_ignore_ascii_case(OVERRIDE_PARAM) {
+                continue;
+            }
+            match value {
+                Value::String(v) => add(v),
+                Value::Array(items) => items.iter().for_each(|v| {
+                    if let Value::String(v) = v {
+                        add(v);
+                    }
+                }),
+                _ => add("?"),
+            }
+        }
+    }
+    let raw = req.view.body.as_bytes();
+    if matches!(req.body, Value::Null)
+        && raw
+            .windows(OVERRIDE_PARAM.len())
+            .any(|w| w.eq_ignore_ascii_case(OVERRIDE_PARAM.as_bytes()))
+    {
+        add("?");
+    }
+    out
 }
 
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    match v {
-        Value::Object(o) => o
-            .iter()
-            .find_map(|(k, v)| matches!(k, Value::String(s) if s.as_ref() == name).then_some(v)),
-        _ => None,
-    }
-}
-
-fn as_str(v: &Value) -> Option<&str> {
-    match v {
-        Value::String(s) => Some(s.as_ref()),
-        _ => None,
-    }
+/// A body was sent and leash could not read it.
+fn is_opaque(req: &Request<'_>) -> bool {
+    req.truncated || (matches!(req.body, Value::Null) && !req.view.body.as_bytes().is_empty())
 }
 
 #[cfg(test)]

@@ -1,49 +1,81 @@
-use std::collections::HashMap;
-
 use super::*;
+use crate::policy::input::{InputLimits, parse};
+use crate::request::RequestOptions;
 
 fn view(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> RequestView {
-    RequestView {
-        attributes: Value::new_object(),
-        method: method.into(),
-        scheme: "https".into(),
-        host: host.into(),
-        path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<HashMap<_, _>>(),
-        body: crate::view::Body::None,
-        source_principal: String::new(),
-        source_certificate: String::new(),
-    }
+    RequestView::for_test(method, "https", host, path, headers)
 }
 
-fn body(json: &str) -> Value {
-    Value::from_json_str(json).unwrap()
+/// `view` with a JSON body.
+fn json(method: &str, host: &str, path: &str, body: &str) -> RequestView {
+    let mut v = view(method, host, path, &[("content-type", "application/json")]);
+    v.body = crate::view::Body::Text(body.into());
+    v
 }
 
-fn config() -> ActionsConfig {
-    yaml_serde::from_str(
+fn config() -> Actions {
+    let raw: ActionsConfig = yaml_serde::from_str(
         r#"
 rules:
   - { name: exports, hosts: ["*.crm.example"], paths: ["/v1/exports/**"], methods: [POST], class: read, tags: [export] }
   - { name: admin, paths: ["/admin/**"], class: destructive, tags: [privilege] }
+  - { name: cache, paths: ["/cache/**"], methods: [PURGE], class: write }
+  - { name: items, hosts: ["api.example:8443"], paths: ["/items/*"], methods: [DELETE], class: write }
+  - { name: mcp-admin, hosts: ["admin-mcp.example"], paths: ["/mcp"], class: destructive, override_tools: true }
+  - { name: mcp-catchall, paths: ["/mcp"], class: read }
 tools:
   search: { class: read }
   delete_repo: { class: destructive, tags: [privilege] }
+hosts:
+  - { name: crm, hosts: ["crm.example.com"] }
 "#,
     )
-    .unwrap()
+    .unwrap();
+    raw.compile().unwrap()
 }
 
-fn classify(view: &RequestView, body: &Value) -> (Action, Option<ToolCall>) {
-    Classifier::new(&config(), None)
-        .classify(view, body)
-        .unwrap()
+/// The pipeline's steps up to classification, with `classifier`.
+fn classify_with(classifier: &Classifier, v: &RequestView) -> (Action, Option<ToolCall>) {
+    let target = Target::of(v, &RequestOptions::default()).unwrap();
+    let parsed = parse(v, &InputLimits::default()).unwrap();
+    let message = crate::mcp::read(
+        v,
+        crate::mcp::Body {
+            parsed: &parsed.body,
+            truncated: parsed.truncated,
+        },
+        false,
+    )
+    .unwrap();
+    classifier.classify(&Request {
+        view: v,
+        target: &target,
+        query: &parsed.query,
+        body: &parsed.body,
+        truncated: parsed.truncated,
+        mcp: message.as_ref(),
+    })
 }
 
-const CALL_SEARCH: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#;
+fn classify(v: &RequestView) -> (Action, Option<ToolCall>) {
+    classify_with(&Classifier::new(&config(), None), v)
+}
+
+fn class(v: &RequestView) -> ActionClass {
+    classify(v).0.class
+}
+
+fn call(tool: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}","arguments":{{"q":"x"}}}}}}"#
+    )
+}
+
+fn rpc(method: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"n","uri":"file:///a"}}}}"#
+    )
+}
 
 #[test]
 fn http_methods_give_the_default_class() {
@@ -55,8 +87,13 @@ fn http_methods_give_the_default_class() {
         ("PUT", ActionClass::Write),
         ("PATCH", ActionClass::Write),
         ("DELETE", ActionClass::Destructive),
+        ("MOVE", ActionClass::Destructive),
+        ("PURGE", ActionClass::Destructive),
+        ("UNLINK", ActionClass::Destructive),
+        ("CONNECT", ActionClass::Destructive),
+        ("get", ActionClass::Destructive),
     ] {
-        let (action, tool) = classify(&view(method, "api.example", "/x", &[]), &Value::Null);
+        let (action, tool) = classify(&view(method, "api.example", "/x", &[]));
         assert_eq!(
             (action.class, action.source),
             (class, ActionSource::Method),
@@ -67,36 +104,158 @@ fn http_methods_give_the_default_class() {
 }
 
 #[test]
-fn operator_rules_come_first() {
-    let (action, _) = classify(
-        &view("POST", "eu.crm.example", "/v1/exports/2026/q3?all=1", &[]),
-        &Value::Null,
-    );
+fn operator_rules_come_first_and_name_the_resource() {
+    let (action, _) = classify(&view(
+        "POST",
+        "eu.crm.example",
+        "/v1/exports/2026/q3?all=1",
+        &[],
+    ));
     assert_eq!(action.class, ActionClass::Read);
     assert_eq!(action.tags, vec!["export"]);
     assert_eq!(action.source, ActionSource::Rule("exports".into()));
-    let (action, _) = classify(&view("GET", "x", "/admin/users", &[]), &Value::Null);
+    assert_eq!(
+        action.resource,
+        Resource {
+            kind: ResourceKind::Rule,
+            name: "exports".into()
+        }
+    );
+    let (action, _) = classify(&view("GET", "x", "/admin/users", &[]));
     assert_eq!(
         (action.class, action.tags),
         (ActionClass::Destructive, vec!["privilege".to_owned()])
     );
     // `*` stays within one host label.
-    let (action, _) = classify(
-        &view("POST", "a.eu.crm.example", "/v1/exports/1", &[]),
-        &Value::Null,
-    );
+    let (action, _) = classify(&view("POST", "a.eu.crm.example", "/v1/exports/1", &[]));
     assert_eq!(action.source, ActionSource::Method);
 }
 
 #[test]
-fn mcp_tool_calls_are_looked_up_in_the_tool_table() {
-    let (action, tool) = classify(
-        &view("POST", "mcp.example", "/mcp", &[]),
-        &body(CALL_SEARCH),
+fn rules_match_the_canonical_target_whatever_its_spelling() {
+    for (host, path) in [
+        ("EU.CRM.example", "/v1/exports/1"),
+        ("eu.crm.example.", "//v1//exports/1/"),
+        ("eu.crm.example:443", "/v1/./x/../exports/1"),
+        ("eu.crm.example:9999", "/v1/%65xports/1"),
+    ] {
+        let (action, _) = classify(&view("POST", host, path, &[]));
+        assert_eq!(
+            action.source,
+            ActionSource::Rule("exports".into()),
+            "{host} {path}"
+        );
+    }
+    // A rule written with a port matches that port only.
+    assert_eq!(
+        class(&view("DELETE", "api.example:8443", "/items/7", &[])),
+        ActionClass::Write
     );
+    assert_eq!(
+        class(&view("DELETE", "api.example", "/items/7", &[])),
+        ActionClass::Destructive
+    );
+}
+
+#[test]
+fn unusual_methods_are_destructive_unless_a_rule_names_them() {
+    assert_eq!(
+        class(&view("PURGE", "x", "/cache/a", &[])),
+        ActionClass::Write
+    );
+    // The admin rule matches any of the usual methods, and names no PURGE.
+    assert_eq!(
+        class(&view("GET", "x", "/admin/a", &[])),
+        ActionClass::Destructive
+    );
+    let (action, _) = classify(&view("MOVE", "x", "/v1/exports/1", &[]));
+    assert_eq!(action.class, ActionClass::Destructive);
+}
+
+#[test]
+fn method_overrides_raise_the_class_and_are_tagged() {
+    // (what, headers, path, body)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case<'_>; 6] = [
+        (
+            "header",
+            &[("x-http-method-override", "DELETE")],
+            "/v1/repos/1",
+            "",
+        ),
+        (
+            "x-http-method",
+            &[("x-http-method", "delete")],
+            "/v1/repos/1",
+            "",
+        ),
+        (
+            "x-method-override",
+            &[("x-method-override", "PUT, DELETE")],
+            "/v1/repos/1",
+            "",
+        ),
+        ("query", &[], "/v1/repos/1?_method=DELETE", ""),
+        (
+            "form",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "/v1/repos/1",
+            "a=1&_method=delete",
+        ),
+        (
+            "json",
+            &[("content-type", "application/json")],
+            "/v1/repos/1",
+            r#"{"_method":"DELETE"}"#,
+        ),
+    ];
+    for (name, headers, path, body) in cases {
+        let mut v = view("POST", "api.example", path, headers);
+        if !body.is_empty() {
+            v.body = crate::view::Body::Text(body.into());
+        }
+        let (action, _) = classify(&v);
+        assert_eq!(action.class, ActionClass::Destructive, "{name}");
+        assert!(action.tags.contains(&METHOD_OVERRIDE.to_owned()), "{name}");
+    }
+    // A body leash cannot parse that mentions the parameter names a method it cannot know.
+    let mut multipart = view(
+        "POST",
+        "api.example",
+        "/v1/repos/1",
+        &[("content-type", "multipart/form-data; boundary=x")],
+    );
+    multipart.body = crate::view::Body::Text(
+        "--x\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--x--".into(),
+    );
+    assert_eq!(class(&multipart), ActionClass::Destructive);
+    // Overriding to the same method, or to a read, changes nothing but the tag.
+    let (action, _) = classify(&view("POST", "api.example", "/x?_method=GET", &[]));
+    assert_eq!(action.class, ActionClass::Write);
+    // A rule for the overriding method applies too.
+    let (action, _) = classify(&view(
+        "GET",
+        "eu.crm.example",
+        "/v1/exports/1",
+        &[("x-http-method-override", "POST")],
+    ));
+    assert_eq!(action.class, ActionClass::Read);
+    assert_eq!(action.tags, vec!["export", METHOD_OVERRIDE]);
+}
+
+#[test]
+fn mcp_tool_calls_are_looked_up_in_the_tool_table() {
+    let (action, tool) = classify(&json("POST", "mcp.example", "/mcp", &call("search")));
     assert_eq!(
         (action.class, action.source),
         (ActionClass::Read, ActionSource::Tool)
+    );
+    assert_eq!(
+        action.resource,
+        Resource {
+            kind: ResourceKind::Tool,
+            name: "search".into()
+        }
     );
     let tool = tool.unwrap();
     assert_eq!((tool.name.as_str(), tool.known), ("search", true));
@@ -104,9 +263,7 @@ fn mcp_tool_calls_are_looked_up_in_the_tool_table() {
         serde_json::to_value(&tool.arguments).unwrap(),
         serde_json::json!({"q": "x"})
     );
-
-    let delete = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}"#;
-    let (action, _) = classify(&view("POST", "mcp.example", "/mcp", &[]), &body(delete));
+    let (action, _) = classify(&json("POST", "mcp.example", "/mcp", &call("delete_repo")));
     assert_eq!(
         (action.class, action.tags),
         (ActionClass::Destructive, vec!["privilege".to_owned()])
@@ -114,39 +271,10 @@ fn mcp_tool_calls_are_looked_up_in_the_tool_table() {
 }
 
 #[test]
-fn bodies_leash_cannot_read_are_tagged_opaque_unless_a_rule_names_the_route() {
-    let mut cut = view("POST", "mcp.example", "/mcp", &[]);
-    cut.body = crate::view::Body::Text(r#"{"jsonrpc":"2.0","method":"tools/call","par"#.into());
-    let (action, tool) = classify(&cut, &Value::Null);
-    assert!(tool.is_none());
-    assert_eq!(
-        (action.class, action.tags),
-        (ActionClass::Write, vec![OPAQUE_BODY.to_owned()])
-    );
-
-    let batch = format!("[{CALL_SEARCH}, {CALL_SEARCH}]");
-    let (action, tool) = classify(&view("POST", "mcp.example", "/mcp", &[]), &body(&batch));
-    assert!(tool.is_none());
-    assert_eq!(action.tags, vec![OPAQUE_BODY.to_owned()]);
-
-    // A JSON array that is not JSON-RPC, and no body at all, are read as they are.
-    let (action, _) = classify(&view("POST", "api.example", "/items", &[]), &body("[1, 2]"));
-    assert!(action.tags.is_empty());
-    let (action, _) = classify(&view("POST", "api.example", "/items", &[]), &Value::Null);
-    assert!(action.tags.is_empty());
-
-    // The operator's rule says what the route does, whatever its body.
-    let mut upload = view("POST", "x", "/admin/upload", &[]);
-    upload.body = crate::view::Body::Bytes(vec![0xff, 0x00]);
-    let (action, _) = classify(&upload, &Value::Null);
-    assert_eq!(action.tags, vec!["privilege".to_owned()]);
-}
-
-#[test]
 fn unknown_tools_are_destructive_whatever_the_server_claims() {
-    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"harmless","arguments":{},
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"harmless","arguments":{},
         "annotations":{"readOnlyHint":true,"destructiveHint":false}}}"#;
-    let (action, tool) = classify(&view("POST", "mcp.example", "/mcp", &[]), &body(call));
+    let (action, tool) = classify(&json("POST", "mcp.example", "/mcp", body));
     assert_eq!(
         (action.class, action.source),
         (ActionClass::Destructive, ActionSource::UnknownTool)
@@ -155,55 +283,131 @@ fn unknown_tools_are_destructive_whatever_the_server_claims() {
 }
 
 #[test]
-fn mcp_headers_must_agree_with_the_body() {
-    let classifier = Classifier::new(&config(), None);
-    let ok = view(
-        "POST",
-        "mcp.example",
-        "/mcp",
-        &[("mcp-method", "tools/call"), ("mcp-name", "search")],
+fn on_mcp_requests_the_tables_decide_unless_a_rule_overrides_them() {
+    // mcp-catchall names /mcp as read, but does not say it overrides the tables.
+    assert_eq!(
+        class(&json("POST", "mcp.example", "/mcp", &call("delete_repo"))),
+        ActionClass::Destructive
     );
-    assert!(classifier.classify(&ok, &body(CALL_SEARCH)).is_ok());
-    for headers in [
-        [("mcp-method", "tools/call"), ("mcp-name", "delete_repo")],
-        [("mcp-method", "tools/list"), ("mcp-name", "search")],
+    let (action, _) = classify(&json("POST", "admin-mcp.example", "/mcp", &call("search")));
+    assert_eq!(
+        (action.class, action.source),
+        (
+            ActionClass::Destructive,
+            ActionSource::Rule("mcp-admin".into())
+        )
+    );
+    assert_eq!(
+        action.resource.kind,
+        ResourceKind::Tool,
+        "the tool is still what is acted on"
+    );
+}
+
+#[test]
+fn every_mcp_method_has_a_class() {
+    for (method, class) in [
+        ("initialize", ActionClass::Read),
+        ("ping", ActionClass::Read),
+        ("tools/list", ActionClass::Read),
+        ("resources/list", ActionClass::Read),
+        ("resources/templates/list", ActionClass::Read),
+        ("prompts/list", ActionClass::Read),
+        ("notifications/initialized", ActionClass::Read),
+        ("resources/read", ActionClass::Read),
+        ("resources/subscribe", ActionClass::Read),
+        ("prompts/get", ActionClass::Read),
+        ("completion/complete", ActionClass::Read),
+        ("tasks/get", ActionClass::Read),
+        ("tasks/result", ActionClass::Read),
+        ("tasks/list", ActionClass::Read),
+        ("logging/setLevel", ActionClass::Write),
+        ("tasks/cancel", ActionClass::Write),
+        ("sampling/createMessage", ActionClass::Destructive),
+        ("tools/execute", ActionClass::Destructive),
     ] {
-        let v = view("POST", "mcp.example", "/mcp", &headers);
-        assert!(
-            classifier.classify(&v, &body(CALL_SEARCH)).is_err(),
-            "{headers:?}"
+        let (action, _) = classify(&json("POST", "mcp.example", "/mcp", &rpc(method)));
+        assert_eq!(
+            (action.class, &action.source),
+            (class, &ActionSource::Mcp),
+            "{method}"
         );
     }
-    // A header naming a call whose body leash cannot read is not trusted either.
-    let v = view(
-        "POST",
-        "mcp.example",
-        "/mcp",
-        &[("mcp-method", "tools/call")],
+    let (action, _) = classify(&json("POST", "mcp.example", "/mcp", &rpc("resources/read")));
+    assert_eq!(
+        action.resource,
+        Resource {
+            kind: ResourceKind::Resource,
+            name: "file:///a".into()
+        }
     );
-    assert!(classifier.classify(&v, &Value::Null).is_err());
+    let (action, _) = classify(&json("POST", "mcp.example", "/mcp", &rpc("prompts/get")));
+    assert_eq!(action.resource.kind, ResourceKind::Prompt);
+}
+
+#[test]
+fn a_host_is_named_by_envoy_then_the_operator_and_otherwise_by_nobody() {
+    let (action, _) = classify(&view("GET", "create_ticket", "/x", &[]));
+    assert_eq!(
+        action.resource,
+        Resource {
+            kind: ResourceKind::Host,
+            name: "*".into()
+        },
+        "a Host header never names a tool"
+    );
+    let (action, _) = classify(&view("GET", "CRM.example.com.:443", "/x", &[]));
+    assert_eq!(action.resource.name.as_ref(), "crm");
+    let mut routed = view("GET", "crm.example.com", "/x", &[]);
+    routed.route_resource = Some("billing".into());
+    assert_eq!(classify(&routed).0.resource.name.as_ref(), "billing");
+}
+
+#[test]
+fn bodies_leash_cannot_read_are_tagged_opaque_unless_a_rule_names_the_route() {
+    let mut binary = view(
+        "POST",
+        "api.example",
+        "/upload",
+        &[("content-type", "application/octet-stream")],
+    );
+    binary.body = crate::view::Body::Bytes(vec![0xff, 0x00]);
+    let (action, tool) = classify(&binary);
+    assert!(tool.is_none());
+    assert_eq!(
+        (action.class, action.tags),
+        (ActionClass::Write, vec![OPAQUE_BODY.to_owned()])
+    );
+    // A JSON array that is not JSON-RPC, and no body at all, are read as they are.
+    let (action, _) = classify(&json("POST", "api.example", "/items", "[1, 2]"));
+    assert!(action.tags.is_empty());
+    let (action, _) = classify(&view("POST", "api.example", "/items", &[]));
+    assert!(action.tags.is_empty());
+    // The operator's rule says what the route does, whatever its body.
+    let mut upload = view("POST", "x", "/admin/upload", &[]);
+    upload.body = crate::view::Body::Bytes(vec![0xff, 0x00]);
+    let (action, _) = classify(&upload);
+    assert_eq!(action.tags, vec!["privilege".to_owned()]);
 }
 
 #[test]
 fn policy_data_extends_the_configuration() {
-    let data = body(
+    let data = Value::from_json_str(
         r#"{"leash":{"actions":{"tools":{"search":{"class":"write","tags":["export"]},"new_tool":{"class":"read"}}}}}"#,
-    );
+    )
+    .unwrap();
     let from_data = from_data(&data).unwrap();
     let classifier = Classifier::new(&config(), from_data.as_ref());
-    let (action, _) = classifier
-        .classify(&view("POST", "m", "/mcp", &[]), &body(CALL_SEARCH))
-        .unwrap();
+    let (action, _) = classify_with(&classifier, &json("POST", "m", "/mcp", &call("search")));
     assert_eq!(
         (action.class, action.tags),
         (ActionClass::Write, vec!["export".to_owned()])
     );
-    assert!(
-        from_data_err(r#"{"leash":{"actions":{"tools":{"x":{"class":"sometimes"}}}}}"#)
-            .contains("data.leash.actions")
-    );
-}
-
-fn from_data_err(json: &str) -> String {
-    from_data(&body(json)).unwrap_err()
+    for bad in [
+        r#"{"leash":{"actions":{"tools":{"x":{"class":"sometimes"}}}}}"#,
+        r#"{"leash":{"actions":{"rules":[{"name":"r","paths":["/a/../b"],"class":"read"}]}}}"#,
+    ] {
+        let err = super::from_data(&Value::from_json_str(bad).unwrap()).unwrap_err();
+        assert!(err.contains("data.leash.actions"), "{err}");
+    }
 }

@@ -13,17 +13,15 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 
-use crate::action::{self, Classifier};
 use crate::audit::{self, AuditSink};
 use crate::config::Config;
-use crate::context;
 use crate::edge::authz::{AuthorizationService, Authz};
 use crate::edge::control::{ControlServer, ControlService};
 use crate::edge::egress::EgressOptions;
 use crate::edge::{admin, ingress};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
-use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value, input};
+use crate::pipeline::{self, Pipeline};
+use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value};
 use crate::reload::Reloader;
 use crate::token::{Authenticator, TokenMode};
 
@@ -307,7 +305,7 @@ fn spawn_reload_triggers(reloader: &Reloader, watch_interval: Option<Duration>) 
 /// The policy store for `config`, nothing loaded yet.
 pub fn policy_store(config: &Config) -> Arc<PolicyStore> {
     let mut options = config.policy.load.clone();
-    options.check_data = Some(|data| action::from_data(data).map(drop));
+    options.prepare = Some(pipeline::classifier_hook(config.actions.clone()));
     Arc::new(PolicyStore::new(
         config.policy.source.clone(),
         options,
@@ -323,7 +321,7 @@ pub fn pipeline(config: &Config, store: Arc<PolicyStore>) -> anyhow::Result<Pipe
         config.request,
         Arc::new(auth),
         config.tokens.unauthenticated.clone(),
-        config.actions.clone(),
+        config.mcp_routes.clone(),
     ))
 }
 
@@ -344,19 +342,14 @@ fn warn_about_tokens(config: &Config) {
 }
 
 /// Inputs every candidate policy set is evaluated on before it may serve: built from
-/// real CheckRequests by the same code as live traffic, with the agent context of a
+/// real CheckRequests by the pipeline's own steps, with the agent context of a
 /// request that carries no token.
 pub fn warmup_inputs(config: &Config) -> Vec<Value> {
     ingress::sample_requests()
         .into_iter()
         .filter_map(|req| crate::view::RequestView::try_from(req).ok())
         .filter_map(|view| {
-            let parsed = input::parse(&view, &config.request).ok()?;
-            let (action, tool) = Classifier::new(&config.actions, None)
-                .classify(&view, &parsed.body)
-                .ok()?;
-            let leash = context::leash_document(&view, None, &action, tool.as_ref());
-            Some(parsed.assemble(&view, Some(leash)))
+            pipeline::warmup_input(&view, &config.request, &config.mcp_routes, &config.actions)
         })
         .collect()
 }

@@ -4,7 +4,10 @@
 //!
 //! Records name the action (method, host, path without its query string, which may
 //! carry credentials), the outcome, the reason code and the policy revision. Header
-//! values and bodies never reach the log.
+//! values and bodies never reach the log. Every value taken from the request is
+//! written as an escaped string field (quoted in the text format) and cut at
+//! [`quote::LIMIT`](crate::quote::LIMIT) bytes, so a request cannot write a line of its
+//! own into the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,25 +112,46 @@ impl AuditSink {
 /// Writes records until every sink is gone.
 pub async fn write(mut rx: mpsc::Receiver<DecisionRecord>) {
     while let Some(r) = rx.recv().await {
+        let resource = r
+            .facts
+            .resource
+            .as_ref()
+            .map(|res| format!("{}:{}", res.kind.name(), res.name));
+        // String fields, never `%` Display: the text format quotes and escapes them.
         tracing::info!(
             target: "leash::decision",
-            decision_id = %r.decision_id,
+            decision_id = r.decision_id.as_str(),
             decision = if r.reason.is_none() { "allow" } else { "deny" },
             reason = r.reason.map_or("", DenyReason::code),
-            detail = r.detail.as_deref().unwrap_or(""),
+            detail = clip(r.detail.as_deref().unwrap_or("")),
             status = r.status,
             revision = r.revision.as_deref().unwrap_or(""),
-            method = %r.method,
-            host = %r.host,
-            path = %r.path,
-            source_principal = %r.source_principal,
-            human = r.facts.human().unwrap_or(""),
-            agent = r.facts.agent().unwrap_or(""),
-            task = r.facts.task().unwrap_or(""),
+            method = clip(&r.method),
+            host = clip(&r.host),
+            path = clip(&r.path),
+            source_principal = clip(&r.source_principal),
+            human = clip(r.facts.human().unwrap_or("")),
+            agent = clip(r.facts.agent().unwrap_or("")),
+            task = clip(r.facts.task().unwrap_or("")),
             action = r.facts.action.unwrap_or(""),
-            tool = r.facts.tool.as_deref().unwrap_or(""),
+            resource = clip(resource.as_deref().unwrap_or("")),
+            tool = clip(r.facts.tool.as_deref().unwrap_or("")),
             took_us = u64::try_from(r.took.as_micros()).unwrap_or(u64::MAX),
             "decision"
         );
     }
+}
+
+/// At most [`quote::LIMIT`](crate::quote::LIMIT) bytes of `s`, cut at a character
+/// boundary. Denial details hold several quoted values, so they get four times that.
+fn clip(s: &str) -> &str {
+    let limit = crate::quote::LIMIT * 4;
+    if s.len() <= limit {
+        return s;
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
 }

@@ -15,13 +15,18 @@
 //! scopes               from `scope` or `scp`
 //! authorization_details  RFC 9396, as the token carries them, or null
 //! action               {class: read|write|destructive, tags, source}
+//! resource             {kind: tool|resource|prompt|rule|host, name, id: "<kind>:<name>"}
 //! tool                 {name, arguments, known} of an MCP tools/call, or null
+//! mcp                  {method} of an MCP request, or null
+//! request              {scheme, host, port, path, segments}: the canonical target
 //! ```
 
 use crate::action::{Action, ActionSource, ToolCall};
+use crate::mcp::Message;
 use crate::policy::Value;
 use crate::policy::input::object;
 use crate::policy::keys::document_keys;
+use crate::request::Target;
 use crate::token::Identity;
 use crate::view::RequestView;
 
@@ -37,7 +42,21 @@ document_keys! {
     depth = "depth", may_act = "may_act", scopes = "scopes",
     authorization_details = "authorization_details", action = "action", class = "class",
     tags = "tags", source = "source", tool = "tool", name = "name", arguments = "arguments",
-    known = "known",
+    known = "known", resource = "resource", kind = "kind", id = "id", mcp = "mcp",
+    method = "method", request = "request", scheme = "scheme", host = "host", port = "port",
+    path = "path", segments = "segments",
+}
+
+/// What the pipeline established about a request before identity: the document
+/// reads it all.
+#[derive(Debug, Clone, Copy)]
+pub struct Established<'a> {
+    pub view: &'a RequestView,
+    pub target: &'a Target<'a>,
+    pub identity: Option<&'a Identity>,
+    pub action: &'a Action,
+    pub tool: Option<&'a ToolCall>,
+    pub mcp: Option<&'a Message>,
 }
 
 thread_local! {
@@ -51,22 +70,19 @@ thread_local! {
     });
 }
 
-pub fn leash_document(
-    view: &RequestView,
-    identity: Option<&Identity>,
-    action: &Action,
-    tool: Option<&ToolCall>,
-) -> Value {
-    KEYS.with(|k| document(view, identity, action, tool, k))
+pub fn leash_document(facts: &Established<'_>) -> Value {
+    KEYS.with(|k| document(facts, k))
 }
 
-fn document(
-    view: &RequestView,
-    identity: Option<&Identity>,
-    action: &Action,
-    tool: Option<&ToolCall>,
-    k: &Keys,
-) -> Value {
+fn document(facts: &Established<'_>, k: &Keys) -> Value {
+    let Established {
+        view,
+        target,
+        identity,
+        action,
+        tool,
+        mcp,
+    } = *facts;
     let doc = identity.map(|id| &id.token.document);
     let from_token = |pick: fn(&crate::token::TokenDocument) -> &Value| {
         doc.map_or(Value::Null, |d| pick(d).clone())
@@ -84,8 +100,31 @@ fn document(
         ActionSource::Rule(name) => Value::from(format!("rule:{name}")),
         ActionSource::Tool => Value::from("tool"),
         ActionSource::UnknownTool => Value::from("unknown_tool"),
+        ActionSource::Mcp => Value::from("mcp"),
         ActionSource::Method => Value::from("method"),
     };
+    let resource = &action.resource;
+    let request = object([
+        (k.scheme.clone(), Value::from(target.scheme.as_ref())),
+        (k.host.clone(), Value::from(target.host.as_ref())),
+        (
+            k.port.clone(),
+            target
+                .port
+                .map_or(Value::Null, |p| Value::from(u64::from(p))),
+        ),
+        (k.path.clone(), Value::from(target.path.as_ref())),
+        (
+            k.segments.clone(),
+            Value::from(
+                target
+                    .segments()
+                    .into_iter()
+                    .map(Value::from)
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+    ]);
     let binding = identity.map_or(Value::Null, |id| {
         let b = &id.binding;
         object([
@@ -154,6 +193,17 @@ fn document(
             ]),
         ),
         (
+            k.resource.clone(),
+            object([
+                (k.kind.clone(), Value::from(resource.kind.name())),
+                (k.name.clone(), Value::from(resource.name.as_ref())),
+                (
+                    k.id.clone(),
+                    Value::from(format!("{}:{}", resource.kind.name(), resource.name)),
+                ),
+            ]),
+        ),
+        (
             k.tool.clone(),
             tool.map_or(Value::Null, |t| {
                 object([
@@ -163,5 +213,12 @@ fn document(
                 ])
             }),
         ),
+        (
+            k.mcp.clone(),
+            mcp.map_or(Value::Null, |m| {
+                object([(k.method.clone(), Value::from(m.method()))])
+            }),
+        ),
+        (k.request.clone(), request),
     ])
 }

@@ -140,6 +140,41 @@ impl Permit {
     pub fn mutations(&self) -> &Mutations {
         &self.mutations
     }
+
+    /// Sets the headers leash vouches for (`x-leash-agent`, ...) and removes every
+    /// other header of the client's under leash's prefix. Envoy applies removals after
+    /// sets, so a vouched name is overwritten rather than removed; it goes first, so
+    /// its value replaces the client's.
+    pub(crate) fn vouch<'a>(
+        &mut self,
+        vouched: Vec<Header>,
+        client_headers: impl Iterator<Item = &'a str>,
+    ) {
+        for name in client_headers {
+            if is_leash_header(name) && !vouched.iter().any(|h| h.name == name) {
+                self.mutations
+                    .request_headers_to_remove
+                    .push(name.to_owned());
+            }
+        }
+        if !vouched.is_empty() {
+            self.mutations.headers.splice(0..0, vouched);
+        }
+    }
+}
+
+/// The prefix of the headers leash vouches for. No policy may set one, and no client's
+/// reaches the tool.
+pub const LEASH_HEADER_PREFIX: &str = "x-leash-";
+
+/// A header under leash's prefix, in either spelling (`x-leash-`, `x_leash_`, any
+/// case): some servers read `_` and `-` in header names alike.
+pub fn is_leash_header(name: &str) -> bool {
+    name.get(..LEASH_HEADER_PREFIX.len()).is_some_and(|head| {
+        head.bytes()
+            .zip(LEASH_HEADER_PREFIX.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    })
 }
 
 impl Denial {
@@ -183,8 +218,17 @@ pub enum DenyReason {
     RequestInvalidUtf8,
     /// The CheckRequest exceeds the configured receive size.
     RequestTooLarge,
-    /// The request path cannot be percent-decoded.
+    /// The request path cannot be percent-decoded, or is not an origin-form path.
     RequestInvalidPath,
+    /// The request names no host, or one that is not a DNS name or an IP literal.
+    RequestInvalidHost,
+    /// The path has more than one reading (`%2F`, an encoded dot segment, `;`, NUL, a
+    /// backslash, a fragment, a path-override header).
+    RequestAmbiguousPath,
+    /// The path exceeds the configured length.
+    RequestPathTooLong,
+    /// The header block exceeds the configured size.
+    RequestHeadersTooLarge,
     /// The body exceeds the configured parse limit.
     RequestBodyTooLarge,
     /// The JSON body nests deeper than the configured limit.
@@ -220,12 +264,17 @@ pub enum DenyReason {
     DpopInvalid,
     /// A DPoP proof used before.
     DpopReplay,
+    /// A full DPoP replay cache: a new proof is refused rather than an old one forgotten.
+    DpopReplayCacheFull,
+    /// An MCP request leash cannot read as exactly one valid message.
+    McpInvalidRequest,
     /// An MCP request whose `Mcp-Method`/`Mcp-Name` headers disagree with its body.
     McpHeaderMismatch,
 }
 
 impl DenyReason {
-    pub const ALL: [Self; 30] = [
+    /// Every reason, in [`index`](Self::index) order.
+    pub const ALL: [Self; Self::COUNT] = [
         Self::PolicyDenied,
         Self::PolicyUndefined,
         Self::PolicyInvalidResult,
@@ -238,6 +287,10 @@ impl DenyReason {
         Self::RequestInvalidUtf8,
         Self::RequestTooLarge,
         Self::RequestInvalidPath,
+        Self::RequestInvalidHost,
+        Self::RequestAmbiguousPath,
+        Self::RequestPathTooLong,
+        Self::RequestHeadersTooLarge,
         Self::RequestBodyTooLarge,
         Self::RequestBodyTooDeep,
         Self::TokenMissing,
@@ -255,8 +308,56 @@ impl DenyReason {
         Self::BindingTaskMismatch,
         Self::DpopInvalid,
         Self::DpopReplay,
+        Self::DpopReplayCacheFull,
+        Self::McpInvalidRequest,
         Self::McpHeaderMismatch,
     ];
+
+    /// How many reasons there are.
+    pub const COUNT: usize = 36;
+
+    /// A dense index, for tables kept per reason (metrics). The match is exhaustive,
+    /// so a new reason cannot be left without one.
+    pub const fn index(self) -> usize {
+        match self {
+            Self::PolicyDenied => 0,
+            Self::PolicyUndefined => 1,
+            Self::PolicyInvalidResult => 2,
+            Self::PolicyInvalidStatus => 3,
+            Self::PolicyError => 4,
+            Self::PolicyLimitExceeded => 5,
+            Self::PolicyUnavailable => 6,
+            Self::RequestNoHttp => 7,
+            Self::RequestMalformed => 8,
+            Self::RequestInvalidUtf8 => 9,
+            Self::RequestTooLarge => 10,
+            Self::RequestInvalidPath => 11,
+            Self::RequestInvalidHost => 12,
+            Self::RequestAmbiguousPath => 13,
+            Self::RequestPathTooLong => 14,
+            Self::RequestHeadersTooLarge => 15,
+            Self::RequestBodyTooLarge => 16,
+            Self::RequestBodyTooDeep => 17,
+            Self::TokenMissing => 18,
+            Self::TokenInvalid => 19,
+            Self::TokenUnknownIssuer => 20,
+            Self::TokenUnknownKey => 21,
+            Self::TokenExpired => 22,
+            Self::TokenNotYetValid => 23,
+            Self::TokenLifetimeExceeded => 24,
+            Self::TokenAlgNotAllowed => 25,
+            Self::TokenWrongAudience => 26,
+            Self::BindingUnbound => 27,
+            Self::BindingWorkloadMismatch => 28,
+            Self::BindingTaskMissing => 29,
+            Self::BindingTaskMismatch => 30,
+            Self::DpopInvalid => 31,
+            Self::DpopReplay => 32,
+            Self::DpopReplayCacheFull => 33,
+            Self::McpInvalidRequest => 34,
+            Self::McpHeaderMismatch => 35,
+        }
+    }
 
     pub const fn code(self) -> &'static str {
         match self {
@@ -272,6 +373,10 @@ impl DenyReason {
             Self::RequestInvalidUtf8 => "request.invalid_utf8",
             Self::RequestTooLarge => "request.too_large",
             Self::RequestInvalidPath => "request.invalid_path",
+            Self::RequestInvalidHost => "request.invalid_host",
+            Self::RequestAmbiguousPath => "request.ambiguous_path",
+            Self::RequestPathTooLong => "request.path_too_long",
+            Self::RequestHeadersTooLarge => "request.headers_too_large",
             Self::RequestBodyTooLarge => "request.body_too_large",
             Self::RequestBodyTooDeep => "request.body_too_deep",
             Self::TokenMissing => "token.missing",
@@ -289,6 +394,8 @@ impl DenyReason {
             Self::BindingTaskMismatch => "binding.task_mismatch",
             Self::DpopInvalid => "dpop.invalid",
             Self::DpopReplay => "dpop.replay",
+            Self::DpopReplayCacheFull => "dpop.replay_cache_full",
+            Self::McpInvalidRequest => "mcp.invalid_request",
             Self::McpHeaderMismatch => "mcp.header_mismatch",
         }
     }

@@ -1,6 +1,13 @@
 use super::*;
 
 #[test]
+fn every_reason_sits_at_its_index() {
+    for (i, reason) in DenyReason::ALL.iter().enumerate() {
+        assert_eq!(reason.index(), i, "{reason}");
+    }
+}
+
+#[test]
 fn reason_codes_are_unique_and_dotted() {
     let codes: std::collections::BTreeSet<&str> =
         DenyReason::ALL.iter().map(|r| r.code()).collect();

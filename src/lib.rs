@@ -6,10 +6,13 @@
 //! ```text
 //! edge::authz   CheckRequest off the wire
 //! edge::ingress   -> view::RequestView
-//! pipeline          -> token (verify, bind) -> action (classify) -> context
+//! pipeline          -> request (canonical target) -> policy::input (parsed body)
+//!                   -> mcp (strict reading)
+//!                   -> token (verify, bind)
+//!                   -> action (classify) -> context
 //!                   -> policy::input (the OPA-compatible document + input.leash)
 //!                   -> policy (evaluation) -> policy::outcome
-//!                   -> decision::Decision
+//!                   -> decision::Decision (+ the headers leash vouches for)
 //! edge::egress    -> CheckResponse
 //! ```
 //!
@@ -34,9 +37,12 @@ pub mod context;
 pub mod decision;
 pub mod edge;
 pub mod glob;
+pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod quote;
 pub mod reload;
+pub mod request;
 pub mod token;
 pub mod view;

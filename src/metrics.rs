@@ -79,7 +79,7 @@ struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     allowed: Counter,
-    /// Indexed like [`DenyReason::ALL`].
+    /// Indexed by [`DenyReason::index`].
     denied: Vec<Counter>,
     check_duration: Arc<AtomicHistogram>,
     reloads: Family<ReloadLabels, Counter>,
@@ -197,10 +197,7 @@ impl Metrics {
     pub fn record_decision(&self, reason: Option<DenyReason>, took: Duration) {
         let counter = match reason {
             None => Some(&self.allowed),
-            Some(reason) => DenyReason::ALL
-                .iter()
-                .position(|r| *r == reason)
-                .and_then(|i| self.denied.get(i)),
+            Some(reason) => self.denied.get(reason.index()),
         };
         if let Some(counter) = counter {
             counter.inc();

@@ -1,27 +1,31 @@
 //! The steps of one Check, in order, and nothing else:
 //!
 //! ```text
-//! RequestView -> parsed path, query, body
-//!             -> token verification and binding   (hard denials: token.*, binding.*, dpop.*)
-//!             -> action classification             (mcp.header_mismatch)
-//!             -> input document (+ input.leash)
-//!             -> policy evaluation -> result shape -> Decision
+//! RequestView -> 1. the request's own shape: canonical target, limits, parsed path,
+//!                   query and body, MCP read strictly     (request.*, mcp.*)
+//!             -> 2. identity: token verification and binding (token.*, binding.*, dpop.*)
+//!             -> 3. policy: action classification, input document (+ input.leash),
+//!                   evaluation, result shape -> Decision  (policy.*)
+//!             -> the headers leash vouches for, on an allow
 //! ```
 //!
-//! Live context (task state, session, risk) will slot in beside token verification.
-//! `check` never fails: every error becomes a denial with a reason code.
+//! The first failing step's code is the reason: a malformed MCP call without a token
+//! is refused as `mcp.invalid_request`, not `token.missing`. Live context (task state,
+//! session, risk) will slot in beside identity. `check` never fails: every error
+//! becomes a denial with a reason code.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-
-use crate::action::{self, ActionsConfig, Classifier};
-use crate::config::RouteMatch;
-use crate::context;
-use crate::decision::{Decision, DenyReason};
-use crate::policy::input::{self, InputError, InputLimits};
-use crate::policy::{EvalError, PolicySet, PolicyStore, Value, outcome};
-use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
+use crate::action::{self, Action, Actions, Classifier, Resource, ToolCall};
+use crate::config::RequestConfig;
+use crate::context::{self, Established};
+use crate::decision::{Decision, DenyReason, Header};
+use crate::glob::RouteMatcher;
+use crate::mcp::{self, Message};
+use crate::policy::input::{self, InputError, Parsed};
+use crate::policy::{EvalError, PolicySet, PolicyStore, Prepare, Prepared, Value, outcome};
+use crate::request::Target;
+use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode, unix_now};
 use crate::view::RequestView;
 
 /// One Check's result, with what the decision log needs to explain it.
@@ -43,6 +47,8 @@ pub struct Facts {
     pub identity: Option<Identity>,
     pub action: Option<&'static str>,
     pub tool: Option<String>,
+    /// The resource acted on.
+    pub resource: Option<Resource>,
 }
 
 impl Facts {
@@ -66,35 +72,41 @@ impl Facts {
     }
 }
 
-/// A classifier and the policy revision whose data it was built from.
-type RevisionClassifier = (Arc<str>, Classifier);
+/// The headers leash sets on every allowed request from what it verified.
+pub const AGENT_HEADER: &str = "x-leash-agent";
+pub const HUMAN_HEADER: &str = "x-leash-human";
+pub const TASK_HEADER: &str = "x-leash-task";
 
 #[derive(Debug)]
 pub struct Pipeline {
     policy: Arc<PolicyStore>,
-    limits: InputLimits,
+    request: RequestConfig,
     auth: Arc<Authenticator>,
-    unauthenticated: Vec<RouteMatch>,
-    actions: ActionsConfig,
-    /// The classifier for the serving revision (its `data.leash.actions` included).
-    classifier: ArcSwapOption<RevisionClassifier>,
+    unauthenticated: Vec<RouteMatcher>,
+    mcp_routes: Vec<RouteMatcher>,
+}
+
+/// What step 1 established: the request leash decides on, read one way.
+struct Shape<'a> {
+    target: Target<'a>,
+    parsed: Parsed,
+    mcp: Option<Message>,
 }
 
 impl Pipeline {
     pub fn new(
         policy: Arc<PolicyStore>,
-        limits: InputLimits,
+        request: RequestConfig,
         auth: Arc<Authenticator>,
-        unauthenticated: Vec<RouteMatch>,
-        actions: ActionsConfig,
+        unauthenticated: Vec<RouteMatcher>,
+        mcp_routes: Vec<RouteMatcher>,
     ) -> Self {
         Self {
             policy,
-            limits,
+            request,
             auth,
             unauthenticated,
-            actions,
-            classifier: ArcSwapOption::empty(),
+            mcp_routes,
         }
     }
 
@@ -134,59 +146,73 @@ impl Pipeline {
         view: &RequestView,
         keep_input: Option<&mut Option<Value>>,
     ) -> Result<Verdict, MissingKey> {
-        let deny = |reason: DenyReason, detail: String| {
-            Ok(Verdict::new(
-                Decision::deny(reason, detail),
-                None,
-                Facts::default(),
-            ))
-        };
-        let parsed = match input::parse(view, &self.limits) {
-            Ok(parsed) => parsed,
-            Err(err) => return deny(input_reason(&err), err.to_string()),
+        let deny = |decision: Decision| Ok(Verdict::new(decision, None, Facts::default()));
+
+        // 1. The request's own shape.
+        let shape = match shape(view, &self.request, &self.mcp_routes) {
+            Ok(shape) => shape,
+            Err((reason, detail)) => return deny(Decision::deny(reason, detail)),
         };
 
-        let identity = if self.auth.mode() == TokenMode::Off
+        // 2. Identity.
+        let unauthenticated = self.auth.mode() == TokenMode::Off
             || self
                 .unauthenticated
                 .iter()
-                .any(|r| r.route().matches(&view.host, &view.path, &view.method))
-        {
+                .any(|route| route.matches(&shape.target, &view.method));
+        let identity = if unauthenticated {
             None
         } else {
-            match self.auth.authenticate(view) {
+            match self.auth.authenticate(view, &shape.target, unix_now()) {
                 Ok(identity) => Some(identity),
-                Err(AuthFailure::Denied(err)) => return deny(err.reason(), err.to_string()),
+                Err(AuthFailure::Denied(err)) => {
+                    return deny(Decision::deny(err.reason(), err.to_string()));
+                }
                 Err(AuthFailure::NeedKeys(missing)) => return Err(missing),
             }
         };
 
+        // 3. Policy.
         let serving = self.policy.current();
         let Some(set) = serving.as_ref() else {
-            return deny(
+            return deny(Decision::deny(
                 DenyReason::PolicyUnavailable,
-                "no policy set has loaded yet; the policy load errors are in the log".into(),
-            );
+                "no policy set has loaded yet; the policy load errors are in the log",
+            ));
         };
-        let (action, tool) = match self.classifier_for(set).1.classify(view, &parsed.body) {
-            Ok(classified) => classified,
-            Err(err) => return deny(DenyReason::McpHeaderMismatch, err.to_string()),
+        let Some(classifier) = set.prepared::<Classifier>() else {
+            return deny(Decision::deny(
+                DenyReason::PolicyUnavailable,
+                "the serving policy set was loaded without its action tables",
+            ));
         };
-        let leash = set
-            .info()
-            .reads_agent_context
-            .then(|| context::leash_document(view, identity.as_ref(), &action, tool.as_ref()));
+        let (action, tool) = classify(view, &shape, classifier);
         let facts = Facts {
-            identity,
             action: Some(action.class.name()),
-            tool: tool.map(|t| t.name),
+            tool: tool.as_ref().map(|t| t.name.clone()),
+            resource: Some(action.resource.clone()),
+            identity,
         };
-        let input = parsed.assemble(view, leash);
+        let input = document(
+            view,
+            shape,
+            facts.identity.as_ref(),
+            &action,
+            tool.as_ref(),
+            set.info().reads_agent_context,
+        );
         if let Some(keep) = keep_input {
             *keep = Some(input.clone());
         }
+        let mut decision = evaluate(set, input);
+        if let Decision::Allow(permit) = &mut decision {
+            permit.vouch(
+                vouched_headers(facts.identity.as_ref()),
+                view.headers.keys().map(String::as_str),
+            );
+        }
         Ok(Verdict::new(
-            evaluate(set, input),
+            decision,
             Some(set.info().revision.clone()),
             facts,
         ))
@@ -211,24 +237,117 @@ impl Pipeline {
             ),
         }
     }
+}
 
-    /// The classifier for `set`'s revision, built on the first Check that needs it.
-    fn classifier_for(&self, set: &PolicySet) -> Arc<RevisionClassifier> {
-        let revision = &set.info().revision;
-        if let Some(cached) = self.classifier.load().as_ref() {
-            if Arc::ptr_eq(&cached.0, revision) {
-                return Arc::clone(cached);
-            }
-        }
-        // Validated when the set loaded; a table that still fails to read is left out.
-        let from_data = action::from_data(set.data()).ok().flatten();
-        let built = Arc::new((
-            revision.clone(),
-            Classifier::new(&self.actions, from_data.as_ref()),
-        ));
-        self.classifier.store(Some(built.clone()));
-        built
-    }
+/// Why step 1 refused a request: its reason code and what was wrong.
+type Refusal = (DenyReason, String);
+
+/// Step 1: the canonical target and the limits, the parsed path, query and body, and
+/// the MCP message read strictly.
+fn shape<'a>(
+    view: &'a RequestView,
+    request: &RequestConfig,
+    mcp_routes: &[RouteMatcher],
+) -> Result<Shape<'a>, Refusal> {
+    let target =
+        Target::of(view, &request.target).map_err(|err| (err.reason(), err.to_string()))?;
+    let parsed =
+        input::parse(view, &request.body).map_err(|err| (input_reason(&err), err.to_string()))?;
+    let on_route = mcp_routes.iter().any(|r| r.matches_location(&target));
+    let body = mcp::Body {
+        parsed: &parsed.body,
+        truncated: parsed.truncated,
+    };
+    let mcp = mcp::read(view, body, on_route).map_err(|err| (err.reason(), err.to_string()))?;
+    Ok(Shape {
+        target,
+        parsed,
+        mcp,
+    })
+}
+
+fn classify(
+    view: &RequestView,
+    shape: &Shape<'_>,
+    classifier: &Classifier,
+) -> (Action, Option<ToolCall>) {
+    classifier.classify(&action::Request {
+        view,
+        target: &shape.target,
+        query: &shape.parsed.query,
+        body: &shape.parsed.body,
+        truncated: shape.parsed.truncated,
+        mcp: shape.mcp.as_ref(),
+    })
+}
+
+/// The input document: OPA's plugin's, with `input.leash` for sets that read it.
+fn document(
+    view: &RequestView,
+    shape: Shape<'_>,
+    identity: Option<&Identity>,
+    action: &Action,
+    tool: Option<&ToolCall>,
+    reads_agent_context: bool,
+) -> Value {
+    let leash = reads_agent_context.then(|| {
+        context::leash_document(&Established {
+            view,
+            target: &shape.target,
+            identity,
+            action,
+            tool,
+            mcp: shape.mcp.as_ref(),
+        })
+    });
+    shape.parsed.assemble(view, leash)
+}
+
+/// `x-leash-agent`, `x-leash-human` and `x-leash-task`, from the verified identity.
+fn vouched_headers(identity: Option<&Identity>) -> Vec<Header> {
+    let Some(id) = identity else {
+        return Vec::new();
+    };
+    let claims = &id.token.claims;
+    [
+        (AGENT_HEADER, claims.agent.as_deref()),
+        (HUMAN_HEADER, claims.human.as_deref()),
+        (TASK_HEADER, id.binding.task.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        // A value a header cannot carry is left out rather than sent mangled.
+        value
+            .filter(|v| !v.bytes().any(|b| b.is_ascii_control()))
+            .map(|v| Header {
+                name: name.to_owned(),
+                value: v.to_owned(),
+            })
+    })
+    .collect()
+}
+
+/// The hook that compiles `data.leash.actions` with the configured actions when a
+/// policy set loads: a Check finds its classifier ready, or the set is rejected.
+pub fn classifier_hook(config: Actions) -> Prepare {
+    Prepare(Arc::new(move |data| {
+        let from_data = action::from_data(data)?;
+        Ok(Arc::new(Classifier::new(&config, from_data.as_ref())) as Prepared)
+    }))
+}
+
+/// The input document `view` gets with no token and only the configured actions:
+/// what a candidate policy set is warmed with before it may serve.
+pub fn warmup_input(
+    view: &RequestView,
+    request: &RequestConfig,
+    mcp_routes: &[RouteMatcher],
+    actions: &Actions,
+) -> Option<Value> {
+    let shape = shape(view, request, mcp_routes).ok()?;
+    let classifier = Classifier::new(actions, None);
+    let (action, tool) = classify(view, &shape, &classifier);
+    Some(document(view, shape, None, &action, tool.as_ref(), true))
 }
 
 fn evaluate(set: &PolicySet, input: Value) -> Decision {

@@ -5,6 +5,7 @@
 //! reads (body parsing now, token binding and action classification later).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::policy::Value;
 
@@ -26,7 +27,13 @@ pub struct RequestView {
     pub source_principal: String,
     /// The peer's certificate as URL-encoded PEM (`include_peer_certificate`), or empty.
     pub source_certificate: String,
+    /// The upstream resource Envoy's route names (`context_extensions.leash_resource`):
+    /// what Envoy decided, where the agent wrote `Host`.
+    pub route_resource: Option<Arc<str>>,
 }
+
+/// The context extension through which an Envoy route names its upstream resource.
+pub const ROUTE_RESOURCE_KEY: &str = "leash_resource";
 
 /// The request body as Envoy forwarded it (`with_request_body`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,5 +58,32 @@ impl Body {
 impl RequestView {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
+    }
+
+    /// A request as unit tests need it: `method` to `scheme://host path`, with
+    /// `headers` and no body, attributes or peer.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        method: &str,
+        scheme: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Self {
+        Self {
+            attributes: Value::new_object(),
+            method: method.into(),
+            scheme: scheme.into(),
+            host: host.into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: Body::None,
+            source_principal: String::new(),
+            source_certificate: String::new(),
+            route_resource: None,
+        }
     }
 }

@@ -42,7 +42,7 @@ fn check_decides_a_check_request_written_as_json() {
     std::fs::write(
         &req,
         r#"{"attributes": {"request": {"http": {"method": "GET", "path": "/a/b?x=1",
-            "headers": {"x-agent-id": "a1"}}}}}"#,
+            "host": "tools.example", "headers": {"x-agent-id": "a1"}}}}}"#,
     )
     .unwrap();
     let out = leash(&[

@@ -4,14 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use leash::config::Config;
 use leash::decision::Decision;
 use leash::pipeline::Pipeline;
-use leash::policy::{
-    EngineChoice, EngineKind, LoadOptions, PolicySource, PolicyStore, ReloadOutcome,
-};
+use leash::policy::{EngineKind, ReloadOutcome};
 use leash::view::RequestView;
 use serde::Deserialize;
 
@@ -40,21 +37,27 @@ struct Req {
     expect: String,
 }
 
-fn pipeline(dir: &std::path::Path, engine: EngineChoice) -> (Pipeline, EngineKind) {
-    let options = LoadOptions {
-        engine,
-        ..Default::default()
-    };
-    let store = Arc::new(PolicyStore::new(
-        PolicySource::Dir(dir.to_owned()),
-        options,
-        Vec::new(),
-    ));
+/// The configuration serving `dir` on `engine` (auto, vm or interpreter), tokens off.
+fn config(dir: &std::path::Path, engine: &str) -> Config {
+    Config::from_yaml(
+        "test",
+        "",
+        &[
+            ("tokens.mode", "off".into()),
+            ("policy.dir", dir.display().to_string()),
+            ("policy.engine", engine.into()),
+        ],
+    )
+    .unwrap()
+}
+
+fn pipeline(dir: &std::path::Path, engine: &str) -> (Pipeline, EngineKind) {
+    let config = config(dir, engine);
+    let store = leash::app::policy_store(&config);
     let info = match store.reload() {
         ReloadOutcome::Applied(info) => info,
-        other => panic!("the fixture policy does not load with {engine:?}: {other:?}"),
+        other => panic!("the fixture policy does not load with {engine}: {other:?}"),
     };
-    let config = Config::from_yaml("test", "", &[("tokens.mode", "off".into())]).unwrap();
     (leash::app::pipeline(&config, store).unwrap(), info.engine)
 }
 
@@ -79,8 +82,8 @@ fn vm_and_interpreter_decide_every_fixture_identically() {
         for (path, text) in &case.files {
             std::fs::write(dir.path().join(path), text).unwrap();
         }
-        let (vm, vm_kind) = pipeline(dir.path(), EngineChoice::Vm);
-        let (interp, interp_kind) = pipeline(dir.path(), EngineChoice::Interpreter);
+        let (vm, vm_kind) = pipeline(dir.path(), "vm");
+        let (interp, interp_kind) = pipeline(dir.path(), "interpreter");
         assert_eq!(
             (vm_kind, interp_kind),
             (EngineKind::Vm, EngineKind::Interpreter)
@@ -112,10 +115,10 @@ fn auto_falls_back_to_the_interpreter_for_what_the_vm_cannot_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.rego"),
-        "package envoy.authz\nimport rego.v1\nallow if ok with input.x as 1\nok if input.x == 1\n",
+        "package envoy.authz\nimport rego.v1\nallow if ok with data.y as 1\nok if data.y == 1\n",
     )
     .unwrap();
-    let (auto, kind) = pipeline(dir.path(), EngineChoice::Auto);
+    let (auto, kind) = pipeline(dir.path(), "auto");
     assert_eq!(kind, EngineKind::Interpreter);
     let note = auto
         .policy()
@@ -127,15 +130,7 @@ fn auto_falls_back_to_the_interpreter_for_what_the_vm_cannot_run() {
         .clone();
     assert!(note.is_some_and(|n| n.contains("with")));
 
-    let options = LoadOptions {
-        engine: EngineChoice::Vm,
-        ..Default::default()
-    };
-    let store = PolicyStore::new(
-        PolicySource::Dir(dir.path().to_owned()),
-        options,
-        Vec::new(),
-    );
+    let store = leash::app::policy_store(&config(dir.path(), "vm"));
     assert!(
         matches!(store.reload(), ReloadOutcome::Rejected(_)),
         "engine: vm refuses it"

@@ -19,7 +19,7 @@ http := input.attributes.request.http
 # A read with an agent id passes, with headers for the upstream and the client.
 allow := {
 	"allowed": true,
-	"headers": {"x-leash-checked": "yes", "x-agent-id": "verified-a1"},
+	"headers": {"x-checked": "yes", "x-agent-id": "verified-a1"},
 	"response_headers_to_add": {"x-leash-note": "allowed"},
 	"request_headers_to_remove": ["x-secret"],
 	"dynamic_metadata": {"route": "read"},
@@ -83,7 +83,7 @@ async fn allow_mutates_the_request_and_deny_shapes_the_response() {
     assert_eq!(ok.body, "upstream ok");
     assert_eq!(ok.header("x-leash-note"), Some("allowed"));
     let seen = upstream.last().expect("the upstream saw the request");
-    assert_eq!(seen.header("x-leash-checked"), vec!["yes"]);
+    assert_eq!(seen.header("x-checked"), vec!["yes"]);
     assert_eq!(
         seen.header("x-agent-id"),
         vec!["verified-a1"],

@@ -225,7 +225,7 @@ async fn a_destructive_tool_is_denied_while_a_read_tool_passes() {
     assert_eq!(resp.status, 403);
     assert!(
         resp.body
-            .contains("destructive action on delete_repo needs an explicit grant"),
+            .contains("destructive action on tool:delete_repo needs an explicit grant"),
         "{}",
         resp.body
     );
@@ -370,11 +370,27 @@ async fn every_hard_denial_reaches_the_client_with_its_reason() {
             &w.tls_a,
             "POST",
             "/mcp",
-            &[("x-agent-task", "t-1")],
+            &[
+                ("x-agent-task", "t-1"),
+                ("content-type", "application/json"),
+            ],
             &tool_call("search"),
         )
         .await;
     assert_eq!(resp.header("x-leash-reason"), Some("token.missing"));
+    // The request's own shape is checked first: a malformed MCP call without a token
+    // is refused for what it is.
+    let resp = w
+        .envoy
+        .send_tls(
+            &w.tls_a,
+            "POST",
+            "/mcp",
+            &[("x-agent-task", "t-1"), ("content-type", "text/plain")],
+            &tool_call("search"),
+        )
+        .await;
+    assert_eq!(resp.header("x-leash-reason"), Some("mcp.invalid_request"));
     assert_eq!(
         w.upstream.hits(),
         1,

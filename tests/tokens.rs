@@ -10,6 +10,7 @@ use common::keys::{
 };
 use jsonwebtoken::Algorithm;
 use leash::config::Config;
+use leash::request::Target;
 use leash::token::mint::{SigningKey, act_chain, certificate_thumbprint};
 use leash::token::{AuthFailure, Authenticator, Identity, Presentation};
 use leash::view::RequestView;
@@ -88,12 +89,22 @@ impl Fixture {
     }
 
     fn check_view(&self, view: RequestView) -> Result<Identity, String> {
-        match self.auth.authenticate_at(&view, self.now) {
+        match authenticate(&self.auth, &view, self.now) {
             Ok(identity) => Ok(identity),
             Err(AuthFailure::Denied(err)) => Err(err.reason().code().to_owned()),
             Err(AuthFailure::NeedKeys(_)) => Err("need keys".into()),
         }
     }
+}
+
+/// Authenticates `view` at `now`, its target read with the default options.
+fn authenticate(
+    auth: &Authenticator,
+    view: &RequestView,
+    now: i64,
+) -> Result<Identity, AuthFailure> {
+    let target = Target::of(view, &Default::default()).unwrap();
+    auth.authenticate(view, &target, now)
 }
 
 fn view(headers: &[(&str, &str)]) -> RequestView {
@@ -312,7 +323,7 @@ fn hs256_needs_its_own_secret_and_never_a_public_key() {
         ("x-agent-task", "task-7"),
     ]);
     assert!(
-        auth.authenticate_at(&v, f.now).is_ok(),
+        authenticate(&auth, &v, f.now).is_ok(),
         "the configured secret verifies"
     );
     let confused = SigningKey::from_pem(
@@ -325,7 +336,7 @@ fn hs256_needs_its_own_secret_and_never_a_public_key() {
         ("authorization", &bearer(&forged)),
         ("x-agent-task", "task-7"),
     ]);
-    match auth.authenticate_at(&v, f.now) {
+    match authenticate(&auth, &v, f.now) {
         Err(AuthFailure::Denied(err)) => assert_eq!(err.reason().code(), "token.invalid"),
         other => panic!("{other:?}"),
     }
@@ -560,13 +571,13 @@ fn a_repeated_token_comes_from_the_cache_until_it_expires() {
         ("x-agent-task", "task-7".to_owned()),
     ];
     let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let first = f.auth.authenticate_at(&view(&refs), f.now).unwrap();
-    let second = f.auth.authenticate_at(&view(&refs), f.now + 30).unwrap();
+    let first = authenticate(&f.auth, &view(&refs), f.now).unwrap();
+    let second = authenticate(&f.auth, &view(&refs), f.now + 30).unwrap();
     assert!(
         Arc::ptr_eq(&first.token, &second.token),
         "the second Check reused the verified token"
     );
-    match f.auth.authenticate_at(&view(&refs), f.now + 120) {
+    match authenticate(&f.auth, &view(&refs), f.now + 120) {
         Err(AuthFailure::Denied(err)) => assert_eq!(err.reason().code(), "token.expired"),
         other => panic!("a cached token must still expire: {other:?}"),
     }

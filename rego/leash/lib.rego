@@ -1,72 +1,119 @@
-# Helpers the gates share: settings with their defaults, the resource acted on, and
-# grants from the token or from data.
+# Helpers the gates share: settings with their defaults, the values of input.leash
+# the gates read (each defined only when well formed, so a missing or garbled value
+# leaves a requirement unmet instead of a deny reason unsaid), and grants.
 package leash.lib
 
 import rego.v1
 
-# Settings, each overridable in data.leash.settings. Each has a default so that a
-# missing setting can never leave a gate undefined, and so silently open.
+# Settings, each overridable in data.leash.settings.
 
 # An agent acting through more agents than this is refused.
 default max_delegation_depth := 2
 
-max_delegation_depth := data.leash.settings.max_delegation_depth
+max_delegation_depth := d if {
+	d := data.leash.settings.max_delegation_depth
+	is_number(d)
+}
 
 # Action classes that need a human on whose behalf the agent acts.
 default human_required_for := ["write", "destructive"]
 
-human_required_for := data.leash.settings.human_required_for
+human_required_for := h if {
+	h := data.leash.settings.human_required_for
+	is_array(h)
+}
 
 # Tools missing from the operator's tool table are refused unless this is true.
 default allow_unknown_tools := false
 
-allow_unknown_tools := data.leash.settings.allow_unknown_tools
+allow_unknown_tools := a if {
+	a := data.leash.settings.allow_unknown_tools
+	is_boolean(a)
+}
 
 # How much each class may do; a scope for a class covers the classes below it.
 levels := {"read": 1, "write": 2, "destructive": 3}
 
-# What the request acts on: the MCP tool, else the operator rule that classified
-# it, else the host (without its port).
-resource := input.leash.tool.name if input.leash.tool != null
+# Kinds of resource; a scope names one kind and never covers another.
+kinds := {"tool", "resource", "prompt", "rule", "host"}
 
-resource := trim_prefix(input.leash.action.source, "rule:") if {
-	input.leash.tool == null
-	startswith(input.leash.action.source, "rule:")
+# The action's class, when it is one of the three.
+class := c if {
+	c := input.leash.action.class
+	levels[c]
 }
 
-resource := regex.replace(input.attributes.request.http.host, `:[0-9]+$`, "") if {
-	input.leash.tool == null
-	not startswith(input.leash.action.source, "rule:")
+# The action's tags, when they are a list.
+tags := t if {
+	t := input.leash.action.tags
+	is_array(t)
 }
 
-# `tool:<resource>:<class>` (or `tool:*:<class>`) covers the action's class and below.
-scope_covers(class) if {
-	some scope in input.leash.scopes
-	startswith(scope, "tool:")
-	parts := split(substring(scope, 5, -1), ":")
-	count(parts) >= 2
-	concat(":", array.slice(parts, 0, count(parts) - 1)) in {resource, "*"}
+# The resource acted on, when it is well formed. leash names it: the MCP tool,
+# resource or prompt, the operator rule, or the host as Envoy's route or the
+# operator's host list names it ("*" when nobody did).
+resource := r if {
+	r := input.leash.resource
+	r.kind in kinds
+	is_string(r.name)
+	r.name != ""
+}
+
+resource_id := sprintf("%s:%s", [resource.kind, resource.name])
+
+# The human on whose behalf the agent acts, when there is one.
+human := h if {
+	h := input.leash.human
+	is_string(h)
+	h != ""
+}
+
+scopes := s if {
+	s := input.leash.scopes
+	is_array(s)
+}
+
+# `<kind>:<name>:<class>` covers the action's class and below on that resource;
+# `<kind>:*:<class>` on every resource of the kind. The name may hold colons
+# (an MCP resource URI): the kind is before the first, the class after the last.
+scope_covers if {
+	some scope in scopes
+	is_string(scope)
+	parts := split(scope, ":")
+	count(parts) >= 3
+	parts[0] == resource.kind
+	concat(":", array.slice(parts, 1, count(parts) - 1)) in {resource.name, "*"}
 	levels[parts[count(parts) - 1]] >= levels[class]
 }
 
-# An explicit grant of `kind` (destructive, export, privilege) for the resource:
-# a scope `<kind>:<resource>`, an RFC 9396 authorization_details entry of type
-# "leash" listing the kind in `actions`, or data.leash.grants[task][kind].
+# How a grant may name this resource: exactly, every resource of its kind, or all.
+grant_names := {resource_id, sprintf("%s:*", [resource.kind]), "*"}
+
+# An explicit grant of `kind` (destructive, export, privilege) for the resource: a
+# scope `<kind>:<resource id>`, an RFC 9396 authorization_details entry of type
+# "leash" listing the kind in `actions` and naming the resource in `identifier`
+# (an entry without one grants nothing), or data.leash.grants[task][kind].
 granted(kind) if {
-	some scope in input.leash.scopes
-	scope in {sprintf("%s:%s", [kind, resource]), sprintf("%s:*", [kind])}
+	some scope in scopes
+	is_string(scope)
+	startswith(scope, concat("", [kind, ":"]))
+	substring(scope, count(kind) + 1, -1) in grant_names
 }
 
 granted(kind) if {
 	some detail in authorization_details
 	detail.type == "leash"
+	is_array(detail.actions)
 	kind in detail.actions
-	object.get(detail, "identifier", "*") in {resource, "*"}
+	is_string(detail.identifier)
+	detail.identifier in grant_names
 }
 
 granted(kind) if {
-	some entry in data.leash.grants[input.leash.task][kind]
-	entry in {resource, "*"}
+	task := input.leash.task
+	is_string(task)
+	some entry in data.leash.grants[task][kind]
+	entry in grant_names
 }
 
 # The token's RFC 9396 details, or none.
@@ -74,13 +121,3 @@ authorization_details := details if {
 	details := input.leash.authorization_details
 	is_array(details)
 } else := []
-
-# Who acts, for the tool behind Envoy; absent values are left out.
-upstream_headers := {name: value |
-	some name, value in {
-		"x-leash-agent": input.leash.agent,
-		"x-leash-human": input.leash.human,
-		"x-leash-task": input.leash.task,
-	}
-	value != null
-}

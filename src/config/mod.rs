@@ -16,12 +16,14 @@ mod tokens;
 use tokens::RawTokens;
 pub use tokens::{RouteMatch, TokensConfig};
 
-use crate::action::ActionsConfig;
+use crate::action::{Actions, ActionsConfig};
 use crate::audit::AuditLevel;
+use crate::glob::RouteMatcher;
 use crate::policy::input::InputLimits;
 use crate::policy::{
     DecisionRule, EngineChoice, EvalLimits, LoadOptions, PolicySource, RegoVersion,
 };
+use crate::request::{PathAllowances, RequestLimits, RequestOptions};
 
 /// The commented default configuration; `leash config` prints it.
 pub const EXAMPLE: &str = include_str!("../../deploy/leash.yaml");
@@ -55,6 +57,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub tokens: RawTokens,
     pub actions: ActionsConfig,
+    pub mcp: RawMcp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,14 +122,51 @@ impl Default for RawPolicy {
 pub struct RawRequest {
     pub max_body_bytes: usize,
     pub max_body_depth: usize,
+    pub max_path_bytes: usize,
+    pub max_header_bytes: usize,
+    pub allow_encoded_slashes: bool,
+    pub allow_semicolons: bool,
 }
 
 impl Default for RawRequest {
     fn default() -> Self {
-        let limits = InputLimits::default();
+        let body = InputLimits::default();
+        let target = RequestLimits::default();
         Self {
-            max_body_bytes: limits.max_body_bytes,
-            max_body_depth: limits.max_body_depth,
+            max_body_bytes: body.max_body_bytes,
+            max_body_depth: body.max_body_depth,
+            max_path_bytes: target.max_path_bytes,
+            max_header_bytes: target.max_header_bytes,
+            allow_encoded_slashes: false,
+            allow_semicolons: false,
+        }
+    }
+}
+
+/// `mcp:`: where MCP requests are read strictly even without an `Mcp-Method` header
+/// or a JSON-RPC body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMcp {
+    pub routes: Vec<McpRoute>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpRoute {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl Default for RawMcp {
+    fn default() -> Self {
+        Self {
+            routes: vec![McpRoute {
+                name: "mcp".into(),
+                hosts: Vec::new(),
+                paths: vec!["/mcp/**".into()],
+            }],
         }
     }
 }
@@ -161,11 +201,21 @@ pub struct Config {
     /// Threads serving Checks; `None` means one per CPU.
     pub worker_threads: Option<NonZeroUsize>,
     pub policy: PolicyConfig,
-    pub request: InputLimits,
+    pub request: RequestConfig,
     pub response: ResponseConfig,
     pub log: LogConfig,
     pub tokens: TokensConfig,
-    pub actions: ActionsConfig,
+    /// The operator's rules, tools and hosts, compiled.
+    pub actions: Actions,
+    /// Routes whose requests are MCP requests, compiled.
+    pub mcp_routes: Vec<RouteMatcher>,
+}
+
+/// How leash reads a request before anything else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestConfig {
+    pub target: RequestOptions,
+    pub body: InputLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -385,18 +435,36 @@ impl RawConfig {
                     timeout,
                     max_instructions,
                 },
-                check_data: None,
+                prepare: None,
             },
             watch_interval: (!watch.is_zero()).then_some(watch),
         };
 
         let r = &self.request;
-        if r.max_body_depth == 0 {
-            return Err(invalid("request.max_body_depth", "0", "must be at least 1"));
+        for (key, value) in [
+            ("request.max_body_depth", r.max_body_depth),
+            ("request.max_path_bytes", r.max_path_bytes),
+            ("request.max_header_bytes", r.max_header_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "0", "must be at least 1"));
+            }
         }
-        let request = InputLimits {
-            max_body_bytes: r.max_body_bytes,
-            max_body_depth: r.max_body_depth,
+        let request = RequestConfig {
+            target: RequestOptions {
+                limits: RequestLimits {
+                    max_path_bytes: r.max_path_bytes,
+                    max_header_bytes: r.max_header_bytes,
+                },
+                allow: PathAllowances {
+                    encoded_slashes: r.allow_encoded_slashes,
+                    semicolons: r.allow_semicolons,
+                },
+            },
+            body: InputLimits {
+                max_body_bytes: r.max_body_bytes,
+                max_body_depth: r.max_body_depth,
+            },
         };
 
         let reason_header = self.response.reason_header.trim().to_ascii_lowercase();
@@ -439,19 +507,36 @@ impl RawConfig {
             decisions,
         };
 
-        let tokens = self
-            .tokens
-            .validate()
-            .map_err(|(key, value, hint)| ConfigError::Invalid {
-                origin: origin.to_owned(),
-                key,
-                value,
-                hint,
-            })?;
+        let mut tokens =
+            self.tokens
+                .validate()
+                .map_err(|(key, value, hint)| ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key,
+                    value,
+                    hint,
+                })?;
+
+        tokens.settings.paths = request.target.allow;
+        let actions = self
+            .actions
+            .compile()
+            .map_err(|(at, e)| invalid(&format!("actions.{at}"), &e.pattern, &e.why))?;
+        let mcp_routes = self
+            .mcp
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                RouteMatcher::compile(&r.hosts, &r.paths, &[])
+                    .map_err(|e| invalid(&format!("mcp.routes[{i}]"), &e.pattern, &e.why))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Config {
             tokens,
-            actions: self.actions,
+            actions,
+            mcp_routes,
             listen,
             worker_threads: NonZeroUsize::new(self.runtime.worker_threads),
             policy,

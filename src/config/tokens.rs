@@ -8,8 +8,10 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use crate::glob::RouteMatcher;
 use crate::token::{
-    DpopSettings, IssuerConfig, KeySource, TokenHeaders, TokenKind, TokenMode, TokenSettings,
+    DpopSettings, HumanRule, IssuerConfig, KeySource, TokenHeaders, TokenKind, TokenMode,
+    TokenSettings,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,12 +95,9 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    pub fn route(&self) -> crate::glob::Route<'_> {
-        crate::glob::Route {
-            hosts: &self.hosts,
-            paths: &self.paths,
-            methods: &self.methods,
-        }
+    fn compile(&self, at: &str) -> Result<RouteMatcher, Invalid> {
+        RouteMatcher::compile(&self.hosts, &self.paths, &self.methods)
+            .map_err(|e| bad(at, &e.pattern, e.why))
     }
 }
 
@@ -122,6 +121,30 @@ pub struct RawIssuer {
     pub task_claim: String,
     pub workload_claim: String,
     pub require_workload_binding: bool,
+    pub human: RawHuman,
+}
+
+/// How an issuer's tokens name the human on whose behalf an agent acts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHuman {
+    pub from: String,
+    pub claim: String,
+    pub grant_type_claim: String,
+    pub machine_grant_types: Vec<String>,
+}
+
+impl Default for RawHuman {
+    fn default() -> Self {
+        Self {
+            from: "delegation".into(),
+            claim: String::new(),
+            grant_type_claim: "gty".into(),
+            machine_grant_types: ["client_credentials", "client-credentials"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
 }
 
 impl Default for RawIssuer {
@@ -144,6 +167,7 @@ impl Default for RawIssuer {
             task_claim: String::new(),
             workload_claim: String::new(),
             require_workload_binding: true,
+            human: RawHuman::default(),
         }
     }
 }
@@ -154,7 +178,8 @@ pub struct TokensConfig {
     pub settings: TokenSettings,
     /// How long a Check waits for keys when a token names an unknown key id.
     pub key_wait: Duration,
-    pub unauthenticated: Vec<RouteMatch>,
+    /// Routes that need no token, compiled.
+    pub unauthenticated: Vec<RouteMatcher>,
 }
 
 /// A validation failure: the key, the value, and how to fix it.
@@ -249,9 +274,16 @@ impl RawTokens {
                 require_task: self.require_task,
                 cache_entries: self.cache_entries.max(1),
                 dpop,
+                // Set from `request:` once that section is read.
+                paths: Default::default(),
             },
             key_wait: duration("tokens.key_wait", &self.key_wait)?,
-            unauthenticated: self.unauthenticated.clone(),
+            unauthenticated: self
+                .unauthenticated
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.compile(&format!("tokens.unauthenticated[{i}]")))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -354,8 +386,33 @@ impl RawIssuer {
         if let KeySource::Inline(jwks) = &keys {
             crate::token::KeySet::from_jwks(jwks).map_err(|e| bad(key("jwks"), "", e))?;
         }
+        let human = match self.human.from.as_str() {
+            "delegation" => HumanRule::Delegation,
+            "client" => HumanRule::Client,
+            "claim" if !self.human.claim.trim().is_empty() => {
+                HumanRule::Claim(self.human.claim.trim().to_owned())
+            }
+            "claim" => {
+                return Err(bad(
+                    key("human.claim"),
+                    "",
+                    "with human.from: claim, name the claim that holds the human, e.g. email",
+                ));
+            }
+            other => {
+                return Err(bad(
+                    key("human.from"),
+                    other,
+                    "use delegation (act names the agents), client (azp or client_id names the agent) or claim",
+                ));
+            }
+        };
         Ok(IssuerConfig {
             issuer: self.issuer.clone(),
+            human,
+            grant_type_claim: (!self.human.grant_type_claim.is_empty())
+                .then(|| self.human.grant_type_claim.clone()),
+            machine_grant_types: self.human.machine_grant_types.clone(),
             kind,
             audiences: self.audiences.clone(),
             algorithms,

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 
 use super::protojson;
 use crate::decision::DenyReason;
-use crate::view::{Body, RequestView};
+use crate::view::{Body, ROUTE_RESOURCE_KEY, RequestView};
 
 /// Why a CheckRequest cannot be decided on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +61,11 @@ impl TryFrom<CheckRequest> for RequestView {
             Body::None
         };
         let host = headers.get(":authority").cloned().unwrap_or(http.host);
+        let route_resource = ctx
+            .context_extensions
+            .get(ROUTE_RESOURCE_KEY)
+            .filter(|name| !name.is_empty())
+            .map(|name| std::sync::Arc::from(name.as_str()));
         Ok(Self {
             attributes,
             method: http.method,
@@ -71,6 +76,7 @@ impl TryFrom<CheckRequest> for RequestView {
             body,
             source_principal,
             source_certificate,
+            route_resource,
         })
     }
 }

@@ -1,23 +1,10 @@
-use std::collections::HashMap;
-
 use super::*;
 use crate::view::Body;
 
 fn view(path: &str, headers: &[(&str, &str)], body: Body) -> RequestView {
-    RequestView {
-        attributes: Value::new_object(),
-        method: "POST".into(),
-        scheme: "http".into(),
-        host: "tools.example".into(),
-        path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<HashMap<_, _>>(),
-        body,
-        source_principal: String::new(),
-        source_certificate: String::new(),
-    }
+    let mut v = RequestView::for_test("POST", "http", "tools.example", path, headers);
+    v.body = body;
+    v
 }
 
 fn json(v: &Value) -> serde_json::Value {

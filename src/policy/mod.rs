@@ -18,6 +18,8 @@ pub use problem::{PolicyLoadError, Problem};
 /// `input.attributes` straight from protobuf.
 pub use regorus::Value;
 pub use regorus::value::Object;
-pub use set::{DecisionRule, EngineChoice, LoadOptions, PolicyInfo, PolicySet, RegoVersion};
+pub use set::{
+    DecisionRule, EngineChoice, LoadOptions, PolicyInfo, PolicySet, Prepare, Prepared, RegoVersion,
+};
 pub use source::{PolicySource, embedded_files};
 pub use store::{PolicyStore, ReloadOutcome};

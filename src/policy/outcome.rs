@@ -7,6 +7,7 @@ use regorus::value::Object;
 
 use crate::decision::{
     DenyReason, DenyResponse, Header, HttpStatus, Metadata, Mutations, PolicyAnswer,
+    is_leash_header,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +117,12 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
         }
     };
     if allowed {
+        if let Some(h) = headers.iter().find(|h| is_leash_header(&h.name)) {
+            return Err(invalid(format!(
+                "`headers` sets {:?} on the request: headers under x-leash- reach the tool only as leash sets them, from what it verified",
+                h.name
+            )));
+        }
         return Ok(PolicyAnswer::Allow {
             mutations: Mutations {
                 headers,

@@ -1,5 +1,6 @@
 //! A policy set: parsed, compiled and warmed before it may serve a single Check.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -88,13 +89,27 @@ pub struct LoadOptions {
     pub rego_version: RegoVersion,
     pub engine: EngineChoice,
     pub limits: EvalLimits,
-    /// Checks `data` parts other modules read (e.g. `data.leash.actions`) at load, so a
-    /// malformed table rejects the set instead of surfacing on a Check.
-    pub check_data: Option<DataCheck>,
+    /// Builds what other modules read from `data` (e.g. `data.leash.actions`, compiled)
+    /// when the set loads: a malformed table rejects the set instead of surfacing on a
+    /// Check, and no Check builds it.
+    pub prepare: Option<Prepare>,
 }
 
-/// A check of a policy set's `data`, returning why it is unusable.
-pub type DataCheck = fn(&Value) -> Result<(), String>;
+/// What a [`Prepare`] hook built from a set's data, served with the set.
+pub type Prepared = Arc<dyn Any + Send + Sync>;
+
+/// Builds a [`Prepared`] value from a set's `data`, or says why it cannot.
+pub type PrepareFn = dyn Fn(&Value) -> Result<Prepared, String> + Send + Sync;
+
+/// A hook run on a candidate set's `data`; an error rejects the set.
+#[derive(Clone)]
+pub struct Prepare(pub Arc<PrepareFn>);
+
+impl std::fmt::Debug for Prepare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepare(..)")
+    }
+}
 
 /// A compiled, warmed policy revision. Immutable: a reload builds a new one.
 #[derive(Debug, Clone)]
@@ -102,6 +117,7 @@ pub struct PolicySet {
     evaluator: Evaluator,
     info: Arc<PolicyInfo>,
     data: Value,
+    prepared: Option<Prepared>,
 }
 
 /// What `Status` and the logs report about a set.
@@ -140,9 +156,12 @@ impl PolicySet {
         warmup: &[Value],
     ) -> Result<Self, PolicyLoadError> {
         let (mut engine, data) = parse(files, options.rego_version)?;
-        if let Some(check) = options.check_data {
-            check(&data).map_err(|message| Problem::general(source.describe(), message))?;
-        }
+        let prepared = options
+            .prepare
+            .as_ref()
+            .map(|prepare| (prepare.0)(&data))
+            .transpose()
+            .map_err(|message| Problem::general(source.describe(), message))?;
         let rule = options.decision.as_str();
         let compiled = engine.compile_with_entrypoint(&rule.into()).map_err(|err| {
             let text = err.to_string();
@@ -207,7 +226,13 @@ impl PolicySet {
             evaluator,
             info: Arc::new(info),
             data,
+            prepared,
         })
+    }
+
+    /// What the load's [`Prepare`] hook built, if it built a `T`.
+    pub fn prepared<T: Any>(&self) -> Option<&T> {
+        self.prepared.as_deref()?.downcast_ref()
     }
 
     /// The merged `data` document of the set.

@@ -59,12 +59,16 @@ pub struct SourceFiles {
     /// `*_test.rego`: run by `leash test`, never served.
     pub tests: Vec<SourceFile>,
     pub data: Vec<DataFile>,
+    /// `*_test.json` / `*_test.yaml`: data for `leash test` (and Rust tests that read the
+    /// same cases), placed like data files, never served.
+    pub test_data: Vec<DataFile>,
 }
 
 enum Kind {
     Module,
     Test,
     Data(DataFormat),
+    TestData(DataFormat),
 }
 
 fn classify(name: &str) -> Option<Kind> {
@@ -73,6 +77,10 @@ fn classify(name: &str) -> Option<Kind> {
         "data.yaml" | "data.yml" => Some(Kind::Data(DataFormat::Yaml)),
         _ if name.ends_with("_test.rego") => Some(Kind::Test),
         _ if name.ends_with(".rego") => Some(Kind::Module),
+        _ if name.ends_with("_test.json") => Some(Kind::TestData(DataFormat::Json)),
+        _ if name.ends_with("_test.yaml") || name.ends_with("_test.yml") => {
+            Some(Kind::TestData(DataFormat::Yaml))
+        }
         _ => None,
     }
 }
@@ -156,14 +164,9 @@ impl SourceFiles {
         match classify(name) {
             Some(Kind::Module) => self.modules.push(file),
             Some(Kind::Test) => self.tests.push(file),
-            Some(Kind::Data(format)) => {
-                let mut folders: Vec<String> = rel.split('/').map(str::to_owned).collect();
-                folders.pop();
-                self.data.push(DataFile {
-                    file,
-                    folders,
-                    format,
-                });
+            Some(Kind::Data(format)) => self.data.push(DataFile::at(rel, file, format)),
+            Some(Kind::TestData(format)) => {
+                self.test_data.push(DataFile::at(rel, file, format));
             }
             None => {}
         }
@@ -173,6 +176,20 @@ impl SourceFiles {
         self.modules.sort_by(|a, b| a.path.cmp(&b.path));
         self.tests.sort_by(|a, b| a.path.cmp(&b.path));
         self.data.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+        self.test_data.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    }
+}
+
+impl DataFile {
+    /// A data file at `rel` below its root: it lands under `data` at its folders.
+    fn at(rel: &str, file: SourceFile, format: DataFormat) -> Self {
+        let mut folders: Vec<String> = rel.split('/').map(str::to_owned).collect();
+        folders.pop();
+        Self {
+            file,
+            folders,
+            format,
+        }
     }
 }
 

@@ -38,7 +38,8 @@ pub fn run(
     let all = SourceFiles {
         modules: files.modules.iter().chain(&files.tests).cloned().collect(),
         tests: Vec::new(),
-        data: files.data,
+        data: files.data.into_iter().chain(files.test_data).collect(),
+        test_data: Vec::new(),
     };
     let (mut engine, _) = parse(&all, version)?;
     engine.set_gather_prints(true);

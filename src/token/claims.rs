@@ -3,6 +3,9 @@
 
 use serde_json::{Map, Value};
 
+use super::HumanRule;
+use super::issuer::IssuerConfig;
+
 /// The claims leash reads, taken from a verified token once and cached with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentClaims {
@@ -27,25 +30,47 @@ pub struct AgentClaims {
 }
 
 impl AgentClaims {
-    pub fn read(
-        claims: &Map<String, Value>,
-        task_claim: &str,
-        workload_claim: Option<&str>,
-    ) -> Self {
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    /// Reads the claims of a token from `issuer`.
+    pub fn read(claims: &Map<String, Value>, issuer: &IssuerConfig) -> Self {
+        // An empty string names nobody: it binds no workload and is no human.
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         let time = |name: &str| claims.get(name).and_then(Value::as_i64);
+        let workload_claim = issuer.workload_claim.as_deref();
         let subject = text("sub");
         let chain = actors(claims.get("act"));
         let client = text("client_id").or_else(|| text("azp"));
         let acting_client = client.filter(|c| Some(c) != subject.as_ref());
-        let (agent, human) = match (chain.first(), acting_client) {
-            (Some(actor), _) => (Some(actor.clone()), subject.clone()),
-            (None, Some(client)) => (Some(client), subject.clone()),
-            // A token a workload got for itself (client credentials): no human delegated.
-            (None, None) => (
-                workload_claim.and_then(&text).or_else(|| subject.clone()),
-                None,
-            ),
+        let agent = chain
+            .first()
+            .cloned()
+            .or_else(|| acting_client.clone())
+            .or_else(|| workload_claim.and_then(&text))
+            .or_else(|| subject.clone());
+        // Delegation is real only when someone other than the actors is named.
+        let delegated = subject
+            .as_ref()
+            .filter(|s| !chain.is_empty() && !chain.contains(s));
+        let machine_grant = issuer
+            .grant_type_claim
+            .as_deref()
+            .and_then(&text)
+            .is_some_and(|g| issuer.machine_grant_types.contains(&g));
+        let human = if machine_grant {
+            None
+        } else {
+            match &issuer.human {
+                HumanRule::Delegation => delegated.cloned(),
+                HumanRule::Client => delegated
+                    .or_else(|| subject.as_ref().filter(|_| acting_client.is_some()))
+                    .cloned(),
+                HumanRule::Claim(name) => text(name),
+            }
         };
         let cnf = claims.get("cnf").and_then(Value::as_object);
         let cnf_text = |name: &str| {
@@ -58,7 +83,7 @@ impl AgentClaims {
             agent,
             chain,
             scopes: scopes(claims),
-            task: claims.get(task_claim).and_then(scalar_text),
+            task: claims.get(&issuer.task_claim).and_then(scalar_text),
             x5t_s256: cnf_text("x5t#S256"),
             jkt: cnf_text("jkt"),
             workload: workload_claim.and_then(text),
@@ -92,9 +117,14 @@ fn actors(mut act: Option<&Value>) -> Vec<String> {
     chain
 }
 
-/// `scope` (space separated) or `scp` (array, or a string).
+/// `scope` (separated by ASCII spaces only, RFC 6749 §3.3) or `scp` (array, or a string).
 fn scopes(claims: &Map<String, Value>) -> Vec<String> {
-    let split = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let split = |s: &str| {
+        s.split(' ')
+            .filter(|scope| !scope.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     match claims.get("scope").or_else(|| claims.get("scp")) {
         Some(Value::String(s)) => split(s),
         Some(Value::Array(items)) => items
@@ -108,64 +138,12 @@ fn scopes(claims: &Map<String, Value>) -> Vec<String> {
 
 fn scalar_text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(json: Value) -> AgentClaims {
-        AgentClaims::read(json.as_object().unwrap(), "task_id", Some("spiffe_id"))
-    }
-
-    #[test]
-    fn a_nested_act_chain_names_the_current_actor_first() {
-        let c = read(serde_json::json!({
-            "sub": "alice",
-            "act": {"sub": "planner-agent", "act": {"sub": "orchestrator", "act": {"client_id": "ui"}}},
-            "scope": "tool:search:read tool:crm:write",
-            "task_id": "t-1",
-        }));
-        assert_eq!(c.human.as_deref(), Some("alice"));
-        assert_eq!(c.agent.as_deref(), Some("planner-agent"));
-        assert_eq!(c.chain, vec!["planner-agent", "orchestrator", "ui"]);
-        assert_eq!(c.depth(), 3);
-        assert_eq!(c.scopes, vec!["tool:search:read", "tool:crm:write"]);
-        assert_eq!(c.task.as_deref(), Some("t-1"));
-    }
-
-    #[test]
-    fn a_client_acting_for_a_user_is_the_agent() {
-        let c =
-            read(serde_json::json!({"sub": "alice", "client_id": "agent-7", "scp": ["a", "b"]}));
-        assert_eq!(
-            (c.human.as_deref(), c.agent.as_deref()),
-            (Some("alice"), Some("agent-7"))
-        );
-        assert_eq!(c.scopes, vec!["a", "b"]);
-    }
-
-    #[test]
-    fn a_workload_token_has_no_human() {
-        let c = read(
-            serde_json::json!({"sub": "agent-7", "client_id": "agent-7", "spiffe_id": "spiffe://t/agent"}),
-        );
-        assert_eq!(c.human, None);
-        assert_eq!(c.agent.as_deref(), Some("spiffe://t/agent"));
-        assert_eq!(c.workload.as_deref(), Some("spiffe://t/agent"));
-    }
-
-    #[test]
-    fn confirmation_keys_are_read_from_cnf() {
-        let c = read(
-            serde_json::json!({"sub": "a", "cnf": {"x5t#S256": "abc", "jkt": "def"}, "task_id": 42}),
-        );
-        assert_eq!(c.x5t_s256.as_deref(), Some("abc"));
-        assert_eq!(c.jkt.as_deref(), Some("def"));
-        assert_eq!(c.task.as_deref(), Some("42"));
-    }
-}
+#[path = "claims_tests.rs"]
+mod tests;

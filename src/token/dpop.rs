@@ -1,21 +1,28 @@
 //! DPoP (RFC 9449): a proof, signed by a key the client holds, sent with each request.
 //! It must be fresh, match the request's method and URI and the access token, come
 //! from the key the token is bound to (`cnf.jkt`), and never be used twice.
+//!
+//! Only a proof from the bound key is remembered, and a full replay cache refuses new
+//! proofs instead of forgetting old ones: proofs signed by any other key cannot push a
+//! victim's proof out of the cache to replay it.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use quick_cache::sync::{Cache, GuardResult};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use super::error::TokenError;
 use super::secs;
 use super::verify::decode_json;
+use crate::quote::Quoted;
+use crate::request::{PathAllowances, Target};
 
 #[derive(Debug, Clone)]
 pub struct DpopSettings {
@@ -32,17 +39,19 @@ pub struct DpopSettings {
 /// What the proof must match.
 pub struct ProofContext<'a> {
     pub method: &'a str,
-    /// `scheme://authority/path` of the request, without query or fragment.
-    pub uri: &'a str,
+    /// The request's canonical target; `htu` is compared in the same form.
+    pub target: &'a Target<'a>,
+    pub allow: PathAllowances,
     pub access_token: &'a str,
+    /// The thumbprint the token is bound to (`cnf.jkt`).
+    pub jkt: &'a str,
     pub now: i64,
 }
 
 #[derive(Debug)]
 pub struct DpopVerifier {
     settings: DpopSettings,
-    /// SHA-256 of (key thumbprint, jti) -> unix time the entry stops mattering.
-    seen: Cache<[u8; 32], i64>,
+    seen: ReplayCache,
 }
 
 fn invalid(why: impl Into<String>) -> TokenError {
@@ -51,12 +60,12 @@ fn invalid(why: impl Into<String>) -> TokenError {
 
 impl DpopVerifier {
     pub fn new(settings: DpopSettings) -> Self {
-        let seen = Cache::new(settings.replay_entries.max(1));
+        let seen = ReplayCache::new(settings.replay_entries);
         Self { settings, seen }
     }
 
-    /// Verifies `proof`; returns the JWK thumbprint of the key that signed it.
-    pub fn verify(&self, proof: &str, ctx: &ProofContext<'_>) -> Result<String, TokenError> {
+    /// Verifies `proof` for the request and the token in `ctx`.
+    pub fn verify(&self, proof: &str, ctx: &ProofContext<'_>) -> Result<(), TokenError> {
         let mut parts = proof.split('.');
         let (Some(h), Some(p), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -103,14 +112,20 @@ impl DpopVerifier {
         if text("htm") != Some(ctx.method) {
             return Err(invalid(format!(
                 "htm does not match the method {}",
-                ctx.method
+                Quoted(ctx.method)
             )));
         }
         let htu = text("htu").ok_or_else(|| invalid("htu is missing"))?;
-        if normalize_uri(htu) != normalize_uri(ctx.uri) {
+        let matches = Target::of_url(htu, ctx.allow).is_ok_and(|t| {
+            t.scheme == ctx.target.scheme
+                && t.host == ctx.target.host
+                && t.port == ctx.target.port
+                && t.path == ctx.target.path
+        });
+        if !matches {
             return Err(invalid(format!(
-                "htu {htu:?} does not match the request {:?}",
-                ctx.uri
+                "htu {} does not match the request",
+                Quoted(htu)
             )));
         }
         let iat = claims
@@ -133,42 +148,60 @@ impl DpopVerifier {
         let thumbprint = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| invalid("cannot compute the jwk thumbprint"))?;
+        // The key first: only the token holder's proofs may take a place in the cache.
+        if thumbprint != ctx.jkt {
+            return Err(invalid(
+                "the proof key is not the key the token is bound to (cnf.jkt)",
+            ));
+        }
 
         let mut id = Sha256::new();
         id.update(thumbprint.as_bytes());
         id.update([0]);
         id.update(jti.as_bytes());
-        let id: [u8; 32] = id.finalize().into();
         let until = iat.saturating_add(max_age).saturating_add(leeway);
-        match self.seen.get_value_or_guard(&id, Some(Duration::ZERO)) {
-            GuardResult::Value(expires) if expires >= ctx.now => {
-                return Err(TokenError::DpopReplay);
-            }
-            GuardResult::Value(_) => self.seen.insert(id, until),
-            GuardResult::Guard(guard) => {
-                let _ = guard.insert(until);
-            }
-            // Another Check is recording this very proof right now: a replay.
-            GuardResult::Timeout => return Err(TokenError::DpopReplay),
-        }
-        Ok(thumbprint)
+        self.seen.record(id.finalize().into(), until, ctx.now)
     }
 }
 
-/// Scheme and host compare case-insensitively; query and fragment are not part of `htu`.
-fn normalize_uri(uri: &str) -> String {
-    let uri = uri.split(['?', '#']).next().unwrap_or(uri);
-    match uri.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let path = if path.is_empty() { "/" } else { path };
-            format!(
-                "{}://{}{}",
-                scheme.to_ascii_lowercase(),
-                authority.to_ascii_lowercase(),
-                path
-            )
+/// Shards of the replay cache; a proof's id picks its shard.
+const SHARDS: usize = 16;
+
+/// Proof ids (SHA-256 of key thumbprint and `jti`) until the unix time after which
+/// the proof is too old to be accepted anyway.
+#[derive(Debug)]
+struct ReplayCache {
+    shards: [Mutex<HashMap<[u8; 32], i64>>; SHARDS],
+    per_shard: usize,
+}
+
+impl ReplayCache {
+    fn new(entries: usize) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            per_shard: entries.div_ceil(SHARDS).max(1),
         }
-        None => uri.to_owned(),
+    }
+
+    /// Remembers `id` until `until`; a replay, or a cache full of live proofs, fails.
+    fn record(&self, id: [u8; 32], until: i64, now: i64) -> Result<(), TokenError> {
+        let shard = self
+            .shards
+            .get(usize::from(id[0]) % SHARDS)
+            .ok_or(TokenError::DpopReplayCacheFull)?;
+        let mut seen = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.get(&id).is_some_and(|expires| *expires >= now) {
+            return Err(TokenError::DpopReplay);
+        }
+        if seen.len() >= self.per_shard {
+            seen.retain(|_, expires| *expires >= now);
+            if seen.len() >= self.per_shard {
+                return Err(TokenError::DpopReplayCacheFull);
+            }
+        }
+        seen.insert(id, until);
+        Ok(())
     }
 }

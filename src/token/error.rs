@@ -2,6 +2,7 @@
 //! none carries the token itself, so any of them may be logged.
 
 use crate::decision::DenyReason;
+use crate::quote::Quoted;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -9,7 +10,7 @@ pub enum TokenError {
     Missing,
     #[error("the token is malformed: {0}")]
     Malformed(String),
-    #[error("the issuer {0:?} is not trusted")]
+    #[error("the issuer {} is not trusted", Quoted(.0))]
     UnknownIssuer(String),
     #[error("no verification key: {0}")]
     UnknownKey(String),
@@ -19,7 +20,7 @@ pub enum TokenError {
     BadSignature,
     #[error("the claim {0} is missing")]
     MissingClaim(&'static str),
-    #[error("the audience {0:?} is not accepted")]
+    #[error("the audience {} is not accepted", Quoted(.0))]
     WrongAudience(String),
     #[error("the token expired at {exp}")]
     Expired { exp: i64 },
@@ -43,6 +44,10 @@ pub enum TokenError {
     DpopInvalid(String),
     #[error("DPoP proof replayed (jti seen before)")]
     DpopReplay,
+    #[error(
+        "the DPoP replay cache is full of unexpired proofs (tokens.dpop.replay_entries); refusing rather than forgetting one"
+    )]
+    DpopReplayCacheFull,
 }
 
 impl TokenError {
@@ -66,6 +71,7 @@ impl TokenError {
             Self::TaskMismatch(_) => DenyReason::BindingTaskMismatch,
             Self::DpopInvalid(_) => DenyReason::DpopInvalid,
             Self::DpopReplay => DenyReason::DpopReplay,
+            Self::DpopReplayCacheFull => DenyReason::DpopReplayCacheFull,
         }
     }
 }

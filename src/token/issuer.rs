@@ -41,10 +41,30 @@ pub enum TokenKind {
     Transaction,
 }
 
+/// How an issuer's tokens name the human on whose behalf an agent acts. Whatever the
+/// rule, a token whose grant type claim names a machine grant (client credentials)
+/// has no human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HumanRule {
+    /// The subject, when `act` names actors and the subject is not one of them: a
+    /// human delegated through token exchange (RFC 8693). The default.
+    Delegation,
+    /// As `Delegation`, and also the subject when `azp` or `client_id` names another
+    /// party (an agent that got the token through a user's login).
+    Client,
+    /// The value of this claim (a non-empty string), e.g. `email`.
+    Claim(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
     /// The `iss` claim this issuer's tokens carry.
     pub issuer: String,
+    pub human: HumanRule,
+    /// The claim naming the grant a token came from (Auth0's `gty`), if any.
+    pub grant_type_claim: Option<String>,
+    /// Grant types (values of `grant_type_claim`) whose tokens never have a human.
+    pub machine_grant_types: Vec<String>,
     pub kind: TokenKind,
     /// At least one must appear in the token's `aud`.
     pub audiences: Vec<String>,

@@ -26,10 +26,12 @@ pub use claims::AgentClaims;
 pub use document::TokenDocument;
 pub use dpop::DpopSettings;
 pub use error::TokenError;
-pub use issuer::{Issuer, IssuerConfig, KeySource, TokenKind};
+pub use issuer::{HumanRule, Issuer, IssuerConfig, KeySource, TokenKind};
 pub use keys::KeySet;
 pub use verify::{MissingKey, Unverified, VerifiedToken};
 
+use crate::quote::Quoted;
+use crate::request::{PathAllowances, Target};
 use crate::view::RequestView;
 use dpop::{DpopVerifier, ProofContext};
 use verify::Verifier;
@@ -61,6 +63,8 @@ pub struct TokenSettings {
     pub require_task: bool,
     pub cache_entries: usize,
     pub dpop: DpopSettings,
+    /// How request paths are read, so a DPoP `htu` is read the same way.
+    pub paths: PathAllowances,
 }
 
 /// How the primary token was presented.
@@ -172,12 +176,14 @@ impl Authenticator {
         })
     }
 
-    /// Authenticates `view` at the current time.
-    pub fn authenticate(&self, view: &RequestView) -> Result<Identity, AuthFailure> {
-        self.authenticate_at(view, unix_now())
-    }
-
-    pub fn authenticate_at(&self, view: &RequestView, now: i64) -> Result<Identity, AuthFailure> {
+    /// Verifies the tokens of `view`, whose canonical target is `target`, at unix
+    /// time `now`, and binds them to the workload and the task.
+    pub fn authenticate(
+        &self,
+        view: &RequestView,
+        target: &Target<'_>,
+        now: i64,
+    ) -> Result<Identity, AuthFailure> {
         let h = &self.settings.headers;
         let authorization = view
             .header(&h.authorization)
@@ -220,11 +226,14 @@ impl Authenticator {
                     ))
                     .into());
                 }
+                // Bound on its own terms, as when it comes alone: beside an access
+                // token it still speaks for a workload.
+                self.bind_workload(view, target, &txn, Presentation::TxnToken, raw, now)?;
                 Some(txn)
             }
         };
 
-        let mut binding = self.bind_workload(view, &token, presented, raw, now)?;
+        let mut binding = self.bind_workload(view, target, &token, presented, raw, now)?;
         binding.task = self.bind_task(view, &token, txn.as_deref())?;
         Ok(Identity {
             token,
@@ -237,6 +246,7 @@ impl Authenticator {
     fn bind_workload(
         &self,
         view: &RequestView,
+        target: &Target<'_>,
         token: &VerifiedToken,
         presented: Presentation,
         raw: &str,
@@ -252,21 +262,17 @@ impl Authenticator {
                         self.settings.headers.dpop
                     ))
                 })?;
-                let uri = request_uri(view);
-                let thumbprint = self.dpop.verify(
+                self.dpop.verify(
                     proof,
                     &ProofContext {
                         method: &view.method,
-                        uri: &uri,
+                        target,
+                        allow: self.settings.paths,
                         access_token: raw,
+                        jkt,
                         now,
                     },
                 )?;
-                if thumbprint != *jkt {
-                    return Err(TokenError::DpopInvalid(
-                        "the proof key is not the key the token is bound to (cnf.jkt)".into(),
-                    ));
-                }
                 binding.dpop = true;
             }
             (Presentation::Dpop, None) => {
@@ -300,8 +306,9 @@ impl Authenticator {
         if let Some(workload) = &claims.workload {
             if *workload != view.source_principal {
                 return Err(TokenError::WorkloadMismatch(format!(
-                    "the token's workload {workload:?} is not the peer {:?}",
-                    view.source_principal
+                    "the token's workload {} is not the peer {}",
+                    Quoted(workload),
+                    Quoted(&view.source_principal)
                 )));
             }
             binding.workload_claim = true;
@@ -328,7 +335,9 @@ impl Authenticator {
         let task = match (token.claims.task.as_ref(), txn_task) {
             (Some(access), Some(txn)) if access != txn => {
                 return Err(TokenError::TaskMismatch(format!(
-                    "the transaction token is for {txn:?}, the access token for {access:?}"
+                    "the transaction token is for {}, the access token for {}",
+                    Quoted(txn),
+                    Quoted(access)
                 )));
             }
             (access, txn) => access.or(txn),
@@ -343,10 +352,13 @@ impl Authenticator {
         };
         match requested {
             None => Err(TokenError::TaskMismatch(format!(
-                "the token is for task {task:?} and the request names none ({header})"
+                "the token is for task {} and the request names none ({header})",
+                Quoted(task)
             ))),
             Some(r) if r != task => Err(TokenError::TaskMismatch(format!(
-                "the token is for task {task:?}, the request for {r:?}"
+                "the token is for task {}, the request for {}",
+                Quoted(task),
+                Quoted(r)
             ))),
             Some(_) => Ok(Some(task.clone())),
         }
@@ -370,17 +382,6 @@ fn parse_authorization(value: &str) -> Result<(Presentation, &str), TokenError> 
         return Err(TokenError::Missing);
     }
     Ok((presented, token))
-}
-
-/// The request URI a DPoP proof names: scheme, authority and path, no query.
-fn request_uri(view: &RequestView) -> String {
-    let path = view.path.split(['?', '#']).next().unwrap_or("/");
-    let scheme = if view.scheme.is_empty() {
-        "http"
-    } else {
-        &view.scheme
-    };
-    format!("{scheme}://{}{path}", view.host)
 }
 
 /// Whole seconds of `d` as the claims count them, saturating.

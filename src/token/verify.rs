@@ -21,6 +21,7 @@ use super::issuer::{Issuer, TokenKind};
 use super::keys::KeySet;
 use super::secs;
 use crate::policy::Value;
+use crate::quote::Quoted;
 
 /// A token whose signature and claims checked out.
 #[derive(Debug)]
@@ -60,8 +61,9 @@ impl MissingKey {
     /// The denial when fetching the issuer's keys cannot help, or did not.
     pub fn denial(&self) -> TokenError {
         TokenError::UnknownKey(format!(
-            "{} publishes no key {:?}",
-            self.issuer.config.issuer, self.kid
+            "{} publishes no key {}",
+            self.issuer.config.issuer,
+            Quoted(&self.kid)
         ))
     }
 }
@@ -137,7 +139,7 @@ impl Verifier {
             .ok()
             .filter(|alg| issuer.config.algorithms.contains(alg))
             // Quoted: the name comes from an unverified header and reaches the log.
-            .ok_or_else(|| TokenError::AlgNotAllowed(format!("{alg_name:?}")))?;
+            .ok_or_else(|| TokenError::AlgNotAllowed(Quoted(alg_name).to_string()))?;
         if issuer.config.kind == TokenKind::Transaction
             && header.get("typ").and_then(Json::as_str) != Some("txntoken+jwt")
         {
@@ -165,7 +167,8 @@ impl Verifier {
                         kid: kid.to_owned(),
                     }),
                     Some(kid) => {
-                        TokenError::AlgNotAllowed(format!("{alg_name} for key {kid:?}")).into()
+                        TokenError::AlgNotAllowed(format!("{alg_name} for key {}", Quoted(kid)))
+                            .into()
                     }
                     None => TokenError::UnknownKey(format!("{iss} has no {alg_name} key")).into(),
                 });
@@ -176,11 +179,7 @@ impl Verifier {
             Some(Arc::clone(&set))
         };
 
-        let agent = AgentClaims::read(
-            &claims,
-            &issuer.config.task_claim,
-            issuer.config.workload_claim.as_deref(),
-        );
+        let agent = AgentClaims::read(&claims, &issuer.config);
         check_audience(&claims, &issuer.config.audiences)?;
         check_times(&agent, issuer, now)?;
         check_lifetime(&agent, issuer, now)?;

@@ -1,6 +1,8 @@
-# leash's default decision: a request passes only when no gate in data.leash.gates
-# denies it. Each gate adds a reason to `deny`; the reasons reach the client (JSON
-# body), the decision log (`reason`) and Envoy's metadata.
+# leash's default decision: a request passes only when every requirement of the
+# governance library has positive evidence (data.leash.gates.unmet is empty) and no
+# gate denies it. The reasons reach the client (JSON body), the decision log
+# (`reason`) and Envoy's metadata. leash itself tells the tool who acts
+# (x-leash-agent, x-leash-human, x-leash-task), from what it verified.
 #
 # Extend it without editing these files: serve with `--library embedded --policy DIR`
 # and put more `deny contains "..." if { ... }` rules in package leash.gates, and
@@ -8,7 +10,6 @@
 package envoy.authz
 
 import rego.v1
-
 
 default allow := {
 	"allowed": false,
@@ -20,9 +21,11 @@ default allow := {
 
 allow := {
 	"allowed": true,
-	"headers": data.leash.lib.upstream_headers,
-	"dynamic_metadata": {"leash_action": input.leash.action.class},
-} if count(data.leash.gates.deny) == 0
+	"dynamic_metadata": {"leash_action": data.leash.lib.class},
+} if {
+	count(data.leash.gates.unmet) == 0
+	count(data.leash.gates.deny) == 0
+}
 
 allow := {
 	"allowed": false,
@@ -30,8 +33,7 @@ allow := {
 	"headers": {"content-type": "application/json"},
 	"body": json.marshal({"error": "forbidden", "reasons": reasons}),
 	"reason": concat("; ", reasons),
-	"dynamic_metadata": {"leash_action": input.leash.action.class},
 } if {
-	count(data.leash.gates.deny) > 0
 	reasons := sort(data.leash.gates.deny)
+	count(reasons) > 0
 }

@@ -1,0 +1,152 @@
+# What an allow needs: positive evidence for every requirement below. A request is
+# allowed only when each is met; the absence of a reason to deny is never enough, so
+# a missing, null or garbled value in input.leash leaves a requirement unmet.
+#
+# Operators extend the library in this package with `deny contains "..." if {...}`
+# rules: they can only take an allow away.
+package leash.gates
+
+import rego.v1
+
+requirements := {
+	"identity", # a verified, bound token; or an unauthenticated route, for reads
+	"scope", # a scope covering the action on the resource
+	"human", # a delegating human, for the classes that need one
+	"delegation", # a delegation chain within the depth limit
+	"destructive_grant", # an explicit grant for a destructive action
+	"export_grant", # an explicit grant for an export
+	"privilege_grant", # an explicit grant for a privilege change
+	"privilege_human", # a delegating human for a privilege change
+	"known_tool", # a tool from the operator's tool table
+	"readable_body", # a body leash could read, for writes
+}
+
+unmet := requirements - met
+
+# Why, in words: one reason per unmet requirement, plus the operators' own.
+deny contains reason if {
+	some requirement in unmet
+	reason := explain(requirement)
+}
+
+deny contains sprintf("requirement %s is not met", [requirement]) if {
+	some requirement in unmet
+	not explain(requirement)
+}
+
+met contains "identity" if input.leash.authenticated == true
+
+met contains "identity" if {
+	input.leash.authenticated == false
+	data.leash.lib.class == "read"
+}
+
+explain("identity") := "unauthenticated requests may only read" if {
+	input.leash.authenticated == false
+}
+
+explain("identity") := "leash established no identity for this request" if {
+	not input.leash.authenticated == false
+}
+
+met contains "scope" if {
+	input.leash.authenticated == true
+	data.leash.lib.scope_covers
+}
+
+# An unauthenticated route carries no token and so no scopes; "identity" lets such
+# requests read, and only read.
+met contains "scope" if input.leash.authenticated == false
+
+explain("scope") := sprintf("scope %s:%s is required", [data.leash.lib.resource_id, data.leash.lib.class]) if {
+	input.leash.authenticated == true
+}
+
+met contains "human" if {
+	class := data.leash.lib.class
+	not class in data.leash.lib.human_required_for
+}
+
+met contains "human" if data.leash.lib.human
+
+explain("human") := sprintf("%s actions need a human on whose behalf the agent acts", [data.leash.lib.class])
+
+met contains "delegation" if {
+	depth := input.leash.delegation.depth
+	is_number(depth)
+	depth <= data.leash.lib.max_delegation_depth
+}
+
+explain("delegation") := sprintf("a delegation chain of %d agents exceeds the limit of %d", [depth, limit]) if {
+	depth := input.leash.delegation.depth
+	is_number(depth)
+	limit := data.leash.lib.max_delegation_depth
+}
+
+met contains "destructive_grant" if {
+	class := data.leash.lib.class
+	class != "destructive"
+}
+
+met contains "destructive_grant" if {
+	data.leash.lib.class == "destructive"
+	data.leash.lib.granted("destructive")
+}
+
+explain("destructive_grant") := sprintf("destructive action on %s needs an explicit grant", [data.leash.lib.resource_id])
+
+met contains "export_grant" if {
+	tags := data.leash.lib.tags
+	not "export" in tags
+}
+
+met contains "export_grant" if data.leash.lib.granted("export")
+
+explain("export_grant") := sprintf("export from %s needs an export grant", [data.leash.lib.resource_id])
+
+met contains "privilege_grant" if {
+	tags := data.leash.lib.tags
+	not "privilege" in tags
+}
+
+met contains "privilege_grant" if data.leash.lib.granted("privilege")
+
+explain("privilege_grant") := sprintf("privilege change on %s needs a privilege grant", [data.leash.lib.resource_id])
+
+met contains "privilege_human" if {
+	tags := data.leash.lib.tags
+	not "privilege" in tags
+}
+
+met contains "privilege_human" if data.leash.lib.human
+
+explain("privilege_human") := sprintf("privilege change on %s needs a human on whose behalf the agent acts", [data.leash.lib.resource_id])
+
+met contains "known_tool" if {
+	resource := data.leash.lib.resource
+	resource.kind != "tool"
+}
+
+met contains "known_tool" if {
+	data.leash.lib.resource.kind == "tool"
+	input.leash.tool.known == true
+	input.leash.tool.name == data.leash.lib.resource.name
+}
+
+met contains "known_tool" if {
+	data.leash.lib.resource.kind == "tool"
+	data.leash.lib.allow_unknown_tools == true
+}
+
+explain("known_tool") := sprintf("tool %s is not in the operator's tool table", [data.leash.lib.resource.name]) if {
+	data.leash.lib.resource.kind == "tool"
+}
+
+met contains "readable_body" if {
+	tags := data.leash.lib.tags
+	not "opaque_body" in tags
+}
+
+met contains "readable_body" if data.leash.lib.class == "read"
+
+explain("readable_body") := sprintf("cannot tell what this %s request to %s does: leash could not read its body; name its route in an actions rule", [data.leash.lib.class, data.leash.lib.resource_id])
