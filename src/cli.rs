@@ -40,8 +40,8 @@ pub struct CheckReport {
 }
 
 /// Decides one request read from `file` (an input document, or a CheckRequest as
-/// JSON) with the configured policy.
-pub fn check(config: &Config, file: &str, text: &str) -> Result<CheckReport, CliError> {
+/// JSON) with the configured policy and every key source `serve` would load.
+pub async fn check(config: &Config, file: &str, text: &str) -> Result<CheckReport, CliError> {
     let bad = |message: String| CliError::Input {
         file: file.to_owned(),
         message,
@@ -52,6 +52,11 @@ pub fn check(config: &Config, file: &str, text: &str) -> Result<CheckReport, Cli
         return Err(err.into());
     }
     let pipeline = crate::app::pipeline(config, store.clone()).map_err(|e| bad(e.to_string()))?;
+    pipeline
+        .authenticator()
+        .load_key_sources()
+        .await
+        .map_err(CliError::Token)?;
 
     // An input document carries what leash derives (`parsed_path`, `version`); a
     // CheckRequest carries only `attributes`.
@@ -256,14 +261,7 @@ pub async fn inspect(config: &Config, raw: &str) -> Result<InspectReport, CliErr
     let (header, claims, _) =
         crate::token::opa::decode(raw).map_err(|e| CliError::Token(format!("not a JWT: {e}")))?;
     let auth = Authenticator::new(config.tokens.settings.clone()).map_err(CliError::Token)?;
-    for issuer in auth.issuers() {
-        if issuer.refetch_possible() {
-            let client = issuer.http_client().map_err(CliError::Token)?;
-            if let Err(err) = issuer.load(&client).await {
-                tracing::warn!(issuer = %issuer.config.issuer, "{err}");
-            }
-        }
-    }
+    auth.load_key_sources().await.map_err(CliError::Token)?;
     let now = unix_now();
     let time = |name: &str| claims.get(name).and_then(Json::as_i64);
     let mut report = json!({

@@ -360,6 +360,16 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
     guard
 }
 
+/// Runs `future` to completion on a single-threaded runtime: for the commands that
+/// fetch keys once and exit.
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let config = match args.policy.load(Vec::new()) {
         Ok(config) => config,
@@ -368,7 +378,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let file = args.input.display().to_string();
     let text =
         std::fs::read_to_string(&args.input).with_context(|| format!("cannot read {file}"))?;
-    let report = leash::cli::check(&config, &file, &text)?;
+    let report = block_on(leash::cli::check(&config, &file, &text))??;
     println!(
         "{}",
         serde_json::to_string_pretty(&report.to_json(args.show_input))?
@@ -539,10 +549,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 Ok(config) => config,
                 Err(code) => return Ok(code),
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let report = runtime.block_on(leash::cli::inspect(&config, &raw))?;
+            let report = block_on(leash::cli::inspect(&config, &raw))??;
             println!("{}", serde_json::to_string_pretty(&report.json)?);
             if !report.accepted {
                 return Ok(ExitCode::FAILURE);

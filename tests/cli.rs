@@ -324,3 +324,82 @@ fn token_mint_and_inspect_round_trip() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["reason"], "token.lifetime_exceeded");
 }
+
+/// The README's token example, end to end through `leash check -c`: the key set in
+/// `jwks_file` is loaded as `serve` loads it.
+#[test]
+fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("idp.pem");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&key, pair.serialize_pem()).unwrap();
+    let key_arg = key.to_str().unwrap();
+    let jwks = leash(&[
+        "token", "jwks", "--key", key_arg, "--alg", "ES256", "--kid", "k1",
+    ]);
+    assert!(jwks.status.success(), "{}", stderr(&jwks));
+    std::fs::write(dir.path().join("jwks.json"), &jwks.stdout).unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tokens:\n  issuers:\n    - {{ issuer: https://idp.local, audiences: [tools], algorithms: [ES256], jwks_file: {}/jwks.json,\n        require_workload_binding: false }}\nactions:\n  tools: {{ search: {{ class: read }} }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let minted = leash(&[
+        "token",
+        "mint",
+        "--key",
+        key_arg,
+        "--alg",
+        "ES256",
+        "--kid",
+        "k1",
+        "--iss",
+        "https://idp.local",
+        "--aud",
+        "tools",
+        "--sub",
+        "alice",
+        "--task",
+        "t-1",
+        "--act",
+        "planner",
+        "--scope",
+        "tool:search:read",
+    ]);
+    assert!(minted.status.success(), "{}", stderr(&minted));
+    let token = stdout(&minted).trim().to_owned();
+    let request = dir.path().join("req.json");
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#;
+    std::fs::write(
+        &request,
+        serde_json::json!({"attributes": {"request": {"http": {
+            "method": "POST", "host": "tools.example", "path": "/mcp", "body": call,
+            "headers": {"content-type": "application/json", "authorization": format!("Bearer {token}"),
+                        "x-agent-task": "t-1"},
+        }}}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = leash(&[
+        "check",
+        "-c",
+        config.to_str().unwrap(),
+        "--input",
+        request.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["decision"], "allow", "{report:#}");
+    assert_eq!(
+        report["upstream_headers"],
+        serde_json::json!([
+            {"name": "x-leash-agent", "value": "planner"},
+            {"name": "x-leash-human", "value": "alice"},
+            {"name": "x-leash-task", "value": "t-1"},
+        ])
+    );
+}

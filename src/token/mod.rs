@@ -168,6 +168,21 @@ impl Authenticator {
         self.verifier.issuers()
     }
 
+    /// Reads every issuer's JWKS file or URL once, as `serve` does at start: for the
+    /// commands that decide or inspect without serving. A source that fails is logged
+    /// and leaves its issuer without keys.
+    pub async fn load_key_sources(&self) -> Result<(), String> {
+        for issuer in self.issuers() {
+            if issuer.refetch_possible() {
+                let client = issuer.http_client()?;
+                if let Err(err) = issuer.load(&client).await {
+                    tracing::warn!(issuer = %issuer.config.issuer, "{err}");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Verifies a token's signature and claims (no binding), as `leash token inspect` does.
     pub fn verify_token(&self, raw: &str, now: i64) -> Result<Arc<VerifiedToken>, TokenError> {
         self.verifier.verify(raw, now).map_err(|err| match err {
