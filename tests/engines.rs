@@ -136,3 +136,354 @@ fn auto_falls_back_to_the_interpreter_for_what_the_vm_cannot_run() {
         "engine: vm refuses it"
     );
 }
+
+/// The governance library's shared cases (`rego/leash/testcases/cases_test.yaml`, also
+/// run by its Rego tests).
+#[derive(Deserialize)]
+struct LibraryCases {
+    base: serde_json::Value,
+    cases: Vec<LibraryCase>,
+}
+
+#[derive(Deserialize)]
+struct LibraryCase {
+    name: String,
+    /// Merged into `base.leash`.
+    #[serde(default = "empty_object")]
+    leash: serde_json::Value,
+    /// `data.leash.settings` and `data.leash.grants` for the case.
+    #[serde(default)]
+    data: serde_json::Value,
+    allowed: bool,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// The embedded library with `data` under `data.leash`, on both engines.
+struct Library {
+    vm: leash::policy::PolicySet,
+    interpreter: leash::policy::PolicySet,
+    _dir: tempfile::TempDir,
+}
+
+impl Library {
+    fn load(data: &serde_json::Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("leash")).unwrap();
+        let data = if data.is_null() {
+            serde_json::json!({})
+        } else {
+            data.clone()
+        };
+        std::fs::write(dir.path().join("leash/data.json"), data.to_string()).unwrap();
+        let set = |engine: &str| {
+            let mut config = config(dir.path(), engine);
+            config.policy.source = leash::policy::PolicySource::Layered(dir.path().to_owned());
+            let store = leash::app::policy_store(&config);
+            assert!(matches!(store.reload(), ReloadOutcome::Applied(_)));
+            store.current().as_ref().unwrap().as_ref().clone()
+        };
+        Self {
+            vm: set("vm"),
+            interpreter: set("interpreter"),
+            _dir: dir,
+        }
+    }
+
+    /// Whether both engines allow `input`; they must agree.
+    fn allows(&self, input: &serde_json::Value, what: &str) -> bool {
+        let allowed = |set: &leash::policy::PolicySet| {
+            set.evaluate(leash::policy::Value::from(input.clone()))
+                .is_ok_and(|v| v["allowed"] == leash::policy::Value::Bool(true))
+        };
+        let (vm, interpreter) = (allowed(&self.vm), allowed(&self.interpreter));
+        assert_eq!(
+            vm, interpreter,
+            "{what}: the VM and the interpreter disagree"
+        );
+        vm
+    }
+}
+
+/// Objects merge member by member; anything else replaces (Rego's `object.union`).
+fn merge(base: &serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            let mut out = b.clone();
+            for (k, v) in p {
+                let merged = b.get(k).map_or_else(|| v.clone(), |old| merge(old, v));
+                out.insert(k.clone(), merged);
+            }
+            serde_json::Value::Object(out)
+        }
+        (_, patch) => patch.clone(),
+    }
+}
+
+/// One edit of an input: a member removed, or a member or array element nulled.
+enum Edit {
+    Remove(Vec<String>),
+    Null(Vec<String>),
+}
+
+impl Edit {
+    fn apply(&self, input: &serde_json::Value) -> serde_json::Value {
+        let mut out = input.clone();
+        let (path, remove) = match self {
+            Edit::Remove(p) => (p, true),
+            Edit::Null(p) => (p, false),
+        };
+        let (last, parents) = path.split_last().unwrap();
+        let mut slot = &mut out;
+        for key in parents {
+            slot = match slot {
+                serde_json::Value::Object(o) => o.get_mut(key).unwrap(),
+                serde_json::Value::Array(a) => a.get_mut(key.parse::<usize>().unwrap()).unwrap(),
+                _ => unreachable!(),
+            };
+        }
+        match slot {
+            serde_json::Value::Object(o) if remove => {
+                o.remove(last);
+            }
+            serde_json::Value::Object(o) => {
+                o.insert(last.clone(), serde_json::Value::Null);
+            }
+            serde_json::Value::Array(a) => {
+                a[last.parse::<usize>().unwrap()] = serde_json::Value::Null
+            }
+            _ => unreachable!(),
+        }
+        out
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Edit::Remove(p) => format!("without {}", p.join(".")),
+            Edit::Null(p) => format!("with {} null", p.join(".")),
+        }
+    }
+}
+
+/// Every member of `input.leash` at any depth (removed, or nulled), every array
+/// element below it (nulled), and every top-level member of `input`.
+fn edits(input: &serde_json::Value) -> Vec<Edit> {
+    fn walk(value: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Edit>) {
+        match value {
+            serde_json::Value::Object(o) => {
+                for (k, v) in o {
+                    path.push(k.clone());
+                    out.push(Edit::Remove(path.clone()));
+                    if !v.is_null() {
+                        out.push(Edit::Null(path.clone()));
+                    }
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    path.push(i.to_string());
+                    if !v.is_null() {
+                        out.push(Edit::Null(path.clone()));
+                    }
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for key in input.as_object().unwrap().keys() {
+        out.push(Edit::Remove(vec![key.clone()]));
+        out.push(Edit::Null(vec![key.clone()]));
+    }
+    walk(&input["leash"], &mut vec!["leash".to_owned()], &mut out);
+    out
+}
+
+/// What an allow rests on: without any of these, the library has no evidence.
+fn required(input: &serde_json::Value) -> Vec<Vec<String>> {
+    let leash = &input["leash"];
+    let path = |p: &str| p.split('.').map(str::to_owned).collect::<Vec<_>>();
+    let mut out: Vec<Vec<String>> = [
+        "leash",
+        "leash.authenticated",
+        "leash.action",
+        "leash.action.class",
+        "leash.action.tags",
+        "leash.resource",
+        "leash.resource.kind",
+        "leash.resource.name",
+        "leash.delegation",
+        "leash.delegation.depth",
+    ]
+    .into_iter()
+    .map(path)
+    .collect();
+    if leash["authenticated"] == true {
+        out.push(path("leash.scopes"));
+    }
+    if leash["resource"]["kind"] == "tool" {
+        out.extend(["leash.tool", "leash.tool.name", "leash.tool.known"].map(path));
+    }
+    let tags = leash["action"]["tags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if leash["action"]["class"] != "read" || tags.contains(&"privilege".into()) {
+        out.push(path("leash.human"));
+    }
+    out
+}
+
+/// A small deterministic generator, so a failure names a seed that reproduces it.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next() % 2 == 0
+    }
+}
+
+/// An `input.leash` patch drawn at random: classes, tags, resources of every kind,
+/// scopes and grants that do and do not fit, with and without a human.
+fn random_leash(rng: &mut XorShift) -> serde_json::Value {
+    let kind = *rng.pick(&["tool", "resource", "prompt", "rule", "host"]);
+    let name = *rng.pick(&["search", "delete_repo", "*", "file:///a"]);
+    let class = *rng.pick(&["read", "write", "destructive"]);
+    let tags: Vec<&str> = [
+        "export",
+        "privilege",
+        "opaque_body",
+        "chaining",
+        "method_override",
+    ]
+    .into_iter()
+    .filter(|_| rng.next() % 4 == 0)
+    .collect();
+    let id = format!("{kind}:{name}");
+    let pool = [
+        format!("{kind}:{name}:{class}"),
+        format!("{kind}:*:destructive"),
+        format!("{kind}:{name}:read"),
+        "tool:*:read".to_owned(),
+        "host:*:write".to_owned(),
+        format!("destructive:{id}"),
+        format!("export:{id}"),
+        format!("privilege:{kind}:*"),
+        "destructive:*".to_owned(),
+        format!("other:{id}"),
+    ];
+    let scopes: Vec<&String> = pool.iter().filter(|_| rng.coin()).collect();
+    let details = match rng.next() % 4 {
+        0 => {
+            serde_json::json!([{"type": "leash", "actions": ["destructive", "export", "privilege"], "identifier": id}])
+        }
+        1 => serde_json::json!([{"type": "leash", "actions": ["destructive"]}]),
+        _ => serde_json::Value::Null,
+    };
+    let depth = rng.next() % 4;
+    serde_json::json!({
+        "authenticated": rng.next() % 5 != 0,
+        "human": if rng.coin() { serde_json::json!("alice") } else { serde_json::Value::Null },
+        "delegation": {"depth": depth},
+        "scopes": scopes,
+        "authorization_details": details,
+        "action": {"class": class, "tags": tags},
+        "resource": {"kind": kind, "name": name, "id": id},
+        "tool": if kind == "tool" {
+            serde_json::json!({"name": name, "arguments": {}, "known": rng.coin()})
+        } else {
+            serde_json::Value::Null
+        },
+    })
+}
+
+#[test]
+fn the_library_decides_its_shared_cases_on_both_engines() {
+    let cases: LibraryCases =
+        yaml_serde::from_str(include_str!("../rego/leash/testcases/cases_test.yaml")).unwrap();
+    let mut libraries: BTreeMap<String, Library> = BTreeMap::new();
+    for case in &cases.cases {
+        let library = libraries
+            .entry(case.data.to_string())
+            .or_insert_with(|| Library::load(&case.data));
+        let input = merge(&cases.base, &serde_json::json!({"leash": case.leash}));
+        assert_eq!(
+            library.allows(&input, &case.name),
+            case.allowed,
+            "{}",
+            case.name
+        );
+    }
+}
+
+/// Removing or nulling any single member of `input.leash`, at any depth, or any
+/// top-level member of `input`, never turns a denial into an allow; and an allow
+/// never survives losing what it rests on.
+#[test]
+fn the_library_never_allows_on_missing_evidence() {
+    let cases: LibraryCases =
+        yaml_serde::from_str(include_str!("../rego/leash/testcases/cases_test.yaml")).unwrap();
+    let mut inputs: Vec<(String, serde_json::Value, serde_json::Value)> = cases
+        .cases
+        .iter()
+        .map(|c| {
+            let input = merge(&cases.base, &serde_json::json!({"leash": c.leash}));
+            (c.name.clone(), input, c.data.clone())
+        })
+        .collect();
+    let mut rng = XorShift(0x5eed_1ea5_u64);
+    for i in 0..120 {
+        let input = merge(
+            &cases.base,
+            &serde_json::json!({"leash": random_leash(&mut rng)}),
+        );
+        inputs.push((format!("random input {i}"), input, serde_json::Value::Null));
+    }
+    let mut libraries: BTreeMap<String, Library> = BTreeMap::new();
+    let (mut allowed, mut checked) = (0, 0);
+    for (name, input, data) in &inputs {
+        let library = libraries
+            .entry(data.to_string())
+            .or_insert_with(|| Library::load(data));
+        let before = library.allows(input, name);
+        allowed += usize::from(before);
+        let must_deny = if before { required(input) } else { Vec::new() };
+        for edit in edits(input) {
+            let edited = edit.apply(input);
+            let what = format!("{name}, {}", edit.describe());
+            let after = library.allows(&edited, &what);
+            checked += 1;
+            assert!(before || !after, "{what}: a denial turned into an allow");
+            let path = match &edit {
+                Edit::Remove(p) | Edit::Null(p) => p,
+            };
+            if must_deny.contains(path) {
+                assert!(!after, "{what}: allowed without the evidence it rests on");
+            }
+        }
+    }
+    // The inputs must exercise both outcomes, or the property says nothing.
+    assert!(
+        allowed > 20 && allowed < inputs.len() - 20,
+        "{allowed} of {}",
+        inputs.len()
+    );
+    assert!(checked > 5_000, "{checked}");
+}

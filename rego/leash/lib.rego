@@ -43,10 +43,13 @@ class := c if {
 	levels[c]
 }
 
-# The action's tags, when they are a list.
+# The action's tags, when they are a list of strings.
 tags := t if {
 	t := input.leash.action.tags
 	is_array(t)
+	every tag in t {
+		is_string(tag)
+	}
 }
 
 # The resource acted on, when it is well formed. leash names it: the MCP tool,

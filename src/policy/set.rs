@@ -189,6 +189,7 @@ impl PolicySet {
                     .and_then(|program| {
                         let vm = Evaluator::Vm(VmProgram::new(program, data.clone(), options.limits));
                         let got = warm(&vm, warmup)?;
+                        if got != expected { eprintln!("DEBUG vm={:?}\ninterp={:?}", got, expected); }
                         if got == expected {
                             Ok(vm)
                         } else {

@@ -2,6 +2,10 @@
 # allowed only when each is met; the absence of a reason to deny is never enough, so
 # a missing, null or garbled value in input.leash leaves a requirement unmet.
 #
+# Every value a `not` reads is type-checked first: regorus's bytecode VM does not fail
+# a body on `x := <undefined>`, so `not ... x ...` alone would succeed there where OPA
+# and the interpreter fail the body.
+#
 # Operators extend the library in this package with `deny contains "..." if {...}`
 # rules: they can only take an allow away.
 package leash.gates
@@ -9,6 +13,7 @@ package leash.gates
 import rego.v1
 
 requirements := {
+	"shape", # input.leash as leash builds it: nothing a decision reads is missing
 	"identity", # a verified, bound token; or an unauthenticated route, for reads
 	"scope", # a scope covering the action on the resource
 	"human", # a delegating human, for the classes that need one
@@ -29,10 +34,22 @@ deny contains reason if {
 	reason := explain(requirement)
 }
 
+# A requirement unmet for want of a value leash always sets is told by "shape".
 deny contains sprintf("requirement %s is not met", [requirement]) if {
 	some requirement in unmet
 	not explain(requirement)
+	not "shape" in unmet
 }
+
+met contains "shape" if {
+	is_boolean(input.leash.authenticated)
+	is_string(data.leash.lib.class)
+	is_array(data.leash.lib.tags)
+	is_object(data.leash.lib.resource)
+	is_number(input.leash.delegation.depth)
+}
+
+explain("shape") := "input.leash is incomplete: leash builds it for every request, so this input did not come from leash"
 
 met contains "identity" if input.leash.authenticated == true
 
@@ -64,6 +81,7 @@ explain("scope") := sprintf("scope %s:%s is required", [data.leash.lib.resource_
 
 met contains "human" if {
 	class := data.leash.lib.class
+	is_string(class)
 	not class in data.leash.lib.human_required_for
 }
 
@@ -97,30 +115,39 @@ explain("destructive_grant") := sprintf("destructive action on %s needs an expli
 
 met contains "export_grant" if {
 	tags := data.leash.lib.tags
+	is_array(tags)
 	not "export" in tags
 }
 
 met contains "export_grant" if data.leash.lib.granted("export")
 
-explain("export_grant") := sprintf("export from %s needs an export grant", [data.leash.lib.resource_id])
+explain("export_grant") := sprintf("export from %s needs an export grant", [data.leash.lib.resource_id]) if {
+	"export" in data.leash.lib.tags
+}
 
 met contains "privilege_grant" if {
 	tags := data.leash.lib.tags
+	is_array(tags)
 	not "privilege" in tags
 }
 
 met contains "privilege_grant" if data.leash.lib.granted("privilege")
 
-explain("privilege_grant") := sprintf("privilege change on %s needs a privilege grant", [data.leash.lib.resource_id])
+explain("privilege_grant") := sprintf("privilege change on %s needs a privilege grant", [data.leash.lib.resource_id]) if {
+	"privilege" in data.leash.lib.tags
+}
 
 met contains "privilege_human" if {
 	tags := data.leash.lib.tags
+	is_array(tags)
 	not "privilege" in tags
 }
 
 met contains "privilege_human" if data.leash.lib.human
 
-explain("privilege_human") := sprintf("privilege change on %s needs a human on whose behalf the agent acts", [data.leash.lib.resource_id])
+explain("privilege_human") := sprintf("privilege change on %s needs a human on whose behalf the agent acts", [data.leash.lib.resource_id]) if {
+	"privilege" in data.leash.lib.tags
+}
 
 met contains "known_tool" if {
 	resource := data.leash.lib.resource
@@ -135,6 +162,8 @@ met contains "known_tool" if {
 
 met contains "known_tool" if {
 	data.leash.lib.resource.kind == "tool"
+	input.leash.tool.name == data.leash.lib.resource.name
+	is_boolean(input.leash.tool.known)
 	data.leash.lib.allow_unknown_tools == true
 }
 
@@ -144,6 +173,7 @@ explain("known_tool") := sprintf("tool %s is not in the operator's tool table", 
 
 met contains "readable_body" if {
 	tags := data.leash.lib.tags
+	is_array(tags)
 	not "opaque_body" in tags
 }
 
