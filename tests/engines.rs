@@ -487,3 +487,40 @@ fn the_library_never_allows_on_missing_evidence() {
     );
     assert!(checked > 5_000, "{checked}");
 }
+
+/// regorus's VM does not fail a body on `x := <undefined>`, so `not f(x)` succeeds
+/// there. Such a policy must not be served by the VM: a request without the header
+/// would be allowed where OPA and the interpreter deny it.
+#[test]
+fn a_policy_the_vm_would_open_on_a_missing_value_is_served_by_the_interpreter() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.rego"),
+        r#"package envoy.authz
+import rego.v1
+default allow := false
+allow if {
+	token := input.attributes.request.http.headers["x-agent-id"]
+	not startswith(token, "blocked")
+}
+"#,
+    )
+    .unwrap();
+    let (auto, kind) = pipeline(dir.path(), "auto");
+    assert_eq!(kind, EngineKind::Interpreter);
+    let without = RequestView::try_from(common::request("GET", "/", &[])).unwrap();
+    assert_eq!(
+        auto.check(&without).decision.reason().map(|r| r.code()),
+        Some("policy.denied")
+    );
+    let with = RequestView::try_from(common::request("GET", "/", &[("x-agent-id", "a1")])).unwrap();
+    assert!(auto.check(&with).decision.is_allow());
+    let store = leash::app::policy_store(&config(dir.path(), "vm"));
+    match store.reload() {
+        ReloadOutcome::Rejected(err) => assert!(
+            format!("{err:?}").contains("without input.attributes"),
+            "{err:?}"
+        ),
+        other => panic!("engine: vm must refuse it: {other:?}"),
+    }
+}

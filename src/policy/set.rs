@@ -189,15 +189,23 @@ impl PolicySet {
                     .and_then(|program| {
                         let vm = Evaluator::Vm(VmProgram::new(program, data.clone(), options.limits));
                         let got = warm(&vm, warmup)?;
-                        if got != expected { eprintln!("DEBUG vm={:?}\ninterp={:?}", got, expected); }
-                        if got == expected {
-                            Ok(vm)
-                        } else {
-                            Err(Problem::general(
+                        if got != expected {
+                            return Err(Problem::general(
                                 source.describe(),
                                 "the bytecode VM decides the warm-up input differently from the interpreter",
                             )
-                            .into())
+                            .into());
+                        }
+                        match first_divergence(&vm, &interpreter, warmup) {
+                            None => Ok(vm),
+                            Some(path) => Err(Problem::general(
+                                source.describe(),
+                                format!(
+                                    "the bytecode VM decides a warm-up input without {path} differently \
+                                     from the interpreter (a value the policy reads may be undefined)"
+                                ),
+                            )
+                            .into()),
                         }
                     });
                 match (vm, options.engine) {
@@ -282,6 +290,56 @@ pub(crate) fn parse(
         .add_data(data.clone())
         .map_err(|err| Problem::from_regorus("data", &err))?;
     Ok((engine, data))
+}
+
+/// The first member whose absence makes the two engines decide a warm-up input
+/// differently, as `input.a.b`. regorus's VM does not fail a rule body on
+/// `x := <undefined>`, so a later `not` on `x` succeeds where the interpreter (and
+/// OPA) fail the body; inputs with one member missing at a time bring such rules out
+/// before the VM may serve them. Errors compare equal to errors.
+fn first_divergence(vm: &Evaluator, interpreter: &Evaluator, inputs: &[Value]) -> Option<String> {
+    let mut path = Vec::new();
+    inputs.iter().find_map(|input| {
+        let mut found = None;
+        for_each_removal(input, &mut path, &mut |variant, path| {
+            if found.is_none() {
+                let a = vm.evaluate(variant.clone()).ok();
+                let b = interpreter.evaluate(variant).ok();
+                if a != b {
+                    found = Some(format!("input.{}", path.join(".")));
+                }
+            }
+        });
+        found
+    })
+}
+
+/// Calls `f` with `input` less one member, for every member of every object in it
+/// (arrays are left whole: a missing element is not a shape requests take).
+fn for_each_removal(input: &Value, path: &mut Vec<String>, f: &mut dyn FnMut(Value, &[String])) {
+    let Value::Object(members) = input else {
+        return;
+    };
+    for (key, value) in members.iter() {
+        let name = key
+            .as_string()
+            .map_or_else(|_| key.to_string(), |s| s.to_string());
+        path.push(name);
+        let mut without = input.clone();
+        if let Ok(object) = without.as_object_mut() {
+            object.remove(key);
+        }
+        f(without, path);
+        // The variants of a member, each placed back into the whole input.
+        for_each_removal(value, path, &mut |inner, inner_path| {
+            let mut whole = input.clone();
+            if let Ok(object) = whole.as_object_mut() {
+                object.insert(key.clone(), inner);
+            }
+            f(whole, inner_path);
+        });
+        path.pop();
+    }
 }
 
 fn warm(evaluator: &Evaluator, inputs: &[Value]) -> Result<Vec<Value>, PolicyLoadError> {
