@@ -249,3 +249,48 @@ async fn envoy_reaches_leash_over_a_unix_socket() {
     assert_eq!(envoy.send("GET", "/ok", &[], "").await.status, 200);
     assert_eq!(envoy.send("GET", "/nope", &[], "").await.status, 403);
 }
+
+/// `envoy --mode validate` accepts both shipped bootstraps as written (the mTLS one
+/// with its certificate paths pointed at real files).
+#[test]
+fn the_shipped_bootstraps_validate() {
+    let Some(binary) = require_envoy() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("validate CA");
+    let server = ca.server();
+    std::fs::write(dir.path().join("server.pem"), &server.cert).unwrap();
+    std::fs::write(dir.path().join("server-key.pem"), &server.key).unwrap();
+    std::fs::write(dir.path().join("agents-ca.pem"), &ca.pem).unwrap();
+    for bootstrap in ["envoy.yaml", "envoy-mtls.yaml"] {
+        let shipped = std::fs::read_to_string(format!(
+            "{}/deploy/envoy/{bootstrap}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        for setting in [
+            "normalize_path: true",
+            "merge_slashes: true",
+            "path_with_escaped_slashes_action: REJECT_REQUEST",
+            "headers_with_underscores_action: REJECT_REQUEST",
+            "context_extensions: { leash_resource: tools }",
+        ] {
+            assert!(shipped.contains(setting), "{bootstrap} lacks {setting}");
+        }
+        let path = dir.path().join(bootstrap);
+        let tls = format!("{}/", dir.path().display());
+        std::fs::write(&path, shipped.replace("/etc/envoy/tls/", &tls)).unwrap();
+        let out = std::process::Command::new(&binary)
+            .args(["--mode", "validate", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{bootstrap}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -75,6 +75,17 @@ impl Envoy {
         Self::start_from("envoy.yaml", &[], binary, leash, upstream).await
     }
 
+    /// Starts Envoy from the shipped bootstrap with `edits` (text, replacement) applied;
+    /// each text must be in the bootstrap.
+    pub async fn start_edited(
+        binary: &Path,
+        leash: &LeashAddr,
+        upstream: SocketAddr,
+        edits: &[(&str, &str)],
+    ) -> Self {
+        Self::start_from("envoy.yaml", edits, binary, leash, upstream).await
+    }
+
     /// Starts Envoy from the shipped mTLS bootstrap; `tls` holds `server.pem`,
     /// `server-key.pem` and `agents-ca.pem`.
     pub async fn start_mtls(

@@ -35,6 +35,11 @@ pub struct Leash {
 impl Leash {
     /// Starts leash on ephemeral loopback ports with `overrides` (`section.key`, value).
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
+        Self::start_yaml("", overrides).await
+    }
+
+    /// Starts leash from the configuration `yaml` with `overrides` on top.
+    pub async fn start_yaml(yaml: &str, overrides: &[(&str, &str)]) -> Self {
         let mut all: Vec<(&str, String)> = vec![
             ("listen.grpc", "127.0.0.1:0".into()),
             ("listen.admin", "127.0.0.1:0".into()),
@@ -44,7 +49,7 @@ impl Leash {
             ("tokens.mode", "off".into()),
         ];
         all.extend(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        let config = Config::from_yaml("test", "", &all).expect("test config");
+        let config = Config::from_yaml("test", yaml, &all).expect("test config");
         let app = tokio::task::spawn_blocking(move || leash::app::App::build(config))
             .await
             .unwrap()
