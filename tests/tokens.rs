@@ -35,12 +35,18 @@ fn fixture() -> Fixture {
 /// An authenticator trusting an access-token issuer (RS256 and EdDSA keys) and a
 /// transaction-token issuer; `extra` is appended to the issuer's YAML.
 fn fixture_with(extra: &str) -> Fixture {
+    fixture_with_tokens("", extra)
+}
+
+/// As [`fixture_with`], with `tokens` (keys of the `tokens:` section) too.
+fn fixture_with_tokens(tokens: &str, extra: &str) -> Fixture {
     let rsa = signing_key(Algorithm::RS256);
     let ed = signing_key(Algorithm::EdDSA);
     let txn = signing_key(Algorithm::ES256);
     let yaml = format!(
         r#"
 tokens:
+{tokens}
   issuers:
     - issuer: {ISS}
       audiences: [{AUD}]
@@ -483,6 +489,77 @@ fn dpop_proofs_bind_each_request_and_cannot_be_replayed() {
         )
         .is_ok()
     );
+}
+
+#[test]
+fn proofs_from_other_keys_cannot_push_a_proof_out_of_the_replay_cache() {
+    // One entry per shard: a cache that evicted would forget a proof at once.
+    let f = fixture_with_tokens("  dpop: { replay_entries: 16 }", "");
+    let holder = signing_key(Algorithm::ES256);
+    let token = f.token(|c| {
+        c.remove("spiffe_id");
+        c.insert("cnf".into(), json!({"jkt": holder.thumbprint().unwrap()}));
+    });
+    let uri = "http://tools.example/mcp";
+    let send = |key: &SigningKey, jti: &str| {
+        let proof = key.dpop_proof("POST", uri, &token, f.now, jti).unwrap();
+        f.check(&[
+            ("authorization", &format!("DPoP {token}")),
+            ("dpop", &proof),
+            ("x-agent-task", "task-7"),
+        ])
+        .err()
+    };
+    assert_eq!(send(&holder, "victim"), None);
+    // A flood of proofs signed by other keys is refused before the cache...
+    let attacker = signing_key(Algorithm::ES256);
+    for i in 0..200 {
+        assert_eq!(
+            send(&attacker, &format!("flood-{i}")).as_deref(),
+            Some("dpop.invalid")
+        );
+    }
+    // ...so the victim's proof is still remembered and cannot be replayed.
+    assert_eq!(send(&holder, "victim").as_deref(), Some("dpop.replay"));
+    // The holder's own proofs fill the cache: it refuses rather than forgets.
+    let refused = (0..64)
+        .filter_map(|i| send(&holder, &format!("own-{i}")))
+        .collect::<Vec<_>>();
+    assert!(!refused.is_empty());
+    assert!(
+        refused.iter().all(|r| r == "dpop.replay_cache_full"),
+        "{refused:?}"
+    );
+    assert_eq!(send(&holder, "victim").as_deref(), Some("dpop.replay"));
+}
+
+#[test]
+fn a_transaction_token_beside_an_access_token_is_bound_on_its_own_terms() {
+    let f = fixture();
+    let access = f.token(|_| {});
+    let txn = |req_wl: &str| {
+        let claims = claims(json!({
+            "iss": "https://txn.test", "aud": "trust.test", "sub": "alice",
+            "iat": f.now, "exp": f.now + 60, "txn": "task-7", "req_wl": req_wl,
+        }));
+        f.txn
+            .sign(&claims, Some("txn-1"), Some("txntoken+jwt"))
+            .unwrap()
+    };
+    let send = |txn: String| {
+        f.check(&[
+            ("authorization", &bearer(&access)),
+            ("txn-token", &txn),
+            ("x-agent-task", "task-7"),
+        ])
+        .err()
+    };
+    assert_eq!(send(txn(SPIFFE)), None);
+    assert_eq!(
+        send(txn("spiffe://test/ns/agents/sa/other")).as_deref(),
+        Some("binding.workload_mismatch")
+    );
+    assert_eq!(send(txn("")).as_deref(), Some("binding.unbound"));
 }
 
 #[test]
