@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{Metrics, ReloadResult};
-use crate::policy::{PolicyStore, ReloadOutcome};
+use crate::policy::{EngineKind, PolicyStore, ReloadOutcome};
 
 #[derive(Debug, Clone)]
 pub struct Reloader {
@@ -60,11 +60,13 @@ impl Reloader {
                     decision_rule = %info.decision_rule,
                     "policy applied"
                 );
-                if let Some(note) = &info.engine_note {
-                    tracing::warn!(
+                match (&info.engine_note, info.engine) {
+                    (Some(note), EngineKind::Interpreter) => tracing::info!(
                         %source,
-                        "serving with the Rego interpreter, slower than the bytecode VM: {note}"
-                    );
+                        "serving with the Rego interpreter rather than the bytecode VM: {note}"
+                    ),
+                    (Some(note), EngineKind::Vm) => tracing::warn!(%source, "{note}"),
+                    (None, _) => {}
                 }
             }
             ReloadOutcome::Unchanged(info) => {

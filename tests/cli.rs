@@ -176,6 +176,13 @@ fn validate_reports_every_problem_with_file_and_line() {
     let fixed = PolicyDir::new(&[("authz.rego", POLICY), ("data.json", "{\"a\": 1}")]);
     let out = leash(&["policy", "validate", &fixed.path_str()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    has(&stdout(&out), "engine interpreter");
+    has(
+        &stdout(&out),
+        "modules other than the shipped library run on the interpreter",
+    );
+    let out = leash(&["policy", "validate", &fixed.path_str(), "--engine", "vm"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     has(&stdout(&out), "engine vm");
 }
 

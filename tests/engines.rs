@@ -111,7 +111,7 @@ fn vm_and_interpreter_decide_every_fixture_identically() {
 }
 
 #[test]
-fn auto_falls_back_to_the_interpreter_for_what_the_vm_cannot_run() {
+fn auto_serves_operator_modules_on_the_interpreter_and_the_vm_refuses_what_it_cannot_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.rego"),
@@ -128,7 +128,7 @@ fn auto_falls_back_to_the_interpreter_for_what_the_vm_cannot_run() {
         .info()
         .engine_note
         .clone();
-    assert!(note.is_some_and(|n| n.contains("with")));
+    assert!(note.is_some_and(|n| n.contains("modules other than the shipped library")));
 
     let store = leash::app::policy_store(&config(dir.path(), "vm"));
     assert!(
@@ -523,4 +523,59 @@ allow if {
         ),
         other => panic!("engine: vm must refuse it: {other:?}"),
     }
+}
+
+/// The VM makes a rule body that raises an error not match: an operator's deny rule
+/// that errors would vanish there. Operator modules are served by the interpreter,
+/// where the error denies.
+#[test]
+fn an_operator_gate_that_errors_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("leash")).unwrap();
+    std::fs::write(
+        dir.path().join("limits.rego"),
+        r#"package leash.gates
+import rego.v1
+deny contains "at most 100 results" if to_number(input.leash.tool.arguments.limit) > 100
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("leash/data.json"),
+        r#"{"actions": {"tools": {"search": {"class": "read"}}}}"#,
+    )
+    .unwrap();
+    let mut config = config(dir.path(), "auto");
+    config.policy.source = leash::policy::PolicySource::Layered(dir.path().to_owned());
+    let store = leash::app::policy_store(&config);
+    let info = match store.reload() {
+        ReloadOutcome::Applied(info) => info,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info.engine, EngineKind::Interpreter);
+    let pipeline = leash::app::pipeline(&config, store).unwrap();
+    let call = |limit: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"search","arguments":{{"limit":{limit}}}}}}}"#
+        );
+        let req = common::request_with_body(
+            "POST",
+            "/mcp",
+            &[("content-type", "application/json")],
+            &body,
+        );
+        pipeline
+            .check(&RequestView::try_from(req).unwrap())
+            .decision
+    };
+    assert!(call("5").is_allow());
+    assert_eq!(
+        call("500").reason().map(|r| r.code()),
+        Some("policy.denied")
+    );
+    // "0x1388" is 5000 to a JavaScript tool and an error to to_number: it denies.
+    assert_eq!(
+        call(r#""0x1388""#).reason().map(|r| r.code()),
+        Some("policy.error")
+    );
 }

@@ -227,7 +227,7 @@ async fn a_broken_reload_is_reported_with_file_and_line_and_the_old_set_serves()
         .into_inner()
         .policy
         .unwrap();
-    assert_eq!(before.engine, "vm");
+    assert_eq!(before.engine, "interpreter");
 
     policy.write(
         "authz.rego",

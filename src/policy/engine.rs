@@ -147,10 +147,10 @@ impl VmProgram {
         vm.set_data(self.data.clone())
             .map_err(|err| EvalError::Failed(err.to_string()))?;
         vm.set_max_instructions(self.limits.max_instructions.get());
-        // As the interpreter does: a builtin that fails raises an error, and an error
-        // denies. Left lenient, the VM would make the failing expression undefined, and
-        // a deny rule built on it would silently vanish.
-        vm.set_strict_builtin_errors(true);
+        // Strict builtin errors would not make the VM deny: it catches a body's errors
+        // and treats the body as not matching, so they would only add errors (mixed-type
+        // comparisons) the interpreter does not raise. Which policies the VM may serve
+        // at all is decided in `set.rs`.
         vm.set_execution_timer_config(Some(self.limits.timer()));
         Ok(vm)
     }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::engine::{EngineKind, EvalError, EvalLimits, Evaluator, Interpreter, VmProgram};
 use super::problem::{PolicyLoadError, Problem};
-use super::source::{DataFile, DataFormat, PolicySource, SourceFiles};
+use super::source::{DataFile, DataFormat, PolicySource, SourceFile, SourceFiles};
 
 /// The rule whose value is the decision, e.g. `data.envoy.authz.allow`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +111,16 @@ impl std::fmt::Debug for Prepare {
     }
 }
 
+/// Why `auto` serves a set with modules of the operator's on the interpreter.
+const OPERATOR_MODULES: &str = "modules other than the shipped library run on the interpreter: \
+    it denies when a rule raises an error, where the VM makes that rule not match (a deny \
+    rule that errors would vanish); policy.engine: vm trades that for speed";
+
+/// What `engine: vm` gives up on modules other than the shipped library.
+const VM_FORCED: &str = "policy.engine is vm: a rule body that raises an error does not match \
+    instead of denying, and conflicting rule values are undefined; write policies that allow \
+    only on positive evidence";
+
 /// A compiled, warmed policy revision. Immutable: a reload builds a new one.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
@@ -181,8 +191,14 @@ impl PolicySet {
             Evaluator::Interpreter(Interpreter::new(compiled.clone(), options.limits));
         let expected = warm(&interpreter, warmup)?;
 
+        let proven = files.modules.iter().all(SourceFile::is_embedded);
         let (evaluator, engine_note) = match options.engine {
             EngineChoice::Interpreter => (interpreter, None),
+            // The VM makes a rule body that raises an error simply not match, and a
+            // conflict undefined: a deny rule that errors vanishes. The shipped library
+            // allows only on positive evidence and is tested for exactly this on both
+            // engines; other modules are served by the interpreter, which denies.
+            EngineChoice::Auto if !proven => (interpreter, Some(OPERATOR_MODULES.to_owned())),
             EngineChoice::Vm | EngineChoice::Auto => {
                 let vm = Compiler::compile_from_policy(&compiled, &[rule])
                     .map_err(|err| PolicyLoadError::from(Problem::from_regorus(&source.describe(), &err)))
@@ -209,7 +225,8 @@ impl PolicySet {
                         }
                     });
                 match (vm, options.engine) {
-                    (Ok(vm), _) => (vm, None),
+                    (Ok(vm), _) if proven => (vm, None),
+                    (Ok(vm), _) => (vm, Some(VM_FORCED.to_owned())),
                     (Err(err), EngineChoice::Vm) => return Err(err),
                     (Err(err), _) => (interpreter, Some(err.to_string())),
                 }

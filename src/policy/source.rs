@@ -38,6 +38,13 @@ pub struct SourceFile {
     pub text: String,
 }
 
+impl SourceFile {
+    /// Part of the library compiled into leash, not a file of the operator's.
+    pub fn is_embedded(&self) -> bool {
+        self.path.starts_with(EMBEDDED_PREFIX)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataFormat {
     Json,
