@@ -100,7 +100,7 @@ fn with_bound_token(key: &SigningKey, kid: &str, cert: Option<&str>) -> CheckReq
     let mut claims = serde_json::json!({
         "iss": ISS, "aud": "tools", "sub": "alice", "iat": now, "exp": now + 600,
         "jti": uuid::Uuid::new_v4().to_string(),
-        "task_id": "t-1", "spiffe_id": SPIFFE, "scope": "tool:search:read tool:127.0.0.1:read",
+        "task_id": "t-1", "spiffe_id": SPIFFE, "scope": "tool:search:read host:*:read",
         "act": {"sub": "planner"},
     });
     if let Some(cert) = cert {
@@ -195,6 +195,26 @@ fn bench_check(c: &mut Criterion) {
             |r| black_box(RequestView::try_from(r).unwrap()),
             BatchSize::SmallInput,
         );
+    });
+    // The worst a glob the configuration allows can cost: MAX_GLOB_BYTES of stars
+    // and super-stars against a path at the default length limit that almost matches.
+    let worst = {
+        let mut glob = String::from("/**");
+        while glob.len() + 8 < leash::glob::MAX_GLOB_BYTES {
+            glob.push_str("/*a*b*/**");
+        }
+        glob + "/z"
+    };
+    assert!(worst.len() <= leash::glob::MAX_GLOB_BYTES);
+    let matcher = leash::glob::path_matcher(&worst).unwrap();
+    let limit = leash::request::RequestLimits::default().max_path_bytes;
+    let mut path = String::new();
+    while path.len() + 4 <= limit {
+        path.push_str("/ab");
+    }
+    assert!(!matcher.is_match(&path));
+    parts.bench_function(format!("glob_worst/{}", path.len()), |b| {
+        b.iter(|| black_box(matcher.is_match(black_box(&path))));
     });
     let view = RequestView::try_from(req.clone()).unwrap();
     parts.bench_function("input_document", |b| {

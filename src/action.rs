@@ -32,7 +32,7 @@ use serde::Deserialize;
 use crate::glob::{GlobError, RouteMatcher};
 use crate::mcp::{self, Message, Named};
 use crate::policy::Value;
-use crate::request::Target;
+use crate::request::{Target, is_header};
 use crate::view::RequestView;
 
 /// The tag of a request whose body leash could not read for what it does.
@@ -160,12 +160,21 @@ pub struct RuleConfig {
     /// Methods, uppercase; empty matches GET, HEAD, OPTIONS, POST, PUT, PATCH and DELETE.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Upstreams by the name Envoy's route gives them (`leash_resource`); empty matches
+    /// any. Unlike `hosts`, the agent cannot choose these.
+    #[serde(default)]
+    pub routes: Vec<String>,
     pub class: ActionClass,
     #[serde(default)]
     pub tags: Vec<String>,
-    /// On an MCP request, this rule decides instead of the MCP method and tool tables.
+    /// On an MCP request on an MCP route, this rule decides instead of the MCP method
+    /// and tool tables.
     #[serde(default)]
     pub override_tools: bool,
+    /// The route takes bodies leash cannot read (uploads): they are not tagged
+    /// `opaque_body`, and the rule's class stands for them.
+    #[serde(default)]
+    pub allow_opaque_body: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -188,12 +197,27 @@ pub struct HostConfig {
 struct Rule {
     name: Arc<str>,
     matcher: RouteMatcher,
+    routes: Vec<Arc<str>>,
     class: ActionClass,
     tags: Vec<String>,
     override_tools: bool,
+    allow_opaque_body: bool,
 }
 
 impl Rule {
+    fn on_route(&self, req: &Request<'_>) -> bool {
+        self.routes.is_empty()
+            || req
+                .view
+                .route_resource
+                .as_ref()
+                .is_some_and(|r| self.routes.contains(r))
+    }
+
+    fn matches(&self, req: &Request<'_>, method: &str) -> bool {
+        self.on_route(req) && self.matcher.matches(req.target, method)
+    }
+
     /// The rule's class for `method`: a rule that does not name an unusual method
     /// cannot vouch for it.
     fn class_for(&self, method: &str) -> ActionClass {
@@ -226,9 +250,11 @@ impl ActionsConfig {
                 Ok(Rule {
                     name: Arc::from(r.name.as_str()),
                     matcher,
+                    routes: r.routes.iter().map(|n| Arc::from(n.as_str())).collect(),
                     class: r.class,
                     tags: r.tags.clone(),
                     override_tools: r.override_tools,
+                    allow_opaque_body: r.allow_opaque_body,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -265,17 +291,17 @@ pub fn from_data(data: &Value) -> Result<Option<Actions>, String> {
 }
 
 /// What classification reads of a request besides the view: its canonical target,
-/// the parsed query and body, and the MCP message when it is one.
+/// the parsed body, and the MCP message when it is one.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub view: &'a RequestView,
     pub target: &'a Target<'a>,
-    /// `parsed_query`.
-    pub query: &'a Value,
     /// `parsed_body`, `null` when leash could not read it.
     pub body: &'a Value,
     pub truncated: bool,
     pub mcp: Option<&'a Message>,
+    /// On a configured MCP route: the MCP tables decide alone there.
+    pub on_mcp_route: bool,
 }
 
 /// Rules, tools and hosts from configuration and policy data, ready to match.
@@ -306,12 +332,20 @@ impl Classifier {
     pub fn classify(&self, req: &Request<'_>) -> (Action, Option<ToolCall>) {
         let overrides = method_overrides(req);
         let (mut action, tool) = match req.mcp {
-            Some(message) => {
+            Some(message) if req.on_mcp_route => {
                 let (mut action, tool) = self.mcp(req, message);
                 for method in &overrides {
                     action.class = action.class.max(method_class(method));
                 }
                 (action, tool)
+            }
+            // Off an MCP route, the server may be an MCP server no route names, or one
+            // that ignores MCP headers and JSON-RPC members: both readings count, and
+            // the stricter class wins.
+            Some(message) => {
+                let (mcp, tool) = self.mcp(req, message);
+                let (http, _) = self.http(req, &overrides);
+                (stricter(mcp, http), tool)
             }
             None => self.http(req, &overrides),
         };
@@ -347,7 +381,7 @@ impl Classifier {
         let overriding = self
             .rules
             .iter()
-            .find(|r| r.override_tools && r.matcher.matches(req.target, &req.view.method));
+            .find(|r| r.override_tools && req.on_mcp_route && r.matches(req, &req.view.method));
         let (class, tags, source) = match (overriding, &tool) {
             (Some(rule), _) => (
                 rule.class,
@@ -386,7 +420,7 @@ impl Classifier {
 
     fn http(&self, req: &Request<'_>, overrides: &[String]) -> (Action, Option<ToolCall>) {
         let method = req.view.method.as_str();
-        let rule = self.rule_for(req.target, method);
+        let rule = self.rule_for(req, method);
         let mut action = match rule {
             Some(rule) => Action {
                 class: rule.class_for(method),
@@ -406,28 +440,32 @@ impl Classifier {
         };
         // The method a framework runs instead is classified as that method would be.
         for method in overrides {
-            match self.rule_for(req.target, method) {
-                Some(other) => {
-                    action.class = action.class.max(other.class_for(method));
-                    for tag in &other.tags {
-                        if !action.tags.contains(tag) {
-                            action.tags.push(tag.clone());
-                        }
-                    }
-                }
+            match self.rule_for(req, method) {
+                Some(other) => raise(&mut action, other, method),
                 None => action.class = action.class.max(method_class(method)),
             }
         }
-        if rule.is_none() && is_opaque(req) {
+        // A case-insensitive server (Express, ASP.NET) or one that serves `/x.json` as
+        // `/x` (Rails formats) runs a rule's route under other spellings: those can
+        // only raise the class and add tags, never lower them.
+        if !self.rules.is_empty() {
+            let extensionless = without_extension(&req.target.path);
+            for method in std::iter::once(method).chain(overrides.iter().map(String::as_str)) {
+                for other in self.rules.iter().filter(|r| {
+                    r.on_route(req) && r.matcher.matches_loosely(req.target, extensionless, method)
+                }) {
+                    raise(&mut action, other, method);
+                }
+            }
+        }
+        if !rule.is_some_and(|r| r.allow_opaque_body) && is_opaque(req) {
             action.tags.push(OPAQUE_BODY.to_owned());
         }
         (action, None)
     }
 
-    fn rule_for(&self, target: &Target<'_>, method: &str) -> Option<&Rule> {
-        self.rules
-            .iter()
-            .find(|r| r.matcher.matches(target, method))
+    fn rule_for(&self, req: &Request<'_>, method: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(req, method))
     }
 
     /// The host resource: as Envoy's route names it, else as the operator's host list
@@ -448,6 +486,51 @@ impl Classifier {
             kind: ResourceKind::Host,
             name,
         }
+    }
+}
+
+/// Raises `action` to what `rule` says of `method`, adding its tags.
+fn raise(action: &mut Action, rule: &Rule, method: &str) {
+    action.class = action.class.max(rule.class_for(method));
+    for tag in &rule.tags {
+        if !action.tags.contains(tag) {
+            action.tags.push(tag.clone());
+        }
+    }
+}
+
+/// Both readings of a request that may or may not be MCP: the higher class and every
+/// tag; the resource the body names, else the other reading's.
+fn stricter(mcp: Action, http: Action) -> Action {
+    let named = matches!(
+        mcp.resource.kind,
+        ResourceKind::Tool | ResourceKind::Resource | ResourceKind::Prompt
+    );
+    let (class, source) = if http.class > mcp.class {
+        (http.class, http.source)
+    } else {
+        (mcp.class, mcp.source)
+    };
+    let mut tags = mcp.tags;
+    for tag in http.tags {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Action {
+        class,
+        tags,
+        source,
+        resource: if named { mcp.resource } else { http.resource },
+    }
+}
+
+/// The canonical path with a `.ext` suffix of its last segment removed.
+fn without_extension(path: &str) -> &str {
+    let last = path.rfind('/').map_or(0, |i| i + 1);
+    match path.get(last..).and_then(|segment| segment.rfind('.')) {
+        Some(dot) if dot > 0 => path.get(..last + dot).unwrap_or(path),
+        _ => path,
     }
 }
 
@@ -491,8 +574,8 @@ fn mcp_class(method: &str) -> ActionClass {
 }
 
 /// Every method the request names besides its own, uppercase as frameworks read them.
-/// A body leash cannot parse that mentions `_method` names one it cannot know: `?`,
-/// which classifies as destructive.
+/// A body or query leash cannot parse that mentions the parameter names a method it
+/// cannot know: `?`, which classifies as destructive.
 fn method_overrides(req: &Request<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let mut add = |value: &str| {
@@ -503,18 +586,23 @@ fn method_overrides(req: &Request<'_>) -> Vec<String> {
             }
         }
     };
-    for name in OVERRIDE_HEADERS {
-        if let Some(value) = req.view.header(name) {
+    for (name, value) in &req.view.headers {
+        if OVERRIDE_HEADERS.iter().any(|h| is_header(name, h)) {
             add(value);
         }
     }
-    for source in [req.query, req.body] {
-        let Value::Object(fields) = source else {
-            continue;
-        };
+    // The query as servers split it: on `&` and on `;`, names decoded.
+    let query = req.view.path.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split(['&', ';']) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if is_override_param(&decode_lossy(name)) {
+            add(&decode_lossy(value));
+        }
+    }
+    if let Value::Object(fields) = req.body {
         for (key, value) in fields.iter() {
             let Value::String(key) = key else { continue };
-            if !key.eq_ignore_ascii_case(OVERRIDE_PARAM) {
+            if !is_override_param(key) {
                 continue;
             }
             match value {
@@ -528,20 +616,88 @@ fn method_overrides(req: &Request<'_>) -> Vec<String> {
             }
         }
     }
-    let raw = req.view.body.as_bytes();
-    if matches!(req.body, Value::Null)
-        && raw
-            .windows(OVERRIDE_PARAM.len())
-            .any(|w| w.eq_ignore_ascii_case(OVERRIDE_PARAM.as_bytes()))
-    {
+    // A body leash cannot parse may still carry the parameter, in any spelling.
+    if is_opaque(req) && mentions_override(req.view.body.as_bytes()) {
         add("?");
     }
     out
 }
 
-/// A body was sent and leash could not read it.
+/// Percent-decodes a query component (`+` is a space), keeping bad escapes as written.
+fn decode_lossy(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = (b == b'%')
+            .then(|| {
+                let hi = crate::request::hex(*bytes.get(i + 1)?)?;
+                let lo = crate::request::hex(*bytes.get(i + 2)?)?;
+                Some((hi << 4) | lo)
+            })
+            .flatten();
+        match (escaped, b) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `_method` as PHP (and so Laravel) reads a parameter name: leading spaces dropped,
+/// cut at NUL, `.`, ` ` and `[` read as `_`; compared ignoring case.
+fn is_override_param(key: &str) -> bool {
+    let key = key.trim_start_matches(' ');
+    let key = key.split('\0').next().unwrap_or(key);
+    key.len() == OVERRIDE_PARAM.len()
+        && key.bytes().zip(OVERRIDE_PARAM.bytes()).all(|(a, b)| {
+            a.to_ascii_lowercase() == b || (b == b'_' && matches!(a, b'.' | b' ' | b'['))
+        })
+}
+
+/// Raw bytes naming the override parameter in any spelling a server reads as
+/// `_method`: `method` after `_`, `.`, a space or `[`, plain or percent-encoded.
+fn mentions_override(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"method";
+    const PREFIXES: [&[u8]; 8] = [b"_", b".", b" ", b"[", b"%5f", b"%2e", b"%20", b"%5b"];
+    raw.windows(NAME.len()).enumerate().any(|(at, w)| {
+        w.eq_ignore_ascii_case(NAME)
+            && PREFIXES.iter().any(|p| {
+                at.checked_sub(p.len())
+                    .and_then(|start| raw.get(start..at))
+                    .is_some_and(|before| before.eq_ignore_ascii_case(p))
+            })
+    })
+}
+
+/// A body was sent that leash could not read: unparsed, cut by Envoy, or JSON sent
+/// under another media type (a server that ignores the media type would read it).
 fn is_opaque(req: &Request<'_>) -> bool {
-    req.truncated || (matches!(req.body, Value::Null) && !req.view.body.as_bytes().is_empty())
+    let raw = req.view.body.as_bytes();
+    if req.truncated {
+        return true;
+    }
+    if raw.is_empty() {
+        return false;
+    }
+    let declared_json = req
+        .view
+        .header("content-type")
+        .is_some_and(|c| c.contains("application/json"));
+    matches!(req.body, Value::Null) || (!declared_json && mcp::starts_like_json(raw))
 }
 
 #[cfg(test)]

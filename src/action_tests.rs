@@ -1,4 +1,5 @@
 use super::*;
+use crate::glob::RouteMatcher;
 use crate::policy::input::{InputLimits, parse};
 use crate::request::RequestOptions;
 
@@ -23,6 +24,9 @@ rules:
   - { name: items, hosts: ["api.example:8443"], paths: ["/items/*"], methods: [DELETE], class: write }
   - { name: mcp-admin, hosts: ["admin-mcp.example"], paths: ["/mcp"], class: destructive, override_tools: true }
   - { name: mcp-catchall, paths: ["/mcp"], class: read }
+  - { name: repo-delete, paths: ["/api/repos/*/delete"], methods: [POST], class: destructive }
+  - { name: billing, routes: [billing], class: write, tags: [export] }
+  - { name: uploads, paths: ["/api/uploads/**"], methods: [POST], class: write, allow_opaque_body: true }
 tools:
   search: { class: read }
   delete_repo: { class: destructive, tags: [privilege] }
@@ -34,26 +38,29 @@ hosts:
     raw.compile().unwrap()
 }
 
-/// The pipeline's steps up to classification, with `classifier`.
+/// The pipeline's steps up to classification, with `classifier` and the default MCP
+/// route (`/mcp/**`).
 fn classify_with(classifier: &Classifier, v: &RequestView) -> (Action, Option<ToolCall>) {
     let target = Target::of(v, &RequestOptions::default()).unwrap();
     let parsed = parse(v, &InputLimits::default()).unwrap();
+    let mcp_route = RouteMatcher::compile(&[], &["/mcp/**".to_owned()], &[]).unwrap();
+    let on_mcp_route = mcp_route.matches_location(&target);
     let message = crate::mcp::read(
         v,
         crate::mcp::Body {
             parsed: &parsed.body,
             truncated: parsed.truncated,
         },
-        false,
+        on_mcp_route,
     )
     .unwrap();
     classifier.classify(&Request {
         view: v,
         target: &target,
-        query: &parsed.query,
         body: &parsed.body,
         truncated: parsed.truncated,
         mcp: message.as_ref(),
+        on_mcp_route,
     })
 }
 
@@ -383,11 +390,6 @@ fn bodies_leash_cannot_read_are_tagged_opaque_unless_a_rule_names_the_route() {
     assert!(action.tags.is_empty());
     let (action, _) = classify(&view("POST", "api.example", "/items", &[]));
     assert!(action.tags.is_empty());
-    // The operator's rule says what the route does, whatever its body.
-    let mut upload = view("POST", "x", "/admin/upload", &[]);
-    upload.body = crate::view::Body::Bytes(vec![0xff, 0x00]);
-    let (action, _) = classify(&upload);
-    assert_eq!(action.tags, vec!["privilege".to_owned()]);
 }
 
 #[test]
@@ -410,4 +412,137 @@ fn policy_data_extends_the_configuration() {
         let err = super::from_data(&Value::from_json_str(bad).unwrap()).unwrap_err();
         assert!(err.contains("data.leash.actions"), "{err}");
     }
+}
+
+#[test]
+fn off_an_mcp_route_both_readings_count_and_the_stricter_wins() {
+    // A REST server ignores MCP headers: this DELETE deletes.
+    let delete = view(
+        "DELETE",
+        "api.example",
+        "/api/repos/1",
+        &[("mcp-method", "x"), ("mcp-session-id", "s")],
+    );
+    assert_eq!(class(&delete), ActionClass::Destructive);
+    // A JSON-RPC ping body does not make a destructive route a read.
+    let (action, _) = classify(&json(
+        "POST",
+        "api.example",
+        "/api/repos/1/delete",
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    ));
+    assert_eq!(
+        (action.class, action.source),
+        (
+            ActionClass::Destructive,
+            ActionSource::Rule("repo-delete".into())
+        )
+    );
+    // A tool call off the route is still the tool, at the stricter class.
+    let (action, tool) = classify(&json("POST", "api.example", "/messages", &call("search")));
+    assert_eq!(tool.unwrap().name, "search");
+    assert_eq!(
+        (action.class, action.resource.kind),
+        (ActionClass::Write, ResourceKind::Tool)
+    );
+}
+
+#[test]
+fn spellings_a_lenient_server_routes_the_same_only_raise_the_class() {
+    for path in [
+        "/API/repos/1/delete",
+        "/api/repos/1/Delete",
+        "/api/repos/1/delete.json",
+    ] {
+        let (action, _) = classify(&view("POST", "api.example", path, &[]));
+        assert_eq!(action.class, ActionClass::Destructive, "{path}");
+    }
+    // A read rule matched loosely does not lower a write.
+    let (action, _) = classify(&view("POST", "EU.crm.example", "/V1/EXPORTS/1", &[]));
+    assert_eq!(action.class, ActionClass::Write);
+    assert_eq!(action.tags, vec!["export"]);
+}
+
+#[test]
+fn rules_can_name_the_upstream_envoy_routed_to() {
+    let mut routed = view("GET", "anything.example", "/x", &[]);
+    routed.route_resource = Some("billing".into());
+    let (action, _) = classify(&routed);
+    assert_eq!(action.source, ActionSource::Rule("billing".into()));
+    assert_eq!(action.tags, vec!["export"]);
+    // The agent cannot reach the rule by Host alone.
+    assert_eq!(
+        classify(&view("GET", "billing", "/x", &[])).0.source,
+        ActionSource::Method
+    );
+}
+
+#[test]
+fn bodies_leash_cannot_read_are_tagged_on_every_class_and_rule_unless_it_allows_them() {
+    let mut weird = json("GET", "api.example", "/api/run", r#"{"a":1e400}"#);
+    assert!(classify(&weird).0.tags.contains(&OPAQUE_BODY.to_owned()));
+    weird.method = "POST".into();
+    weird.path = "/api/repos/1/delete".into();
+    assert!(classify(&weird).0.tags.contains(&OPAQUE_BODY.to_owned()));
+    // JSON sent as a form is read by servers that ignore the media type.
+    let mut form = view(
+        "POST",
+        "api.example",
+        "/api/items",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    form.body = crate::view::Body::Text(r#"{"name":"x"}"#.into());
+    assert!(classify(&form).0.tags.contains(&OPAQUE_BODY.to_owned()));
+    let mut upload = view(
+        "POST",
+        "api.example",
+        "/api/uploads/a.bin",
+        &[("content-type", "application/octet-stream")],
+    );
+    upload.body = crate::view::Body::Bytes(vec![0xff, 0x00]);
+    let (action, _) = classify(&upload);
+    assert_eq!(
+        (action.class, action.tags),
+        (ActionClass::Write, Vec::<String>::new())
+    );
+}
+
+#[test]
+fn override_parameters_are_read_as_php_reads_their_names() {
+    for (path, body) in [
+        ("/api/items/1", ".method=DELETE"),
+        ("/api/items/1", " _method=DELETE"),
+        ("/api/items/1", "_METHOD=delete"),
+        ("/api/items/1", "_method%00x=DELETE"),
+        ("/api/items/1?.method=DELETE", ""),
+        ("/api/items/1?x=1;_method=DELETE", ""),
+        ("/api/items/1?%5Fmethod=DELETE", ""),
+    ] {
+        let mut v = view(
+            "POST",
+            "api.example",
+            path,
+            &[("content-type", "application/x-www-form-urlencoded")],
+        );
+        v.body = crate::view::Body::Text(body.into());
+        let (action, _) = classify(&v);
+        assert_eq!(action.class, ActionClass::Destructive, "{path} {body}");
+        assert!(action.tags.contains(&METHOD_OVERRIDE.to_owned()));
+    }
+    let underscored = view(
+        "POST",
+        "api.example",
+        "/api/items/1",
+        &[("x_http_method_override", "DELETE")],
+    );
+    assert_eq!(class(&underscored), ActionClass::Destructive);
+    // A parameter that merely ends in "method" is not an override.
+    let mut plain = view(
+        "POST",
+        "api.example",
+        "/api/items",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    plain.body = crate::view::Body::Text("payment_method=card&method=x".into());
+    assert_eq!(class(&plain), ActionClass::Write);
 }

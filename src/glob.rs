@@ -46,6 +46,8 @@ pub struct RouteMatcher {
     hosts: Vec<HostGlob>,
     /// Every path glob as one alternation; `None` matches any path.
     paths: Option<Regex>,
+    /// The same, ignoring case.
+    loose_paths: Option<Regex>,
     methods: Vec<String>,
 }
 
@@ -59,15 +61,19 @@ impl RouteMatcher {
             .iter()
             .map(|h| host_glob(h))
             .collect::<Result<Vec<_>, _>>()?;
-        let paths = if paths.is_empty() {
-            None
+        let (paths, loose_paths) = if paths.is_empty() {
+            (None, None)
         } else {
             let alternatives = paths
                 .iter()
                 .map(|p| path_regex(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let joined = format!("(?s)\\A(?:{})\\z", alternatives.join("|"));
-            Some(Regex::new(&joined).map_err(|e| error(&paths.join(" "), e.to_string()))?)
+            let joined = format!("\\A(?:{})\\z", alternatives.join("|"));
+            let compile = |flags: &str| {
+                Regex::new(&format!("(?{flags}){joined}"))
+                    .map_err(|e| error(&paths.join(" "), e.to_string()))
+            };
+            (Some(compile("s")?), Some(compile("si")?))
         };
         let methods = methods
             .iter()
@@ -87,27 +93,46 @@ impl RouteMatcher {
         Ok(Self {
             hosts,
             paths,
+            loose_paths,
             methods,
         })
     }
 
     /// Whether a request to `target` with `method` matches.
     pub fn matches(&self, target: &Target<'_>, method: &str) -> bool {
-        self.matches_location(target)
-            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+        self.matches_location(target) && self.matches_method(method)
     }
 
     /// Whether `target` matches, whatever the method.
     pub fn matches_location(&self, target: &Target<'_>) -> bool {
-        (self.hosts.is_empty()
-            || self.hosts.iter().any(|h| {
-                h.name.is_match(&target.host)
-                    && h.port.is_none_or(|p| Some(p) == target.effective_port())
-            }))
+        self.matches_host(target)
             && self
                 .paths
                 .as_ref()
                 .is_none_or(|paths| paths.is_match(&target.path))
+    }
+
+    /// Whether a server that reads paths without regard to case, or `extensionless`
+    /// (the path without a `.ext` suffix) as the path, would route the request here.
+    pub fn matches_loosely(&self, target: &Target<'_>, extensionless: &str, method: &str) -> bool {
+        self.matches_host(target)
+            && self.matches_method(method)
+            && self
+                .loose_paths
+                .as_ref()
+                .is_none_or(|paths| paths.is_match(&target.path) || paths.is_match(extensionless))
+    }
+
+    fn matches_host(&self, target: &Target<'_>) -> bool {
+        self.hosts.is_empty()
+            || self.hosts.iter().any(|h| {
+                h.name.is_match(&target.host)
+                    && h.port.is_none_or(|p| Some(p) == target.effective_port())
+            })
+    }
+
+    fn matches_method(&self, method: &str) -> bool {
+        self.methods.is_empty() || self.methods.iter().any(|m| m == method)
     }
 
     /// Whether the matcher lists `method` by name (an empty list names none).

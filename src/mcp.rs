@@ -105,17 +105,20 @@ pub fn read(
 ) -> Result<Option<Message>, McpError> {
     let header_method = view.header("mcp-method");
     let raw = view.body.as_bytes();
-    // A body in another media type is parsed here only to tell whether it is MCP.
+    // A body sent under another media type (a form, text, none) is parsed here only
+    // to tell whether it is MCP: servers that ignore the media type would run it.
+    let declared_json = view
+        .header("content-type")
+        .is_some_and(|c| c.contains("application/json"));
     let sniffed;
-    let value = match body.parsed {
-        Value::Null if starts_like_json(raw) => {
-            sniffed = std::str::from_utf8(raw)
-                .ok()
-                .and_then(|text| Value::from_json_str(text).ok())
-                .unwrap_or(Value::Null);
-            &sniffed
-        }
-        parsed => parsed,
+    let value = if !declared_json && starts_like_json(raw) {
+        sniffed = std::str::from_utf8(raw)
+            .ok()
+            .and_then(|text| Value::from_json_str(text).ok())
+            .unwrap_or(Value::Null);
+        &sniffed
+    } else {
+        body.parsed
     };
     let rpc = rpc_shaped(value) || (matches!(value, Value::Null) && mentions_jsonrpc(raw));
     if header_method.is_none() && !on_route && !rpc {
@@ -267,7 +270,7 @@ pub fn is_json_media_type(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-fn starts_like_json(raw: &[u8]) -> bool {
+pub(crate) fn starts_like_json(raw: &[u8]) -> bool {
     matches!(
         raw.iter().find(|b| !b.is_ascii_whitespace()),
         Some(b'{' | b'[')

@@ -224,3 +224,19 @@ fn headers_must_agree_with_the_body() {
         ));
     }
 }
+
+#[test]
+fn a_tool_call_under_a_form_media_type_is_still_read_as_mcp() {
+    let call =
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repository"}}"#;
+    for content_type in ["application/x-www-form-urlencoded", "text/plain", ""] {
+        let v = view("POST", &[("content-type", content_type)], call);
+        assert!(invalid(read_as(&v, false)), "{content_type:?}");
+    }
+    let get = view(
+        "GET",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        call,
+    );
+    assert!(invalid(read_as(&get, false)));
+}

@@ -91,6 +91,7 @@ struct Shape<'a> {
     target: Target<'a>,
     parsed: Parsed,
     mcp: Option<Message>,
+    on_mcp_route: bool,
 }
 
 impl Pipeline {
@@ -263,6 +264,7 @@ fn shape<'a>(
         target,
         parsed,
         mcp,
+        on_mcp_route: on_route,
     })
 }
 
@@ -274,10 +276,10 @@ fn classify(
     classifier.classify(&action::Request {
         view,
         target: &shape.target,
-        query: &shape.parsed.query,
         body: &shape.parsed.body,
         truncated: shape.parsed.truncated,
         mcp: shape.mcp.as_ref(),
+        on_mcp_route: shape.on_mcp_route,
     })
 }
 

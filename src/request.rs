@@ -8,12 +8,14 @@
 //!
 //! ```text
 //! host   lowercase, trailing dot removed, the scheme's default port dropped;
-//!        empty, missing, or not a DNS name or IP literal: request.invalid_host
+//!        empty, missing, not a DNS name or IP literal, or a second host in
+//!        X-Forwarded-Host or Forwarded: request.invalid_host
 //! path   unreserved characters percent-decoded, other escapes in uppercase hex,
 //!        characters outside RFC 3986 percent-encoded, dot segments resolved,
 //!        slashes merged, a trailing slash dropped;
-//!        %2F or %5C in a segment, an encoded dot segment, a `;` parameter, a NUL,
-//!        a backslash, a fragment, or a path-override header: request.ambiguous_path
+//!        %2F or %5C in a segment, an encoded dot segment, an encoded escape
+//!        (%252e), a `;` parameter, a NUL, a backslash, a fragment, or a
+//!        path-override header: request.ambiguous_path
 //! ```
 //!
 //! `%2F`/`%5C` and `;` can each be allowed ([`PathAllowances`]) for tools that use
@@ -90,6 +92,19 @@ impl RequestError {
 /// Headers some frameworks route by instead of the request line: a second path.
 const PATH_OVERRIDE_HEADERS: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-override-url"];
 
+/// Headers some frameworks take the host from instead of `Host`: a second host.
+const HOST_OVERRIDE_HEADERS: [&str; 2] = ["x-forwarded-host", "x-host"];
+
+/// Whether header `name` is `wanted` (lowercase, with `-`), as servers that read `_`
+/// and `-` alike (CGI, PHP, WSGI) would see it.
+pub(crate) fn is_header(name: &str, wanted: &str) -> bool {
+    name.len() == wanted.len()
+        && name
+            .bytes()
+            .zip(wanted.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
 /// The request's target, canonical. Borrows from the view when it already is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target<'a> {
@@ -117,9 +132,18 @@ impl<'a> Target<'a> {
         let mut size = 0usize;
         for (name, value) in &view.headers {
             size = size.saturating_add(name.len()).saturating_add(value.len());
-            if PATH_OVERRIDE_HEADERS.contains(&name.as_str()) {
+            if PATH_OVERRIDE_HEADERS.iter().any(|h| is_header(name, h)) {
                 return Err(RequestError::AmbiguousPath(format!(
-                    "the {name} header names a second path"
+                    "the {} header names a second path",
+                    Quoted(name)
+                )));
+            }
+            let second_host = HOST_OVERRIDE_HEADERS.iter().any(|h| is_header(name, h))
+                || (is_header(name, "forwarded") && value.to_ascii_lowercase().contains("host="));
+            if second_host {
+                return Err(RequestError::InvalidHost(format!(
+                    "the {} header names a second host",
+                    Quoted(name)
                 )));
             }
         }
@@ -319,6 +343,7 @@ fn is_canonical(raw: &[u8], allow: PathAllowances) -> bool {
                 let value = (h << 4) | l;
                 let slash = value == b'/' || value == b'\\';
                 if value == 0
+                    || value == b'%'
                     || value >= 0x80
                     || is_unreserved(value)
                     || (slash && !allow.encoded_slashes)
@@ -426,8 +451,16 @@ fn canonicalize(raw: &str, allow: PathAllowances) -> Result<String, RequestError
                         )));
                     }
                 };
+                let encodes_escape = value == b'%'
+                    && bytes.get(i + 3).is_some_and(|b| hex(*b).is_some())
+                    && bytes.get(i + 4).is_some_and(|b| hex(*b).is_some());
                 match value {
                     0 => return Err(ambiguous("an encoded NUL (%00)")),
+                    b'%' if encodes_escape => {
+                        return Err(ambiguous(
+                            "an encoded escape (%25 and two hex digits), which a second decoding reads differently",
+                        ));
+                    }
                     b'/' | b'\\' if !allow.encoded_slashes => {
                         return Err(ambiguous(
                             "an encoded slash (%2F or %5C), which some servers decode before routing",

@@ -126,9 +126,14 @@ fn paths_with_more_than_one_reading_are_refused() {
         "/a\u{0}b",
         "/a%00b",
         "/a#/../admin",
+        "/public/%252e%252e/admin",
+        "/a%252Fb",
     ] {
         assert!(ambiguous(path), "{path:?}");
     }
+    // A percent sign not followed by an escape is just a percent sign.
+    assert_eq!(path_of("/100%25").unwrap(), "/100%25");
+    assert_eq!(path_of("/a%25zz").unwrap(), "/a%25zz");
     for path in ["/a%zz", "/a%4", "*", "", "http://x/y", "/a%FF"] {
         assert!(
             matches!(path_of(path), Err(RequestError::InvalidPath(_))),
@@ -188,8 +193,28 @@ fn limits_have_their_own_reasons() {
 }
 
 #[test]
+fn a_second_host_in_a_header_is_refused() {
+    for (name, value) in [
+        ("x-forwarded-host", "admin.example"),
+        ("x_forwarded_host", "admin.example"),
+        ("forwarded", "for=1.2.3.4;host=admin.example"),
+    ] {
+        let v = view("http", "h", "/", &[(name, value)]);
+        assert!(
+            matches!(
+                Target::of(&v, &RequestOptions::default()),
+                Err(RequestError::InvalidHost(_))
+            ),
+            "{name}"
+        );
+    }
+    let v = view("http", "h", "/", &[("forwarded", "for=1.2.3.4")]);
+    assert!(Target::of(&v, &RequestOptions::default()).is_ok());
+}
+
+#[test]
 fn path_override_headers_are_refused() {
-    for name in ["x-original-url", "x-rewrite-url"] {
+    for name in ["x-original-url", "x-rewrite-url", "x_original_url"] {
         let v = view("http", "h", "/public", &[(name, "/admin")]);
         assert!(matches!(
             Target::of(&v, &RequestOptions::default()),

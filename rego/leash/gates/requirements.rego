@@ -23,7 +23,7 @@ requirements := {
 	"privilege_grant", # an explicit grant for a privilege change
 	"privilege_human", # a delegating human for a privilege change
 	"known_tool", # a tool from the operator's tool table
-	"readable_body", # a body leash could read, for writes
+	"readable_body", # a body leash could read, or a rule that takes any
 }
 
 unmet := requirements - met
@@ -171,12 +171,14 @@ explain("known_tool") := sprintf("tool %s is not in the operator's tool table", 
 	data.leash.lib.resource.kind == "tool"
 }
 
+# A body leash cannot read may hold what the class does not say (a tool call, a
+# method override), whatever the method: reads too.
 met contains "readable_body" if {
 	tags := data.leash.lib.tags
 	is_array(tags)
 	not "opaque_body" in tags
 }
 
-met contains "readable_body" if data.leash.lib.class == "read"
-
-explain("readable_body") := sprintf("cannot tell what this %s request to %s does: leash could not read its body; name its route in an actions rule", [data.leash.lib.class, data.leash.lib.resource_id])
+explain("readable_body") := sprintf("cannot tell what this %s request to %s does: leash could not read its body; send JSON or a form, or name the route in an actions rule with allow_opaque_body", [data.leash.lib.class, data.leash.lib.resource_id]) if {
+	"opaque_body" in data.leash.lib.tags
+}
