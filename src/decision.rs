@@ -260,6 +260,8 @@ pub enum DenyReason {
     BindingTaskMissing,
     /// A token issued for another task than the request's.
     BindingTaskMismatch,
+    /// A transaction token sent beside an access token for another subject.
+    BindingSubjectMismatch,
     /// A DPoP proof that is missing, malformed or does not match the request or token.
     DpopInvalid,
     /// A DPoP proof used before.
@@ -306,6 +308,7 @@ impl DenyReason {
         Self::BindingWorkloadMismatch,
         Self::BindingTaskMissing,
         Self::BindingTaskMismatch,
+        Self::BindingSubjectMismatch,
         Self::DpopInvalid,
         Self::DpopReplay,
         Self::DpopReplayCacheFull,
@@ -314,7 +317,7 @@ impl DenyReason {
     ];
 
     /// How many reasons there are.
-    pub const COUNT: usize = 36;
+    pub const COUNT: usize = 37;
 
     /// A dense index, for tables kept per reason (metrics). The match is exhaustive,
     /// so a new reason cannot be left without one.
@@ -351,11 +354,12 @@ impl DenyReason {
             Self::BindingWorkloadMismatch => 28,
             Self::BindingTaskMissing => 29,
             Self::BindingTaskMismatch => 30,
-            Self::DpopInvalid => 31,
-            Self::DpopReplay => 32,
-            Self::DpopReplayCacheFull => 33,
-            Self::McpInvalidRequest => 34,
-            Self::McpHeaderMismatch => 35,
+            Self::BindingSubjectMismatch => 31,
+            Self::DpopInvalid => 32,
+            Self::DpopReplay => 33,
+            Self::DpopReplayCacheFull => 34,
+            Self::McpInvalidRequest => 35,
+            Self::McpHeaderMismatch => 36,
         }
     }
 
@@ -392,6 +396,7 @@ impl DenyReason {
             Self::BindingWorkloadMismatch => "binding.workload_mismatch",
             Self::BindingTaskMissing => "binding.task_missing",
             Self::BindingTaskMismatch => "binding.task_mismatch",
+            Self::BindingSubjectMismatch => "binding.subject_mismatch",
             Self::DpopInvalid => "dpop.invalid",
             Self::DpopReplay => "dpop.replay",
             Self::DpopReplayCacheFull => "dpop.replay_cache_full",

@@ -560,6 +560,19 @@ fn a_transaction_token_beside_an_access_token_is_bound_on_its_own_terms() {
         Some("binding.workload_mismatch")
     );
     assert_eq!(send(txn("")).as_deref(), Some("binding.unbound"));
+    // Another principal's transaction token cannot lend its task to this token.
+    let bob = f
+        .txn
+        .sign(
+            &claims(json!({
+                "iss": "https://txn.test", "aud": "trust.test", "sub": "bob",
+                "iat": f.now, "exp": f.now + 60, "txn": "task-7", "req_wl": SPIFFE,
+            })),
+            Some("txn-1"),
+            Some("txntoken+jwt"),
+        )
+        .unwrap();
+    assert_eq!(send(bob).as_deref(), Some("binding.subject_mismatch"));
 }
 
 #[test]

@@ -106,7 +106,7 @@ impl Interpreter {
             .eval_with_input(input)
             .map_err(|err| match err.downcast_ref::<LimitError>() {
                 Some(limit) => EvalError::Limit(limit.to_string()),
-                None => EvalError::Failed(one_line(&err)),
+                None => EvalError::Failed(redact(&one_line(&err))),
             })
     }
 }
@@ -187,9 +187,46 @@ fn run(vm: &mut RegoVM, input: Value) -> Result<Value, EvalError> {
         | VmError::MemoryLimitExceeded { .. }
         | VmError::MemoryBudgetExceeded { .. }
         | VmError::RegexSizeLimitExceeded { .. } => EvalError::Limit(err.to_string()),
-        other => EvalError::Failed(other.to_string()),
+        other => EvalError::Failed(redact(&other.to_string())),
     })
 }
+
+/// An evaluation error without the values it quotes. regorus names the value a
+/// builtin choked on (`Got \`"Bearer eyJ..."\` instead`), and the message reaches the
+/// decision log: values from the request, a token among them, must not. Names of
+/// builtins, rules and types are kept.
+fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find('`') {
+        let (before, quoted) = rest.split_at(start);
+        out.push_str(before);
+        let Some(end) = quoted.get(1..).and_then(|q| q.find('`')) else {
+            out.push_str("`…");
+            return out;
+        };
+        let inner = quoted.get(1..=end).unwrap_or_default();
+        let name = inner.len() <= 64
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']'));
+        out.push('`');
+        out.push_str(if name { inner } else { "<value>" });
+        out.push('`');
+        rest = quoted.get(end + 2..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    // A token quoted any other way.
+    match JWT.as_ref() {
+        Some(jwt) => jwt.replace_all(&out, "<token>").into_owned(),
+        None => out,
+    }
+}
+
+/// Three base64url runs joined by dots: a compact JWS.
+static JWT: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}").ok()
+});
 
 /// regorus errors carry a multi-line source excerpt; logs want one line.
 pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
@@ -198,5 +235,27 @@ pub(crate) fn one_line(err: &dyn std::fmt::Display) -> String {
         problem.message
     } else {
         problem.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn errors_keep_names_and_lose_values() {
+        let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz";
+        let message = format!(
+            "policy.rego:4:8: error: `object.get` expects object argument. Got `\"Bearer {jwt}\"` instead"
+        );
+        assert_eq!(
+            redact(&message),
+            "policy.rego:4:8: error: `object.get` expects object argument. Got `<value>` instead"
+        );
+        assert_eq!(
+            redact(&format!("bad token {jwt} here")),
+            "bad token <token> here"
+        );
+        assert_eq!(redact("unterminated `abc"), "unterminated `…");
     }
 }

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::HumanRule;
+use super::error::TokenError;
 use super::issuer::IssuerConfig;
 
 /// The claims leash reads, taken from a verified token once and cached with it.
@@ -30,8 +31,9 @@ pub struct AgentClaims {
 }
 
 impl AgentClaims {
-    /// Reads the claims of a token from `issuer`.
-    pub fn read(claims: &Map<String, Value>, issuer: &IssuerConfig) -> Self {
+    /// Reads the claims of a token from `issuer`. An `act` that does not name each
+    /// actor is refused: delegation resting on a missing name is no delegation.
+    pub fn read(claims: &Map<String, Value>, issuer: &IssuerConfig) -> Result<Self, TokenError> {
         // An empty string names nobody: it binds no workload and is no human.
         let text = |name: &str| {
             claims
@@ -43,7 +45,7 @@ impl AgentClaims {
         let time = |name: &str| claims.get(name).and_then(Value::as_i64);
         let workload_claim = issuer.workload_claim.as_deref();
         let subject = text("sub");
-        let chain = actors(claims.get("act"));
+        let (chain, actor_ids) = actors(claims.get("act"))?;
         let client = text("client_id").or_else(|| text("azp"));
         let acting_client = client.filter(|c| Some(c) != subject.as_ref());
         let agent = chain
@@ -52,15 +54,23 @@ impl AgentClaims {
             .or_else(|| acting_client.clone())
             .or_else(|| workload_claim.and_then(&text))
             .or_else(|| subject.clone());
-        // Delegation is real only when someone other than the actors is named.
+        // Delegation is real only when someone other than the actors is named, by any
+        // of the names an actor carries.
         let delegated = subject
             .as_ref()
-            .filter(|s| !chain.is_empty() && !chain.contains(s));
+            .filter(|s| !chain.is_empty() && !actor_ids.contains(*s));
         let machine_grant = issuer
             .grant_type_claim
             .as_deref()
-            .and_then(&text)
-            .is_some_and(|g| issuer.machine_grant_types.contains(&g));
+            .and_then(|name| claims.get(name))
+            .is_some_and(|grant| match grant {
+                Value::String(g) => issuer.machine_grant_types.contains(g),
+                Value::Array(grants) => grants.iter().any(|g| {
+                    g.as_str()
+                        .is_some_and(|g| issuer.machine_grant_types.iter().any(|m| m == g))
+                }),
+                _ => false,
+            });
         let human = if machine_grant {
             None
         } else {
@@ -78,7 +88,7 @@ impl AgentClaims {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        Self {
+        Ok(Self {
             human,
             agent,
             chain,
@@ -91,7 +101,7 @@ impl AgentClaims {
             iat: time("iat"),
             nbf: time("nbf"),
             subject,
-        }
+        })
     }
 
     pub fn depth(&self) -> usize {
@@ -100,21 +110,33 @@ impl AgentClaims {
 }
 
 /// `act` nests prior actors inside the current one: `{"sub": "b", "act": {"sub": "a"}}`
-/// means b acts now, for a who acted before.
-fn actors(mut act: Option<&Value>) -> Vec<String> {
+/// means b acts now, for a who acted before. Returns the chain, current first, by each
+/// actor's first name among `sub`, `client_id` and `azp`, and every name any actor
+/// carries. An actor with none of them is refused.
+fn actors(mut act: Option<&Value>) -> Result<(Vec<String>, Vec<String>), TokenError> {
     let mut chain = Vec::new();
+    let mut ids = Vec::new();
     // Bounded: a token nesting deeper than this is not describing a real chain.
     for _ in 0..32 {
-        let Some(obj) = act.and_then(Value::as_object) else {
-            break;
+        let Some(actor) = act else { break };
+        let Some(obj) = actor.as_object() else {
+            return Err(TokenError::Malformed("act must be an object".into()));
         };
-        let id = ["sub", "client_id", "iss"]
+        let names: Vec<&str> = ["sub", "client_id", "azp"]
             .iter()
-            .find_map(|k| obj.get(*k).and_then(Value::as_str));
-        chain.push(id.unwrap_or("unknown").to_owned());
+            .filter_map(|k| obj.get(*k).and_then(Value::as_str))
+            .filter(|name| !name.is_empty())
+            .collect();
+        let Some(first) = names.first() else {
+            return Err(TokenError::Malformed(
+                "an actor in act names itself by no sub, client_id or azp".into(),
+            ));
+        };
+        chain.push((*first).to_owned());
+        ids.extend(names.iter().map(|n| (*n).to_owned()));
         act = obj.get("act");
     }
-    chain
+    Ok((chain, ids))
 }
 
 /// `scope` (separated by ASCII spaces only, RFC 6749 §3.3) or `scp` (array, or a string).

@@ -23,7 +23,7 @@ fn issuer(human: HumanRule) -> IssuerConfig {
 }
 
 fn read_with(rule: HumanRule, json: Value) -> AgentClaims {
-    AgentClaims::read(json.as_object().unwrap(), &issuer(rule))
+    AgentClaims::read(json.as_object().unwrap(), &issuer(rule)).unwrap()
 }
 
 fn read(json: Value) -> AgentClaims {
@@ -142,4 +142,35 @@ fn confirmation_keys_are_read_from_cnf() {
     assert_eq!(c.x5t_s256.as_deref(), Some("abc"));
     assert_eq!(c.jkt.as_deref(), Some("def"));
     assert_eq!(c.task.as_deref(), Some("42"));
+}
+
+#[test]
+fn an_actor_that_names_itself_by_no_identifier_is_refused() {
+    for act in [
+        serde_json::json!({}),
+        serde_json::json!({"sub": ""}),
+        serde_json::json!({"sub": 7}),
+        serde_json::json!({"iss": "https://idp"}),
+        serde_json::json!("planner"),
+        serde_json::json!({"sub": "a", "act": {"sub": ""}}),
+    ] {
+        let token = serde_json::json!({"sub": "planner", "act": act});
+        let err = AgentClaims::read(token.as_object().unwrap(), &issuer(HumanRule::Delegation));
+        assert!(matches!(err, Err(TokenError::Malformed(_))), "{act}");
+    }
+}
+
+#[test]
+fn the_subject_is_no_human_when_any_actor_carries_its_name() {
+    let c =
+        read(serde_json::json!({"sub": "planner", "act": {"sub": "agent-7", "azp": "planner"}}));
+    assert_eq!(c.human, None);
+    let c = read(serde_json::json!({"sub": "planner", "act": {"azp": "planner"}}));
+    assert_eq!((c.human, c.agent.as_deref()), (None, Some("planner")));
+}
+
+#[test]
+fn a_grant_type_listed_among_others_still_marks_a_machine() {
+    let token = serde_json::json!({"sub": "svc", "azp": "agent", "gty": ["refresh_token", "client-credentials"]});
+    assert_eq!(read_with(HumanRule::Client, token).human, None);
 }

@@ -40,6 +40,8 @@ pub enum TokenError {
     TaskMissing(String),
     #[error("task binding fails: {0}")]
     TaskMismatch(String),
+    #[error("the transaction token is for another subject than the access token")]
+    SubjectMismatch,
     #[error("DPoP proof invalid: {0}")]
     DpopInvalid(String),
     #[error("DPoP proof replayed (jti seen before)")]
@@ -69,6 +71,7 @@ impl TokenError {
             Self::WorkloadMismatch(_) => DenyReason::BindingWorkloadMismatch,
             Self::TaskMissing(_) => DenyReason::BindingTaskMissing,
             Self::TaskMismatch(_) => DenyReason::BindingTaskMismatch,
+            Self::SubjectMismatch => DenyReason::BindingSubjectMismatch,
             Self::DpopInvalid(_) => DenyReason::DpopInvalid,
             Self::DpopReplay => DenyReason::DpopReplay,
             Self::DpopReplayCacheFull => DenyReason::DpopReplayCacheFull,

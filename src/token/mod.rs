@@ -242,7 +242,11 @@ impl Authenticator {
                     .into());
                 }
                 // Bound on its own terms, as when it comes alone: beside an access
-                // token it still speaks for a workload.
+                // token it still speaks for a workload, and for the same subject: else
+                // one principal's transaction could lend its task to another's token.
+                if txn.claims.subject.is_none() || txn.claims.subject != token.claims.subject {
+                    return Err(TokenError::SubjectMismatch.into());
+                }
                 self.bind_workload(view, target, &txn, Presentation::TxnToken, raw, now)?;
                 Some(txn)
             }

@@ -179,7 +179,7 @@ impl Verifier {
             Some(Arc::clone(&set))
         };
 
-        let agent = AgentClaims::read(&claims, &issuer.config);
+        let agent = AgentClaims::read(&claims, &issuer.config)?;
         check_audience(&claims, &issuer.config.audiences)?;
         check_times(&agent, issuer, now)?;
         check_lifetime(&agent, issuer, now)?;
