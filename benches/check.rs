@@ -15,7 +15,7 @@ use leash::config::Config;
 use leash::edge::authz::{Authz, Incoming};
 use leash::metrics::Metrics;
 use leash::policy::input::{InputLimits, build};
-use leash::policy::{EngineChoice, LoadOptions, PolicySource, PolicyStore, ReloadOutcome};
+use leash::policy::{EngineChoice, PolicySource, PolicyStore, ReloadOutcome};
 use leash::request::Target;
 use leash::token::mint::SigningKey;
 use leash::view::RequestView;
@@ -41,7 +41,23 @@ allow if {
 const ISS: &str = "https://idp.bench";
 const SPIFFE: &str = "spiffe://bench/ns/agents/sa/planner";
 
+/// The bench configuration; with `issuer` keys, tokens are required and verified.
+fn config(issuer: Option<&[(&SigningKey, &str)]>) -> Config {
+    let yaml = match issuer {
+        None => "tokens: { mode: off }".to_owned(),
+        Some(keys) => format!(
+            "tokens:\n  issuers:\n    - issuer: {ISS}\n      audiences: [tools]\n      algorithms: [RS256, EdDSA]\n      jwks: {}\n      workload_claim: spiffe_id\n\
+             actions:\n  tools:\n    search: {{ class: read }}\n",
+            common::keys::jwks(keys)
+        ),
+    };
+    Config::from_yaml("bench", &yaml, &[]).unwrap()
+}
+
+/// A policy store for `config` serving `files` (with the embedded library when
+/// `library`) on `engine`, loaded as `serve` loads it.
 fn store(
+    config: &Config,
     files: &[(&str, &str)],
     library: bool,
     engine: EngineChoice,
@@ -52,35 +68,24 @@ fn store(
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let options = LoadOptions {
-        engine,
-        ..Default::default()
-    };
-    let source = if library {
+    let mut config = config.clone();
+    config.policy.load.engine = engine;
+    config.policy.source = if library {
         PolicySource::Layered(dir.path().to_owned())
     } else {
         PolicySource::Dir(dir.path().to_owned())
     };
-    let store = Arc::new(PolicyStore::new(source, options, Vec::new()));
+    let store = leash::app::policy_store(&config);
     assert!(matches!(store.reload(), ReloadOutcome::Applied(_)));
     (store, dir)
 }
 
-/// An `Authz` over `store`; with `issuer` keys, tokens are required and verified.
-fn authz(store: Arc<PolicyStore>, issuer: Option<&[(&SigningKey, &str)]>) -> Authz {
-    let yaml = match issuer {
-        None => "tokens: { mode: off }".to_owned(),
-        Some(keys) => format!(
-            "tokens:\n  issuers:\n    - issuer: {ISS}\n      audiences: [tools]\n      algorithms: [RS256, EdDSA]\n      jwks: {}\n      workload_claim: spiffe_id\n\
-             actions:\n  tools:\n    search: {{ class: read }}\n",
-            common::keys::jwks(keys)
-        ),
-    };
-    let config = Config::from_yaml("bench", &yaml, &[]).unwrap();
+/// The `Authz` the gRPC service calls, over `store`.
+fn authz(config: &Config, store: Arc<PolicyStore>) -> Authz {
     let metrics = Arc::new(Metrics::new());
     let (audit, _rx) = AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
     Authz {
-        pipeline: Arc::new(leash::app::pipeline(&config, store).unwrap()),
+        pipeline: Arc::new(leash::app::pipeline(config, store).unwrap()),
         metrics,
         audit,
         egress: Default::default(),
@@ -137,12 +142,17 @@ fn bench(c: &mut Criterion, group: &str, name: &str, authz: &Authz, req: &CheckR
 fn bench_check(c: &mut Criterion) {
     // The request of the reference measurements (and of OPA's plugin capture).
     let req = common::captured_request();
+    let plain = config(None);
     for (name, engine) in [
         ("method_header/vm", EngineChoice::Vm),
         ("method_header/interpreter", EngineChoice::Interpreter),
     ] {
-        let (store, _dir) = store(&[("authz.rego", METHOD_HEADER)], false, engine);
-        bench(c, "check", name, &authz(store, None), &req);
+        let (store, _dir) = store(&plain, &[("authz.rego", METHOD_HEADER)], false, engine);
+        let authz = authz(&plain, store);
+        assert!(common::is_allowed(
+            &authz.check(Incoming::Request(req.clone()))
+        ));
+        bench(c, "check", name, &authz, &req);
     }
 
     // Agent identity: a token bound to the workload and the task, verified once and
@@ -150,8 +160,14 @@ fn bench_check(c: &mut Criterion) {
     let rsa = common::keys::signing_key(Algorithm::RS256);
     let ed = common::keys::signing_key(Algorithm::EdDSA);
     let keys: [(&SigningKey, &str); 2] = [(&rsa, "rsa"), (&ed, "ed")];
-    let (store_mh, _d1) = store(&[("authz.rego", METHOD_HEADER)], false, EngineChoice::Vm);
-    let identity = authz(store_mh, Some(&keys));
+    let with_keys = config(Some(&keys));
+    let (store_mh, _d1) = store(
+        &with_keys,
+        &[("authz.rego", METHOD_HEADER)],
+        false,
+        EngineChoice::Vm,
+    );
+    let identity = authz(&with_keys, store_mh);
     for (name, key, kid) in [
         ("method_header/rs256_cached", &rsa, "rsa"),
         ("method_header/eddsa_cached", &ed, "ed"),
@@ -174,8 +190,8 @@ fn bench_check(c: &mut Criterion) {
         &identity,
         &cert_req,
     );
-    let (store_lib, _d2) = store(&[], true, EngineChoice::Vm);
-    let governed = authz(store_lib, Some(&keys));
+    let (store_lib, _d2) = store(&with_keys, &[], true, EngineChoice::Auto);
+    let governed = authz(&with_keys, store_lib);
     let token_req = with_token(&rsa, "rsa");
     assert!(common::is_allowed(
         &governed.check(Incoming::Request(token_req.clone()))
@@ -222,7 +238,7 @@ fn bench_check(c: &mut Criterion) {
     });
     let input = build(&view, &InputLimits::default()).unwrap();
     for engine in [EngineChoice::Vm, EngineChoice::Interpreter] {
-        let (store, _dir) = store(&[("authz.rego", METHOD_HEADER)], false, engine);
+        let (store, _dir) = store(&plain, &[("authz.rego", METHOD_HEADER)], false, engine);
         let set = store.current().as_ref().unwrap().clone();
         parts.bench_function(format!("evaluate/{engine:?}"), |b| {
             b.iter(|| black_box(set.evaluate(input.clone()).unwrap()));
@@ -270,6 +286,10 @@ fn bench_check(c: &mut Criterion) {
 /// Criterion reports means; the targets are on the median Check, so time single calls too.
 fn percentiles(name: &str, authz: &Authz, req: &CheckRequest) {
     const CALLS: usize = 200_000;
+    assert!(
+        common::is_allowed(&authz.check(Incoming::Request(req.clone()))),
+        "{name} must time an allow"
+    );
     let mut took = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
         let incoming = Incoming::Request(req.clone());
@@ -293,17 +313,29 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
 
-    let (plain, _d1) = store(&[("authz.rego", METHOD_HEADER)], false, EngineChoice::Vm);
+    let plain = config(None);
+    let (store_plain, _d1) = store(
+        &plain,
+        &[("authz.rego", METHOD_HEADER)],
+        false,
+        EngineChoice::Vm,
+    );
     percentiles(
         "check/method_header/vm",
-        &authz(plain, None),
+        &authz(&plain, store_plain),
         &common::captured_request(),
     );
     let rsa = common::keys::signing_key(Algorithm::RS256);
     let ed = common::keys::signing_key(Algorithm::EdDSA);
     let keys: [(&SigningKey, &str); 2] = [(&rsa, "rsa"), (&ed, "ed")];
-    let (tokens, _d2) = store(&[("authz.rego", METHOD_HEADER)], false, EngineChoice::Vm);
-    let identity = authz(tokens, Some(&keys));
+    let with_keys = config(Some(&keys));
+    let (tokens, _d2) = store(
+        &with_keys,
+        &[("authz.rego", METHOD_HEADER)],
+        false,
+        EngineChoice::Vm,
+    );
+    let identity = authz(&with_keys, tokens);
     percentiles(
         "check_token/method_header/rs256_cached",
         &identity,

@@ -32,7 +32,7 @@ use serde::Deserialize;
 use crate::glob::{GlobError, RouteMatcher};
 use crate::mcp::{self, Message, Named};
 use crate::policy::Value;
-use crate::request::{Target, is_header};
+use crate::request::{HeaderNotes, METHOD_OVERRIDE_HEADERS, Target, is_header};
 use crate::view::RequestView;
 
 /// The tag of a request whose body leash could not read for what it does.
@@ -40,12 +40,6 @@ pub const OPAQUE_BODY: &str = "opaque_body";
 /// The tag of a request that names another method than its own.
 pub const METHOD_OVERRIDE: &str = "method_override";
 
-/// Headers through which frameworks let a client run another method.
-const OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
 /// The parameter (query, form or JSON body) through which they do the same.
 const OVERRIDE_PARAM: &str = "_method";
 
@@ -302,6 +296,7 @@ pub struct Request<'a> {
     pub mcp: Option<&'a Message>,
     /// On a configured MCP route: the MCP tables decide alone there.
     pub on_mcp_route: bool,
+    pub notes: HeaderNotes,
 }
 
 /// Rules, tools and hosts from configuration and policy data, ready to match.
@@ -586,14 +581,18 @@ fn method_overrides(req: &Request<'_>) -> Vec<String> {
             }
         }
     };
-    for (name, value) in &req.view.headers {
-        if OVERRIDE_HEADERS.iter().any(|h| is_header(name, h)) {
+    let headers = req.notes.method_override.then_some(&req.view.headers);
+    for (name, value) in headers.into_iter().flatten() {
+        if METHOD_OVERRIDE_HEADERS.iter().any(|h| is_header(name, h)) {
             add(value);
         }
     }
-    // The query as servers split it: on `&` and on `;`, names decoded.
+    // The query as servers split it: on `&` and on `;`, names decoded; only when it
+    // could name a method at all, as almost none does.
     let query = req.view.path.split_once('?').map_or("", |(_, q)| q);
-    for pair in query.split(['&', ';']) {
+    let could = query.contains('%') || mentions(query.as_bytes(), b"method");
+    let pairs = could.then(|| query.split(['&', ';']));
+    for pair in pairs.into_iter().flatten() {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if is_override_param(&decode_lossy(name)) {
             add(&decode_lossy(value));
@@ -666,6 +665,12 @@ fn is_override_param(key: &str) -> bool {
         && key.bytes().zip(OVERRIDE_PARAM.bytes()).all(|(a, b)| {
             a.to_ascii_lowercase() == b || (b == b'_' && matches!(a, b'.' | b' ' | b'['))
         })
+}
+
+/// Whether `raw` holds `word`, ignoring ASCII case.
+fn mentions(raw: &[u8], word: &[u8]) -> bool {
+    raw.windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// Raw bytes naming the override parameter in any spelling a server reads as

@@ -41,7 +41,7 @@ hosts:
 /// The pipeline's steps up to classification, with `classifier` and the default MCP
 /// route (`/mcp/**`).
 fn classify_with(classifier: &Classifier, v: &RequestView) -> (Action, Option<ToolCall>) {
-    let target = Target::of(v, &RequestOptions::default()).unwrap();
+    let (target, notes) = Target::read(v, &RequestOptions::default()).unwrap();
     let parsed = parse(v, &InputLimits::default()).unwrap();
     let mcp_route = RouteMatcher::compile(&[], &["/mcp/**".to_owned()], &[]).unwrap();
     let on_mcp_route = mcp_route.matches_location(&target);
@@ -52,6 +52,7 @@ fn classify_with(classifier: &Classifier, v: &RequestView) -> (Action, Option<To
             truncated: parsed.truncated,
         },
         on_mcp_route,
+        notes,
     )
     .unwrap();
     classifier.classify(&Request {
@@ -61,6 +62,7 @@ fn classify_with(classifier: &Classifier, v: &RequestView) -> (Action, Option<To
         truncated: parsed.truncated,
         mcp: message.as_ref(),
         on_mcp_route,
+        notes,
     })
 }
 
@@ -517,6 +519,7 @@ fn override_parameters_are_read_as_php_reads_their_names() {
         ("/api/items/1?.method=DELETE", ""),
         ("/api/items/1?x=1;_method=DELETE", ""),
         ("/api/items/1?%5Fmethod=DELETE", ""),
+        ("/api/items/1?_%6Dethod=DELETE", ""),
     ] {
         let mut v = view(
             "POST",

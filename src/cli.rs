@@ -123,7 +123,12 @@ pub fn verdict_json(verdict: &Verdict) -> Json {
                 "decision": "allow",
                 "decision_id": verdict.decision_id,
                 "revision": verdict.revision.as_deref(),
-                "upstream_headers": headers_json(&m.headers),
+                "upstream_headers": Json::Array(
+                    permit
+                        .upstream_headers()
+                        .map(|(name, value)| json!({ "name": name, "value": value }))
+                        .collect()
+                ),
                 "response_headers_to_add": headers_json(&m.response_headers_to_add),
                 "request_headers_to_remove": m.request_headers_to_remove,
                 "query_parameters_to_set": m.query_parameters_to_set,

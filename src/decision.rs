@@ -5,6 +5,8 @@
 //! that holds one knows a policy said yes. Every `Denial` carries a [`DenyReason`]
 //! whose [`code`](DenyReason::code) is what logs, metrics and headers record.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value as Json};
 
 /// Free-form metadata a policy attaches to its decision (`dynamic_metadata`).
@@ -73,6 +75,39 @@ pub enum Decision {
 pub struct Permit {
     mutations: Mutations,
     metadata: Metadata,
+    vouched: Vouched,
+}
+
+/// Who acts, as leash verified it, for the tool: `x-leash-agent`, `x-leash-human` and
+/// `x-leash-task` on the upstream request. Shared, not copied, from the token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vouched {
+    pub agent: Option<Arc<str>>,
+    pub human: Option<Arc<str>>,
+    pub task: Option<Arc<str>>,
+}
+
+/// The headers leash sets on every allowed request from what it verified.
+pub const AGENT_HEADER: &str = "x-leash-agent";
+pub const HUMAN_HEADER: &str = "x-leash-human";
+pub const TASK_HEADER: &str = "x-leash-task";
+
+impl Vouched {
+    /// The headers to set, each with a value a header can carry.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        [
+            (AGENT_HEADER, self.agent.as_deref()),
+            (HUMAN_HEADER, self.human.as_deref()),
+            (TASK_HEADER, self.task.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            // A value a header cannot carry is left out rather than sent mangled.
+            value
+                .filter(|v| !v.bytes().any(|b| b.is_ascii_control()))
+                .map(|v| (name, v))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +127,7 @@ impl Decision {
             } => Self::Allow(Permit {
                 mutations,
                 metadata,
+                vouched: Vouched::default(),
             }),
             PolicyAnswer::Deny {
                 response,
@@ -141,25 +177,45 @@ impl Permit {
         &self.mutations
     }
 
-    /// Sets the headers leash vouches for (`x-leash-agent`, ...) and removes every
-    /// other header of the client's under leash's prefix. Envoy applies removals after
-    /// sets, so a vouched name is overwritten rather than removed; it goes first, so
-    /// its value replaces the client's.
+    /// The identity leash vouches for to the tool.
+    pub fn vouched(&self) -> &Vouched {
+        &self.vouched
+    }
+
+    /// Every header set on the upstream request, in order: leash's own first, so that
+    /// each replaces what the client sent under that name, then the policy's.
+    pub fn upstream_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let vouched = self
+            .vouched
+            .headers()
+            .map(|(name, value)| (name as &str, value));
+        vouched.chain(
+            self.mutations
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+        )
+    }
+
+    /// Vouches for `vouched` and removes every other header of the client's under
+    /// leash's prefix. Envoy applies removals after sets, so a vouched name is
+    /// overwritten rather than removed.
     pub(crate) fn vouch<'a>(
         &mut self,
-        vouched: Vec<Header>,
+        vouched: Vouched,
         client_headers: impl Iterator<Item = &'a str>,
     ) {
         for name in client_headers {
-            if is_leash_header(name) && !vouched.iter().any(|h| h.name == name) {
+            if matches!(name.as_bytes().first(), Some(b'x' | b'X'))
+                && is_leash_header(name)
+                && !vouched.headers().any(|(set, _)| set == name)
+            {
                 self.mutations
                     .request_headers_to_remove
                     .push(name.to_owned());
             }
         }
-        if !vouched.is_empty() {
-            self.mutations.headers.splice(0..0, vouched);
-        }
+        self.vouched = vouched;
     }
 }
 

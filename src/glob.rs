@@ -12,7 +12,7 @@
 
 use regex::Regex;
 
-use crate::request::{Target, is_plain, is_unreserved};
+use crate::request::{PathAllowances, Target, is_plain, is_unreserved};
 
 /// Globs longer than this are refused: a pattern is a route, not a program.
 pub const MAX_GLOB_BYTES: usize = 512;
@@ -39,13 +39,71 @@ struct HostGlob {
     port: Option<u16>,
 }
 
+/// A path glob without wildcards, or one that is a literal path and `/**`: matched
+/// by comparing strings, as most rules and routes are written.
+#[derive(Debug, Clone)]
+enum Literal {
+    /// Exactly this canonical path.
+    Exact(String),
+    /// This canonical path or anything below it.
+    Subtree(String),
+}
+
+impl Literal {
+    /// `pattern` as a literal, if it is one.
+    fn of(pattern: &str) -> Option<Self> {
+        let pattern = pattern.trim();
+        let (base, subtree) = match pattern.strip_suffix("/**") {
+            Some(base) => (if base.is_empty() { "/" } else { base }, true),
+            None => (pattern, false),
+        };
+        if !base.starts_with('/') || base.contains(['*', '?']) {
+            return None;
+        }
+        let all = PathAllowances {
+            encoded_slashes: true,
+            semicolons: true,
+        };
+        let canonical = crate::request::path(base, all).ok()?.into_owned();
+        Some(if subtree {
+            Self::Subtree(canonical)
+        } else {
+            Self::Exact(canonical)
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(literal) => path == literal,
+            Self::Subtree(base) if base == "/" => true,
+            Self::Subtree(base) => path
+                .strip_prefix(base.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
+    }
+}
+
+/// Path globs: literals compared as strings, the rest as one automaton.
+#[derive(Debug, Clone)]
+struct Paths {
+    literals: Vec<Literal>,
+    others: Option<Regex>,
+}
+
+impl Paths {
+    fn matches(&self, path: &str) -> bool {
+        self.literals.iter().any(|l| l.matches(path))
+            || self.others.as_ref().is_some_and(|r| r.is_match(path))
+    }
+}
+
 /// A request matcher by host globs, path globs and methods, compiled. An empty list
 /// matches anything; a method matches only as written, in uppercase.
 #[derive(Debug, Clone)]
 pub struct RouteMatcher {
     hosts: Vec<HostGlob>,
-    /// Every path glob as one alternation; `None` matches any path.
-    paths: Option<Regex>,
+    /// `None` matches any path.
+    paths: Option<Paths>,
     /// The same, ignoring case.
     loose_paths: Option<Regex>,
     methods: Vec<String>,
@@ -66,14 +124,24 @@ impl RouteMatcher {
         } else {
             let alternatives = paths
                 .iter()
-                .map(|p| path_regex(p))
+                .map(|p| path_regex(p).map(|regex| (Literal::of(p), regex)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let joined = format!("\\A(?:{})\\z", alternatives.join("|"));
-            let compile = |flags: &str| {
-                Regex::new(&format!("(?{flags}){joined}"))
+            let compile = |flags: &str, parts: &[&str]| {
+                Regex::new(&format!("(?{flags})\\A(?:{})\\z", parts.join("|")))
                     .map_err(|e| error(&paths.join(" "), e.to_string()))
             };
-            (Some(compile("s")?), Some(compile("si")?))
+            let others: Vec<&str> = alternatives
+                .iter()
+                .filter(|(literal, _)| literal.is_none())
+                .map(|(_, regex)| regex.as_str())
+                .collect();
+            let every: Vec<&str> = alternatives.iter().map(|(_, r)| r.as_str()).collect();
+            let loose = compile("si", &every)?;
+            let others = (!others.is_empty())
+                .then(|| compile("s", &others))
+                .transpose()?;
+            let literals = alternatives.into_iter().filter_map(|(l, _)| l).collect();
+            (Some(Paths { literals, others }), Some(loose))
         };
         let methods = methods
             .iter()
@@ -109,7 +177,7 @@ impl RouteMatcher {
             && self
                 .paths
                 .as_ref()
-                .is_none_or(|paths| paths.is_match(&target.path))
+                .is_none_or(|paths| paths.matches(&target.path))
     }
 
     /// Whether a server that reads paths without regard to case, or `extensionless`

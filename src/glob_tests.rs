@@ -97,3 +97,42 @@ fn hostile_globs_compile_and_decide() {
     assert!(!m.is_match(&format!("/{}", "a".repeat(8 * 1024 - 1))));
     assert!(m.is_match(&format!("/q/{}b/r/{}c", "a".repeat(40), "x".repeat(40))));
 }
+
+#[test]
+fn literal_globs_match_as_their_automata_do() {
+    let patterns = [
+        "/",
+        "/mcp",
+        "/mcp/**",
+        "/**",
+        "/a b/**",
+        "/api//x/",
+        "/%61pi/items",
+        "/a;b",
+    ];
+    let paths = [
+        "/",
+        "/mcp",
+        "/mcp/x",
+        "/mcp/x/y",
+        "/mcpx",
+        "/mc",
+        "/a%20b",
+        "/a%20b/c",
+        "/api/x",
+        "/api/items",
+        "/a;b",
+        "/x",
+    ];
+    for pattern in patterns {
+        let automaton = path_matcher(pattern).unwrap();
+        let matcher = RouteMatcher::compile(&[], &strings(&[pattern]), &[]).unwrap();
+        for path in paths {
+            assert_eq!(
+                matcher.matches_location(&target("h", None, path)),
+                automaton.is_match(path),
+                "{pattern} on {path}"
+            );
+        }
+    }
+}

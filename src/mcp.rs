@@ -27,6 +27,7 @@ use unicase::UniCase;
 use crate::decision::DenyReason;
 use crate::policy::Value;
 use crate::quote::Quoted;
+use crate::request::HeaderNotes;
 use crate::view::RequestView;
 
 /// What an MCP request names beyond its method.
@@ -97,14 +98,20 @@ pub struct Body<'a> {
     pub truncated: bool,
 }
 
-/// Reads `view` as MCP. `Ok(None)`: not an MCP request.
+/// Reads `view` as MCP. `Ok(None)`: not an MCP request. `notes` says whether any
+/// `Mcp-*` header is there to look up.
 pub fn read(
     view: &RequestView,
     body: Body<'_>,
     on_route: bool,
+    notes: HeaderNotes,
 ) -> Result<Option<Message>, McpError> {
-    let header_method = view.header("mcp-method");
+    let header_method = notes.mcp.then(|| view.header("mcp-method")).flatten();
     let raw = view.body.as_bytes();
+    if raw.is_empty() && header_method.is_none() && !on_route {
+        // No header, no route, no body to carry JSON-RPC: not MCP.
+        return Ok(None);
+    }
     // A body sent under another media type (a form, text, none) is parsed here only
     // to tell whether it is MCP: servers that ignore the media type would run it.
     let declared_json = view

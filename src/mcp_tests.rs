@@ -23,6 +23,7 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 
 fn read_as(v: &RequestView, on_route: bool) -> Result<Option<Message>, McpError> {
     let parsed = parse(v, &InputLimits::default()).unwrap();
+    let (_, notes) = crate::request::Target::read(v, &Default::default()).unwrap();
     read(
         v,
         Body {
@@ -30,6 +31,7 @@ fn read_as(v: &RequestView, on_route: bool) -> Result<Option<Message>, McpError>
             truncated: parsed.truncated,
         },
         on_route,
+        notes,
     )
 }
 

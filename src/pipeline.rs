@@ -19,12 +19,12 @@ use std::sync::Arc;
 use crate::action::{self, Action, Actions, Classifier, Resource, ToolCall};
 use crate::config::RequestConfig;
 use crate::context::{self, Established};
-use crate::decision::{Decision, DenyReason, Header};
+use crate::decision::{Decision, DenyReason, Vouched};
 use crate::glob::RouteMatcher;
 use crate::mcp::{self, Message};
 use crate::policy::input::{self, InputError, Parsed};
 use crate::policy::{EvalError, PolicySet, PolicyStore, Prepare, Prepared, Value, outcome};
-use crate::request::Target;
+use crate::request::{HeaderNotes, Target};
 use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode, unix_now};
 use crate::view::RequestView;
 
@@ -72,11 +72,6 @@ impl Facts {
     }
 }
 
-/// The headers leash sets on every allowed request from what it verified.
-pub const AGENT_HEADER: &str = "x-leash-agent";
-pub const HUMAN_HEADER: &str = "x-leash-human";
-pub const TASK_HEADER: &str = "x-leash-task";
-
 #[derive(Debug)]
 pub struct Pipeline {
     policy: Arc<PolicyStore>,
@@ -89,6 +84,7 @@ pub struct Pipeline {
 /// What step 1 established: the request leash decides on, read one way.
 struct Shape<'a> {
     target: Target<'a>,
+    notes: HeaderNotes,
     parsed: Parsed,
     mcp: Option<Message>,
     on_mcp_route: bool,
@@ -194,6 +190,7 @@ impl Pipeline {
             resource: Some(action.resource.clone()),
             identity,
         };
+        let leash_headers = shape.notes.leash;
         let input = document(
             view,
             shape,
@@ -207,9 +204,10 @@ impl Pipeline {
         }
         let mut decision = evaluate(set, input);
         if let Decision::Allow(permit) = &mut decision {
+            let client = leash_headers.then(|| view.headers.keys().map(String::as_str));
             permit.vouch(
-                vouched_headers(facts.identity.as_ref()),
-                view.headers.keys().map(String::as_str),
+                vouched(facts.identity.as_ref()),
+                client.into_iter().flatten(),
             );
         }
         Ok(Verdict::new(
@@ -250,8 +248,8 @@ fn shape<'a>(
     request: &RequestConfig,
     mcp_routes: &[RouteMatcher],
 ) -> Result<Shape<'a>, Refusal> {
-    let target =
-        Target::of(view, &request.target).map_err(|err| (err.reason(), err.to_string()))?;
+    let (target, notes) =
+        Target::read(view, &request.target).map_err(|err| (err.reason(), err.to_string()))?;
     let parsed =
         input::parse(view, &request.body).map_err(|err| (input_reason(&err), err.to_string()))?;
     let on_route = mcp_routes.iter().any(|r| r.matches_location(&target));
@@ -259,9 +257,11 @@ fn shape<'a>(
         parsed: &parsed.body,
         truncated: parsed.truncated,
     };
-    let mcp = mcp::read(view, body, on_route).map_err(|err| (err.reason(), err.to_string()))?;
+    let mcp =
+        mcp::read(view, body, on_route, notes).map_err(|err| (err.reason(), err.to_string()))?;
     Ok(Shape {
         target,
+        notes,
         parsed,
         mcp,
         on_mcp_route: on_route,
@@ -280,6 +280,7 @@ fn classify(
         truncated: shape.parsed.truncated,
         mcp: shape.mcp.as_ref(),
         on_mcp_route: shape.on_mcp_route,
+        notes: shape.notes,
     })
 }
 
@@ -305,28 +306,14 @@ fn document(
     shape.parsed.assemble(view, leash)
 }
 
-/// `x-leash-agent`, `x-leash-human` and `x-leash-task`, from the verified identity.
-fn vouched_headers(identity: Option<&Identity>) -> Vec<Header> {
-    let Some(id) = identity else {
-        return Vec::new();
-    };
-    let claims = &id.token.claims;
-    [
-        (AGENT_HEADER, claims.agent.as_deref()),
-        (HUMAN_HEADER, claims.human.as_deref()),
-        (TASK_HEADER, id.binding.task.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| {
-        // A value a header cannot carry is left out rather than sent mangled.
-        value
-            .filter(|v| !v.bytes().any(|b| b.is_ascii_control()))
-            .map(|v| Header {
-                name: name.to_owned(),
-                value: v.to_owned(),
-            })
+/// Who acts, from the verified identity, for `x-leash-agent`, `x-leash-human` and
+/// `x-leash-task`.
+fn vouched(identity: Option<&Identity>) -> Vouched {
+    identity.map_or_else(Vouched::default, |id| Vouched {
+        agent: id.token.claims.agent.clone(),
+        human: id.token.claims.human.clone(),
+        task: id.binding.task.clone(),
     })
-    .collect()
 }
 
 /// The hook that compiles `data.leash.actions` with the configured actions when a

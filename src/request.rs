@@ -95,6 +95,67 @@ const PATH_OVERRIDE_HEADERS: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-
 /// Headers some frameworks take the host from instead of `Host`: a second host.
 const HOST_OVERRIDE_HEADERS: [&str; 2] = ["x-forwarded-host", "x-host"];
 
+/// Headers through which frameworks let a client run another method than its own.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// What a header is to leash, by name (in either spelling, `-` or `_`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderKind {
+    Other,
+    Mcp,
+    Leash,
+    MethodOverride,
+    PathOverride,
+    HostOverride,
+    Forwarded,
+}
+
+/// Cheap for the common header: only names of a length some header of interest has
+/// are compared.
+fn header_kind(name: &str) -> HeaderKind {
+    let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
+    if first == Some(b'm') {
+        return if name
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("mcp-"))
+        {
+            HeaderKind::Mcp
+        } else {
+            HeaderKind::Other
+        };
+    }
+    if first != Some(b'x') && first != Some(b'f') {
+        return HeaderKind::Other;
+    }
+    if crate::decision::is_leash_header(name) {
+        return HeaderKind::Leash;
+    }
+    let is = |list: &[&str]| list.iter().any(|h| is_header(name, h));
+    match name.len() {
+        9 if is(&["forwarded"]) => HeaderKind::Forwarded,
+        6 | 16 if is(&HOST_OVERRIDE_HEADERS) => HeaderKind::HostOverride,
+        13 | 14 if is(&PATH_OVERRIDE_HEADERS) => HeaderKind::PathOverride,
+        13 | 17 | 22 if is(&METHOD_OVERRIDE_HEADERS) => HeaderKind::MethodOverride,
+        _ => HeaderKind::Other,
+    }
+}
+
+/// What the one pass over the headers saw, so later steps look only where there is
+/// something to see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderNotes {
+    /// A method-override header, in any spelling.
+    pub method_override: bool,
+    /// A header under leash's prefix, which the tool must not receive.
+    pub leash: bool,
+    /// A header starting `mcp-`.
+    pub mcp: bool,
+}
+
 /// Whether header `name` is `wanted` (lowercase, with `-`), as servers that read `_`
 /// and `-` alike (CGI, PHP, WSGI) would see it.
 pub(crate) fn is_header(name: &str, wanted: &str) -> bool {
@@ -119,9 +180,17 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    /// The canonical target of `view`, or why it has none. Checks the limits first,
-    /// so a hostile path costs one length comparison.
+    /// The canonical target of `view`, or why it has none.
     pub fn of(view: &'a RequestView, options: &RequestOptions) -> Result<Self, RequestError> {
+        Self::read(view, options).map(|(target, _)| target)
+    }
+
+    /// The canonical target of `view` and what its headers hold, in one pass over
+    /// them. Checks the limits first, so a hostile path costs one length comparison.
+    pub fn read(
+        view: &'a RequestView,
+        options: &RequestOptions,
+    ) -> Result<(Self, HeaderNotes), RequestError> {
         let limits = options.limits;
         if view.path.len() > limits.max_path_bytes {
             return Err(RequestError::PathTooLong {
@@ -130,21 +199,27 @@ impl<'a> Target<'a> {
             });
         }
         let mut size = 0usize;
+        let mut notes = HeaderNotes::default();
         for (name, value) in &view.headers {
             size = size.saturating_add(name.len()).saturating_add(value.len());
-            if PATH_OVERRIDE_HEADERS.iter().any(|h| is_header(name, h)) {
-                return Err(RequestError::AmbiguousPath(format!(
-                    "the {} header names a second path",
-                    Quoted(name)
-                )));
-            }
-            let second_host = HOST_OVERRIDE_HEADERS.iter().any(|h| is_header(name, h))
-                || (is_header(name, "forwarded") && value.to_ascii_lowercase().contains("host="));
-            if second_host {
-                return Err(RequestError::InvalidHost(format!(
-                    "the {} header names a second host",
-                    Quoted(name)
-                )));
+            match header_kind(name) {
+                HeaderKind::Other => {}
+                HeaderKind::Mcp => notes.mcp = true,
+                HeaderKind::Leash => notes.leash = true,
+                HeaderKind::MethodOverride => notes.method_override = true,
+                HeaderKind::PathOverride => {
+                    return Err(RequestError::AmbiguousPath(format!(
+                        "the {} header names a second path",
+                        Quoted(name)
+                    )));
+                }
+                HeaderKind::Forwarded if !value.to_ascii_lowercase().contains("host=") => {}
+                HeaderKind::HostOverride | HeaderKind::Forwarded => {
+                    return Err(RequestError::InvalidHost(format!(
+                        "the {} header names a second host",
+                        Quoted(name)
+                    )));
+                }
             }
         }
         if size > limits.max_header_bytes {
@@ -155,16 +230,17 @@ impl<'a> Target<'a> {
         }
         let scheme = scheme(&view.scheme);
         let (host, port) = host(&view.host, default_port(&scheme))?;
-        let raw_path = match view.path.find('?') {
+        let raw_path = match view.path.bytes().position(|b| b == b'?') {
             Some(end) => view.path.get(..end).unwrap_or_default(),
             None => &view.path,
         };
-        Ok(Self {
+        let target = Self {
             scheme,
             host,
             port,
             path: path(raw_path, options.allow)?,
-        })
+        };
+        Ok((target, notes))
     }
 
     /// The port the request goes to: the one it named, else the scheme's default.
@@ -225,12 +301,6 @@ fn host(
     default: Option<u16>,
 ) -> Result<(Cow<'_, str>, Option<u16>), RequestError> {
     let invalid = |why: &str| RequestError::InvalidHost(format!("{}: {why}", Quoted(authority)));
-    if authority.is_empty() {
-        return Err(invalid("the request names no host"));
-    }
-    if authority.contains('@') {
-        return Err(invalid("user information is not part of a host"));
-    }
     let (name, port) = if let Some(literal) = authority.strip_prefix('[') {
         let (inside, after) = literal
             .split_once(']')
@@ -251,39 +321,70 @@ fn host(
         let end = inside.len() + 2;
         (authority.get(..end).unwrap_or(authority), port)
     } else {
-        match authority.rsplit_once(':') {
-            Some((name, port)) => (name, port),
+        match authority.bytes().rposition(|b| b == b':') {
+            Some(colon) => (
+                authority.get(..colon).unwrap_or_default(),
+                authority.get(colon + 1..).unwrap_or_default(),
+            ),
             None => (authority, ""),
         }
     };
-    let port = if port.is_empty() {
-        None
-    } else {
-        if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid("the port is not a number"));
-        }
-        let number: u16 = port
-            .parse()
-            .map_err(|_| invalid("the port is out of range"))?;
-        (Some(number) != default).then_some(number)
+    let port = match port_number(port) {
+        Some(Some(number)) => (Some(number) != default).then_some(number),
+        Some(None) => None,
+        None => return Err(invalid("the port is not a number from 0 to 65535")),
     };
     if name.starts_with('[') {
         return Ok((lowercase(name), port));
     }
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.len() > 253 {
-        return Err(invalid("the host name is empty or too long"));
+    match dns_name(name.as_bytes()) {
+        Some(false) => Ok((Cow::Borrowed(name), port)),
+        Some(true) => Ok((Cow::Owned(name.to_ascii_lowercase()), port)),
+        None if authority.is_empty() => Err(invalid("the request names no host")),
+        None if authority.contains('@') => Err(invalid("user information is not part of a host")),
+        None => Err(invalid("not a DNS name or an IP address")),
     }
-    let valid = name.split('.').all(|label| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if !valid {
-        return Err(invalid("not a DNS name or an IP address"));
+}
+
+/// `Some(None)` for no port, `Some(Some(n))` for a port number, `None` for anything else.
+fn port_number(port: &str) -> Option<Option<u16>> {
+    if port.is_empty() {
+        return Some(None);
     }
-    Ok((lowercase(name), port))
+    if port.len() > 5 {
+        return None;
+    }
+    let mut number: u32 = 0;
+    for b in port.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        number = number * 10 + u32::from(b - b'0');
+    }
+    u16::try_from(number).ok().map(Some)
+}
+
+/// One pass over a DNS name (or IPv4 address): labels of letters, digits, `-` and `_`,
+/// none empty, at most 253 bytes. Returns whether it has an uppercase letter.
+fn dns_name(name: &[u8]) -> Option<bool> {
+    if name.len() > 253 {
+        return None;
+    }
+    let (mut label, mut upper) = (0usize, false);
+    for &b in name {
+        match b {
+            b'.' if label == 0 => return None,
+            b'.' => label = 0,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'A'..=b'Z' => {
+                label += 1;
+                upper = true;
+            }
+            _ => return None,
+        }
+    }
+    (label > 0).then_some(upper)
 }
 
 fn lowercase(s: &str) -> Cow<'_, str> {
@@ -308,7 +409,7 @@ pub(crate) const fn is_plain(b: u8) -> bool {
 }
 
 /// The canonical form of `raw` (a path without its query).
-fn path(raw: &str, allow: PathAllowances) -> Result<Cow<'_, str>, RequestError> {
+pub(crate) fn path(raw: &str, allow: PathAllowances) -> Result<Cow<'_, str>, RequestError> {
     if is_canonical(raw.as_bytes(), allow) {
         return Ok(Cow::Borrowed(raw));
     }

@@ -39,10 +39,10 @@ pub fn response(verdict: &Verdict, options: &EgressOptions) -> CheckResponse {
                     ..Default::default()
                 }),
                 http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                    headers: header_options(&m.headers, Repeat::Append),
+                    headers: header_options(permit.upstream_headers(), Repeat::Append),
                     headers_to_remove: m.request_headers_to_remove.clone(),
                     response_headers_to_add: header_options(
-                        &m.response_headers_to_add,
+                        pairs(&m.response_headers_to_add),
                         Repeat::Add,
                     ),
                     query_parameters_to_set: m
@@ -61,7 +61,7 @@ pub fn response(verdict: &Verdict, options: &EgressOptions) -> CheckResponse {
         }
         Decision::Deny(denial) => {
             let response = denial.response();
-            let mut headers = header_options(&response.headers, Repeat::Append);
+            let mut headers = header_options(pairs(&response.headers), Repeat::Append);
             if let Some(name) = &options.reason_header {
                 headers.push(set_header(name, denial.reason().code()));
             }
@@ -96,13 +96,21 @@ enum Repeat {
     Add,
 }
 
-fn header_options(headers: &[Header], repeat: Repeat) -> Vec<HeaderValueOption> {
-    let mut out = Vec::with_capacity(headers.len());
-    for (i, header) in headers.iter().enumerate() {
-        let seen = headers
-            .get(..i)
-            .is_some_and(|before| before.iter().any(|h| h.name == header.name));
-        let mut option = set_header(&header.name, &header.value);
+fn pairs(headers: &[Header]) -> impl Iterator<Item = (&str, &str)> {
+    headers.iter().map(|h| (h.name.as_str(), h.value.as_str()))
+}
+
+fn header_options<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a str)>,
+    repeat: Repeat,
+) -> Vec<HeaderValueOption> {
+    let (least, most) = headers.size_hint();
+    let mut out: Vec<HeaderValueOption> = Vec::with_capacity(most.unwrap_or(least));
+    for (name, value) in headers {
+        let seen = out
+            .iter()
+            .any(|o| o.header.as_ref().is_some_and(|h| h.key == name));
+        let mut option = set_header(name, value);
         if let (Repeat::Append, true) = (repeat, seen) {
             // Envoy reads only this (deprecated) field for `headers`, not `append_action`.
             #[allow(

@@ -1,6 +1,8 @@
 //! What a verified token says about who acts: the delegating human, the agent, the
 //! chain of actors (RFC 8693 `act`), scopes, the task and the confirmation keys.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::HumanRule;
@@ -12,13 +14,13 @@ use super::issuer::IssuerConfig;
 pub struct AgentClaims {
     pub subject: Option<String>,
     /// On whose behalf the request is made, when a human delegated.
-    pub human: Option<String>,
+    pub human: Option<Arc<str>>,
     /// The party acting now: the outermost `act`, else the client, else the subject.
-    pub agent: Option<String>,
+    pub agent: Option<Arc<str>>,
     /// Every actor, outermost (current) first.
     pub chain: Vec<String>,
     pub scopes: Vec<String>,
-    pub task: Option<String>,
+    pub task: Option<Arc<str>>,
     /// `cnf.x5t#S256`: the certificate the token is bound to (RFC 8705).
     pub x5t_s256: Option<String>,
     /// `cnf.jkt`: the DPoP key the token is bound to (RFC 9449).
@@ -89,11 +91,14 @@ impl AgentClaims {
                 .map(str::to_owned)
         };
         Ok(Self {
-            human,
-            agent,
+            human: human.map(Arc::from),
+            agent: agent.map(Arc::from),
             chain,
             scopes: scopes(claims),
-            task: claims.get(&issuer.task_claim).and_then(scalar_text),
+            task: claims
+                .get(&issuer.task_claim)
+                .and_then(scalar_text)
+                .map(Arc::from),
             x5t_s256: cnf_text("x5t#S256"),
             jkt: cnf_text("jkt"),
             workload: workload_claim.and_then(text),

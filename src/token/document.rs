@@ -37,7 +37,7 @@ impl TokenDocument {
             Value::Object(o) => o.get(&Value::from(name)).cloned(),
             _ => None,
         };
-        let text = |s: Option<&String>| s.map_or(Value::Null, |s| Value::from(s.as_str()));
+        let text = |s: Option<&str>| s.map_or(Value::Null, Value::from);
         KEYS.with(|k| Self {
             token: object([
                 (k.issuer.clone(), Value::from(issuer)),
@@ -50,8 +50,8 @@ impl TokenDocument {
                 ),
                 (k.claims.clone(), all_claims.clone()),
             ]),
-            human: text(claims.human.as_ref()),
-            agent: text(claims.agent.as_ref()),
+            human: text(claims.human.as_deref()),
+            agent: text(claims.agent.as_deref()),
             delegation: object([
                 (k.chain.clone(), strings(&claims.chain)),
                 (k.depth.clone(), Value::from(claims.depth())),

@@ -95,7 +95,7 @@ pub struct Binding {
     /// The workload claim matched the peer's certificate identity.
     pub workload_claim: bool,
     /// The task the token and the request agree on.
-    pub task: Option<String>,
+    pub task: Option<Arc<str>>,
 }
 
 /// A request's verified, bound credentials.
@@ -347,7 +347,7 @@ impl Authenticator {
         view: &RequestView,
         token: &VerifiedToken,
         txn: Option<&VerifiedToken>,
-    ) -> Result<Option<String>, TokenError> {
+    ) -> Result<Option<Arc<str>>, TokenError> {
         let header = &self.settings.headers.task;
         let requested = view.header(header).map(str::trim).filter(|t| !t.is_empty());
         let txn_task = txn.and_then(|t| t.claims.task.as_ref());
@@ -374,7 +374,7 @@ impl Authenticator {
                 "the token is for task {} and the request names none ({header})",
                 Quoted(task)
             ))),
-            Some(r) if r != task => Err(TokenError::TaskMismatch(format!(
+            Some(r) if r != task.as_ref() => Err(TokenError::TaskMismatch(format!(
                 "the token is for task {}, the request for {}",
                 Quoted(task),
                 Quoted(r)

@@ -1,6 +1,6 @@
 //! Token verification: find the issuer, check the algorithm, the signature and every
 //! time claim, and remember the result. A repeated token is found in a bounded cache
-//! keyed by the SHA-256 of the whole token and skips all signature work. Time claims
+//! keyed by the whole token and skips all signature work. Time claims
 //! are checked on every hit, so a cached token is never accepted past its `exp`; it
 //! leaves the cache when it is presented expired, when its issuer's keys change, or
 //! when the bounded cache evicts it for newer tokens.
@@ -12,7 +12,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value as Json};
-use sha2::{Digest, Sha256};
 
 use super::claims::AgentClaims;
 use super::document::TokenDocument;
@@ -74,7 +73,10 @@ impl From<TokenError> for Unverified {
     }
 }
 
-pub type TokenCache = quick_cache::sync::Cache<[u8; 32], Arc<VerifiedToken>>;
+/// Verified tokens by the whole token: a fast keyed hash finds the entry and a full
+/// comparison confirms it, so no other token can ever be taken for a cached one, and a
+/// repeated token costs no cryptographic digest.
+pub type TokenCache = quick_cache::sync::Cache<Box<str>, Arc<VerifiedToken>>;
 
 #[derive(Debug)]
 pub struct Verifier {
@@ -96,8 +98,7 @@ impl Verifier {
 
     /// Verifies `raw` at unix time `now`, from the cache when it can.
     pub fn verify(&self, raw: &str, now: i64) -> Result<Arc<VerifiedToken>, Unverified> {
-        let digest: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
-        if let Some(hit) = self.cache.get(&digest) {
+        if let Some(hit) = self.cache.get(raw) {
             let keys_unchanged = hit
                 .keys
                 .as_ref()
@@ -106,16 +107,16 @@ impl Verifier {
                 // Signature and shape were checked when it was cached; time moves on.
                 if let Err(err) = check_times(&hit.claims, &hit.issuer, now) {
                     if matches!(err, TokenError::Expired { .. }) {
-                        self.cache.remove(&digest);
+                        self.cache.remove(raw);
                     }
                     return Err(err.into());
                 }
                 return Ok(hit);
             }
-            self.cache.remove(&digest);
+            self.cache.remove(raw);
         }
         let verified = Arc::new(self.verify_uncached(raw, now)?);
-        self.cache.insert(digest, verified.clone());
+        self.cache.insert(Box::from(raw), verified.clone());
         Ok(verified)
     }
 
