@@ -302,26 +302,21 @@ pub struct Request<'a> {
 /// Rules, tools and hosts from configuration and policy data, ready to match.
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
-    rules: Vec<Rule>,
-    tools: BTreeMap<String, ToolConfig>,
-    hosts: Vec<(Arc<str>, RouteMatcher)>,
+    actions: Actions,
 }
 
 impl Classifier {
     /// Configuration first, then `data.leash.actions` (its tools replace same-named ones).
     pub fn new(config: &Actions, data: Option<&Actions>) -> Self {
-        let mut this = Self {
-            rules: config.rules.clone(),
-            tools: config.tools.clone(),
-            hosts: config.hosts.clone(),
-        };
+        let mut actions = config.clone();
         if let Some(data) = data {
-            this.rules.extend(data.rules.iter().cloned());
-            this.tools
+            actions.rules.extend(data.rules.iter().cloned());
+            actions
+                .tools
                 .extend(data.tools.iter().map(|(k, v)| (k.clone(), v.clone())));
-            this.hosts.extend(data.hosts.iter().cloned());
+            actions.hosts.extend(data.hosts.iter().cloned());
         }
-        this
+        Self { actions }
     }
 
     pub fn classify(&self, req: &Request<'_>) -> (Action, Option<ToolCall>) {
@@ -357,7 +352,7 @@ impl Classifier {
                 arguments,
                 ..
             } => Some(ToolCall {
-                known: self.tools.contains_key(name),
+                known: self.actions.tools.contains_key(name),
                 name: name.clone(),
                 arguments: arguments.clone(),
             }),
@@ -374,6 +369,7 @@ impl Classifier {
             _ => None,
         };
         let overriding = self
+            .actions
             .rules
             .iter()
             .find(|r| r.override_tools && req.on_mcp_route && r.matches(req, &req.view.method));
@@ -383,7 +379,7 @@ impl Classifier {
                 rule.tags.clone(),
                 ActionSource::Rule(rule.name.clone()),
             ),
-            (None, Some(call)) => match self.tools.get(&call.name) {
+            (None, Some(call)) => match self.actions.tools.get(&call.name) {
                 Some(entry) => (entry.class, entry.tags.clone(), ActionSource::Tool),
                 None => (
                     ActionClass::Destructive,
@@ -443,10 +439,10 @@ impl Classifier {
         // A case-insensitive server (Express, ASP.NET) or one that serves `/x.json` as
         // `/x` (Rails formats) runs a rule's route under other spellings: those can
         // only raise the class and add tags, never lower them.
-        if !self.rules.is_empty() {
+        if !self.actions.rules.is_empty() {
             let extensionless = without_extension(&req.target.path);
             for method in std::iter::once(method).chain(overrides.iter().map(String::as_str)) {
-                for other in self.rules.iter().filter(|r| {
+                for other in self.actions.rules.iter().filter(|r| {
                     r.on_route(req) && r.matcher.matches_loosely(req.target, extensionless, method)
                 }) {
                     raise(&mut action, other, method);
@@ -460,7 +456,7 @@ impl Classifier {
     }
 
     fn rule_for(&self, req: &Request<'_>, method: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.matches(req, method))
+        self.actions.rules.iter().find(|r| r.matches(req, method))
     }
 
     /// The host resource: as Envoy's route names it, else as the operator's host list
@@ -471,7 +467,8 @@ impl Classifier {
             .route_resource
             .clone()
             .or_else(|| {
-                self.hosts
+                self.actions
+                    .hosts
                     .iter()
                     .find(|(_, m)| m.matches_location(req.target))
                     .map(|(name, _)| name.clone())

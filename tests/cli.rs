@@ -263,19 +263,26 @@ fn a_port_in_use_names_the_flag_that_moves_it() {
     has(&stderr(&out), "pick a free port with --grpc-addr");
 }
 
+/// An ES256 signing key and its JWKS (kid k1), written into `dir` as `idp.pem` and
+/// `jwks.json`; returns the key's path.
+fn es256_issuer(dir: &std::path::Path) -> String {
+    let key = dir.join("idp.pem");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&key, pair.serialize_pem()).unwrap();
+    let key_arg = key.to_str().unwrap().to_owned();
+    let jwks = leash(&[
+        "token", "jwks", "--key", &key_arg, "--alg", "ES256", "--kid", "k1",
+    ]);
+    assert!(jwks.status.success(), "{}", stderr(&jwks));
+    std::fs::write(dir.join("jwks.json"), &jwks.stdout).unwrap();
+    key_arg
+}
+
 #[test]
 fn token_mint_and_inspect_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.pem");
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    std::fs::write(&key, pair.serialize_pem()).unwrap();
-    let key_arg = key.to_str().unwrap();
-    let jwks = leash(&[
-        "token", "jwks", "--key", key_arg, "--alg", "ES256", "--kid", "k1",
-    ]);
-    assert!(jwks.status.success(), "{}", stderr(&jwks));
+    let key_arg = &es256_issuer(dir.path());
     let jwks_path = dir.path().join("jwks.json");
-    std::fs::write(&jwks_path, &jwks.stdout).unwrap();
     let config = dir.path().join("leash.yaml");
     std::fs::write(
         &config,
@@ -337,15 +344,7 @@ fn token_mint_and_inspect_round_trip() {
 #[test]
 fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("idp.pem");
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    std::fs::write(&key, pair.serialize_pem()).unwrap();
-    let key_arg = key.to_str().unwrap();
-    let jwks = leash(&[
-        "token", "jwks", "--key", key_arg, "--alg", "ES256", "--kid", "k1",
-    ]);
-    assert!(jwks.status.success(), "{}", stderr(&jwks));
-    std::fs::write(dir.path().join("jwks.json"), &jwks.stdout).unwrap();
+    let key_arg = &es256_issuer(dir.path());
     let config = dir.path().join("leash.yaml");
     std::fs::write(
         &config,

@@ -150,6 +150,13 @@ impl World {
             .send_tls(tls, "POST", "/mcp", &headers, &tool_call(tool))
             .await
     }
+
+    /// A call to `tool` as agent A with exactly `headers`.
+    async fn post_mcp(&self, headers: &[(&str, &str)], tool: &str) -> Response {
+        self.envoy
+            .send_tls(&self.tls_a, "POST", "/mcp", headers, &tool_call(tool))
+            .await
+    }
 }
 
 fn uuid() -> String {
@@ -247,11 +254,7 @@ async fn a_destructive_tool_is_denied_while_a_read_tool_passes() {
     );
     // Headers that disagree with the body are refused before policy.
     let resp = w
-        .envoy
-        .send_tls(
-            &w.tls_a,
-            "POST",
-            "/mcp",
+        .post_mcp(
             &[
                 ("content-type", "application/json"),
                 ("mcp-method", "tools/call"),
@@ -259,7 +262,7 @@ async fn a_destructive_tool_is_denied_while_a_read_tool_passes() {
                 ("x-agent-task", "t-1"),
                 ("authorization", &bearer(&token)),
             ],
-            &tool_call("delete_repo"),
+            "delete_repo",
         )
         .await;
     assert_eq!(resp.header("x-leash-reason"), Some("mcp.header_mismatch"));
@@ -365,29 +368,21 @@ async fn every_hard_denial_reaches_the_client_with_its_reason() {
         200
     );
     let resp = w
-        .envoy
-        .send_tls(
-            &w.tls_a,
-            "POST",
-            "/mcp",
+        .post_mcp(
             &[
                 ("x-agent-task", "t-1"),
                 ("content-type", "application/json"),
             ],
-            &tool_call("search"),
+            "search",
         )
         .await;
     assert_eq!(resp.header("x-leash-reason"), Some("token.missing"));
     // The request's own shape is checked first: a malformed MCP call without a token
     // is refused for what it is.
     let resp = w
-        .envoy
-        .send_tls(
-            &w.tls_a,
-            "POST",
-            "/mcp",
+        .post_mcp(
             &[("x-agent-task", "t-1"), ("content-type", "text/plain")],
-            &tool_call("search"),
+            "search",
         )
         .await;
     assert_eq!(resp.header("x-leash-reason"), Some("mcp.invalid_request"));
