@@ -278,6 +278,19 @@ fn es256_issuer(dir: &std::path::Path) -> String {
     key_arg
 }
 
+/// A token `leash token mint` signs with `key` (ES256, kid k1) from `iss` for audience
+/// tools, subject alice and task t-1, with `extra` arguments.
+fn mint(key: &str, iss: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "token", "mint", "--key", key, "--alg", "ES256", "--kid", "k1", "--iss", iss, "--aud",
+        "tools", "--sub", "alice", "--task", "t-1",
+    ];
+    args.extend_from_slice(extra);
+    let out = leash(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
 #[test]
 fn token_mint_and_inspect_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,31 +307,13 @@ fn token_mint_and_inspect_round_trip() {
     .unwrap();
     let mint = |extra: &[&str]| {
         let mut args = vec![
-            "token",
-            "mint",
-            "--key",
-            key_arg,
-            "--alg",
-            "ES256",
-            "--kid",
-            "k1",
-            "--iss",
-            "https://idp.test",
-            "--aud",
-            "tools",
-            "--sub",
-            "alice",
-            "--task",
-            "t-1",
             "--act",
             "planner,orchestrator",
             "--claim",
             "spiffe_id=spiffe://test/agent",
         ];
         args.extend_from_slice(extra);
-        let out = leash(&args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out).trim().to_owned()
+        mint(key_arg, "https://idp.test", &args)
     };
     let good = mint(&[]);
     let out = leash(&["token", "inspect", &good, "-c", config.to_str().unwrap()]);
@@ -354,30 +349,11 @@ fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
         ),
     )
     .unwrap();
-    let minted = leash(&[
-        "token",
-        "mint",
-        "--key",
+    let token = mint(
         key_arg,
-        "--alg",
-        "ES256",
-        "--kid",
-        "k1",
-        "--iss",
         "https://idp.local",
-        "--aud",
-        "tools",
-        "--sub",
-        "alice",
-        "--task",
-        "t-1",
-        "--act",
-        "planner",
-        "--scope",
-        "tool:search:read",
-    ]);
-    assert!(minted.status.success(), "{}", stderr(&minted));
-    let token = stdout(&minted).trim().to_owned();
+        &["--act", "planner", "--scope", "tool:search:read"],
+    );
     let request = dir.path().join("req.json");
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#;
     std::fs::write(
