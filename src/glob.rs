@@ -12,7 +12,7 @@
 
 use regex::Regex;
 
-use crate::request::{PathAllowances, Target, is_plain, is_unreserved};
+use crate::request::{PathAllowances, Target, is_plain};
 
 /// Globs longer than this are refused: a pattern is a route, not a program.
 pub const MAX_GLOB_BYTES: usize = 512;
@@ -312,7 +312,7 @@ fn path_segment(segment: &str, out: &mut String) -> Result<(), String> {
                     (Some(h), Some(l)) => (h << 4) | l,
                     _ => return Err("% must be followed by two hexadecimal digits".to_owned()),
                 };
-                if is_unreserved(value) {
+                if is_plain(value) || value == b';' {
                     out.push_str(&regex::escape(&char::from(value).to_string()));
                 } else {
                     out.push_str(&format!("%{value:02X}"));

@@ -39,12 +39,14 @@ fn stars_stay_in_their_segment() {
 
 #[test]
 fn path_globs_are_read_like_canonical_paths() {
-    // Written with a trailing or doubled slash, or an escaped unreserved character,
+    // Written with a trailing or doubled slash, or an escape the canonical path decodes,
     // a glob means what the canonical path spells.
     assert!(path_matches("/api//items/", "/api/items"));
     assert!(path_matches("/%61pi/items", "/api/items"));
     assert!(path_matches("/a b", "/a%20b"));
     assert!(path_matches("/group%2fproject", "/group%2Fproject"));
+    assert!(path_matches("/repos/*%3Aarchive", "/repos/1:archive"));
+    assert!(path_matches("/repos/*:archive", "/repos/1:archive"));
     assert!(path_matcher("/a/../b").is_err());
     assert!(path_matcher("relative").is_err());
     assert!(path_matcher(&format!("/{}", "a".repeat(MAX_GLOB_BYTES))).is_err());

@@ -395,7 +395,7 @@ fn lowercase(s: &str) -> Cow<'_, str> {
     }
 }
 
-pub(crate) const fn is_unreserved(b: u8) -> bool {
+const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
@@ -446,7 +446,8 @@ fn is_canonical(raw: &[u8], allow: PathAllowances) -> bool {
                 if value == 0
                     || value == b'%'
                     || value >= 0x80
-                    || is_unreserved(value)
+                    || is_plain(value)
+                    || value == b';'
                     || (slash && !allow.encoded_slashes)
                 {
                     return false;
@@ -571,7 +572,14 @@ fn canonicalize(raw: &str, allow: PathAllowances) -> Result<String, RequestError
                         encoded_dot = true;
                         segment.push('.');
                     }
-                    v if is_unreserved(v) => segment.push(char::from(v)),
+                    // Servers decode these before routing: `/repos/1%3Aarchive` is
+                    // the `:archive` verb, and a rule naming it must see it so.
+                    b';' if !allow.semicolons => {
+                        return Err(ambiguous(
+                            "an encoded ; (%3B), which some servers decode and then strip as a parameter",
+                        ));
+                    }
+                    v if is_plain(v) || v == b';' => segment.push(char::from(v)),
                     v => {
                         decoded_non_ascii |= v >= 0x80;
                         push_escaped(&mut segment, v);

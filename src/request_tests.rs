@@ -94,6 +94,8 @@ fn paths_fold_into_one_spelling() {
         ("/café", "/caf%C3%A9"),
         ("/a/%7euser", "/a/~user"),
         ("/a:b@c!$&'()*+,=", "/a:b@c!$&'()*+,="),
+        ("/repos/1%3Aarchive", "/repos/1:archive"),
+        ("/a%40b%21%24%26%27%28%29%2A%2B%2C%3D", "/a@b!$&'()*+,="),
         ("/a?x=/etc/../y", "/a"),
     ] {
         assert_eq!(path_of(raw).unwrap(), canonical, "{raw}");
@@ -128,6 +130,8 @@ fn paths_with_more_than_one_reading_are_refused() {
         "/a#/../admin",
         "/public/%252e%252e/admin",
         "/a%252Fb",
+        "/admin%3B/x",
+        "/admin%3bjsessionid=1",
     ] {
         assert!(ambiguous(path), "{path:?}");
     }
@@ -159,6 +163,8 @@ fn each_refusal_class_with_a_switch_can_be_allowed() {
     );
     let t = Target::of(&v, &allow).unwrap();
     assert_eq!(t.path, "/api/v4/projects/group%2Fproject/issues;x");
+    let encoded = view("http", "g", "/a%3Bx", &[]);
+    assert_eq!(Target::of(&encoded, &allow).unwrap().path, "/a;x");
     assert_eq!(
         t.segments(),
         vec!["api", "v4", "projects", "group/project", "issues;x"]
