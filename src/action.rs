@@ -29,6 +29,7 @@ use std::sync::{Arc, LazyLock};
 
 use serde::Deserialize;
 
+use crate::body::{self, Reading};
 use crate::glob::{GlobError, RouteMatcher};
 use crate::mcp::{self, Message, Named};
 use crate::policy::Value;
@@ -320,7 +321,8 @@ impl Classifier {
     }
 
     pub fn classify(&self, req: &Request<'_>) -> (Action, Option<ToolCall>) {
-        let overrides = method_overrides(req);
+        let reading = body::read(req.view, req.body, req.truncated);
+        let overrides = method_overrides(req, &reading);
         let (mut action, tool) = match req.mcp {
             Some(message) if req.on_mcp_route => {
                 let (mut action, tool) = self.mcp(req, message);
@@ -334,10 +336,10 @@ impl Classifier {
             // the stricter class wins.
             Some(message) => {
                 let (mcp, tool) = self.mcp(req, message);
-                let (http, _) = self.http(req, &overrides);
+                let (http, _) = self.http(req, &overrides, &reading);
                 (stricter(mcp, http), tool)
             }
-            None => self.http(req, &overrides),
+            None => self.http(req, &overrides, &reading),
         };
         if !overrides.is_empty() {
             action.tags.push(METHOD_OVERRIDE.to_owned());
@@ -409,7 +411,12 @@ impl Classifier {
         (action, tool)
     }
 
-    fn http(&self, req: &Request<'_>, overrides: &[String]) -> (Action, Option<ToolCall>) {
+    fn http(
+        &self,
+        req: &Request<'_>,
+        overrides: &[String],
+        reading: &Reading<'_>,
+    ) -> (Action, Option<ToolCall>) {
         let method = req.view.method.as_str();
         let rule = self.rule_for(req, method);
         let mut action = match rule {
@@ -449,7 +456,7 @@ impl Classifier {
                 }
             }
         }
-        if !rule.is_some_and(|r| r.allow_opaque_body) && is_opaque(req) {
+        if !rule.is_some_and(|r| r.allow_opaque_body) && matches!(reading, Reading::Opaque) {
             action.tags.push(OPAQUE_BODY.to_owned());
         }
         (action, None)
@@ -491,13 +498,11 @@ fn raise(action: &mut Action, rule: &Rule, method: &str) {
     }
 }
 
-/// Both readings of a request that may or may not be MCP: the higher class and every
-/// tag; the resource the body names, else the other reading's.
+/// Both readings of a request off an MCP route that may or may not be MCP: the higher
+/// class and every tag, on the resource the HTTP reading names. The tool the body names
+/// is no resource here: a server that ignores JSON-RPC members would act on the route,
+/// and a tool scope must not open it.
 fn stricter(mcp: Action, http: Action) -> Action {
-    let named = matches!(
-        mcp.resource.kind,
-        ResourceKind::Tool | ResourceKind::Resource | ResourceKind::Prompt
-    );
     let (class, source) = if http.class > mcp.class {
         (http.class, http.source)
     } else {
@@ -513,7 +518,7 @@ fn stricter(mcp: Action, http: Action) -> Action {
         class,
         tags,
         source,
-        resource: if named { mcp.resource } else { http.resource },
+        resource: http.resource,
     }
 }
 
@@ -566,9 +571,9 @@ fn mcp_class(method: &str) -> ActionClass {
 }
 
 /// Every method the request names besides its own, uppercase as frameworks read them.
-/// A body or query leash cannot parse that mentions the parameter names a method it
-/// cannot know: `?`, which classifies as destructive.
-fn method_overrides(req: &Request<'_>) -> Vec<String> {
+/// A body leash cannot read that mentions the parameter names a method it cannot know:
+/// `?`, which classifies as destructive.
+fn method_overrides(req: &Request<'_>, reading: &Reading<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let mut add = |value: &str| {
         for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
@@ -584,39 +589,61 @@ fn method_overrides(req: &Request<'_>) -> Vec<String> {
             add(value);
         }
     }
-    // The query as servers split it: on `&` and on `;`, names decoded; only when it
-    // could name a method at all, as almost none does.
+    // Only a query that could name a method at all is split: almost none does.
     let query = req.view.path.split_once('?').map_or("", |(_, q)| q);
-    let could = query.contains('%') || mentions(query.as_bytes(), b"method");
-    let pairs = could.then(|| query.split(['&', ';']));
-    for pair in pairs.into_iter().flatten() {
+    if query.contains('%') || mentions(query.as_bytes(), b"method") {
+        form_overrides(query, &mut add);
+    }
+    match reading {
+        Reading::Empty => {}
+        Reading::Form(text) => form_overrides(text, &mut add),
+        Reading::Json(body) => {
+            let Value::Object(fields) = body.as_ref() else {
+                return out;
+            };
+            let mut named = false;
+            for (key, value) in fields.iter() {
+                let Value::String(key) = key else { continue };
+                if !is_override_param(key) {
+                    continue;
+                }
+                named = true;
+                match value {
+                    Value::String(v) => add(v),
+                    Value::Array(items) => items.iter().for_each(|v| {
+                        if let Value::String(v) = v {
+                            add(v);
+                        }
+                    }),
+                    _ => add("?"),
+                }
+            }
+            // The parse keeps one of two equal keys (`_method` and `\u005fmethod`); a
+            // server may keep the other.
+            if named && mcp::no_duplicate_keys(req.view.body.as_bytes()).is_err() {
+                add("?");
+            }
+        }
+        // May still carry the parameter, in any spelling or encoding.
+        Reading::Opaque => {
+            let raw = req.view.body.as_bytes();
+            if mentions_override(raw) || mentions_override(&body::unescaped(raw)) {
+                add("?");
+            }
+        }
+    }
+    out
+}
+
+/// The override parameter in a query or form, split as servers split it (on `&` and
+/// `;`), names decoded leniently (a bad escape stays as written, as PHP keeps it).
+fn form_overrides(text: &str, add: &mut impl FnMut(&str)) {
+    for pair in text.split(['&', ';']) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if is_override_param(&decode_lossy(name)) {
             add(&decode_lossy(value));
         }
     }
-    if let Value::Object(fields) = req.body {
-        for (key, value) in fields.iter() {
-            let Value::String(key) = key else { continue };
-            if !is_override_param(key) {
-                continue;
-            }
-            match value {
-                Value::String(v) => add(v),
-                Value::Array(items) => items.iter().for_each(|v| {
-                    if let Value::String(v) = v {
-                        add(v);
-                    }
-                }),
-                _ => add("?"),
-            }
-        }
-    }
-    // A body leash cannot parse may still carry the parameter, in any spelling.
-    if is_opaque(req) && mentions_override(req.view.body.as_bytes()) {
-        add("?");
-    }
-    out
 }
 
 /// Percent-decodes a query component (`+` is a space), keeping bad escapes as written.
@@ -658,6 +685,11 @@ fn decode_lossy(s: &str) -> std::borrow::Cow<'_, str> {
 fn is_override_param(key: &str) -> bool {
     let key = key.trim_start_matches(' ');
     let key = key.split('\0').next().unwrap_or(key);
+    // `_method[]` and `_method[0]` are arrays whose first value frameworks take.
+    let key = match key.find('[') {
+        Some(open) if open > 0 && key.ends_with(']') => key.get(..open).unwrap_or(key),
+        _ => key,
+    };
     key.len() == OVERRIDE_PARAM.len()
         && key.bytes().zip(OVERRIDE_PARAM.bytes()).all(|(a, b)| {
             a.to_ascii_lowercase() == b || (b == b'_' && matches!(a, b'.' | b' ' | b'['))
@@ -683,23 +715,6 @@ fn mentions_override(raw: &[u8]) -> bool {
                     .is_some_and(|before| before.eq_ignore_ascii_case(p))
             })
     })
-}
-
-/// A body was sent that leash could not read: unparsed, cut by Envoy, or JSON sent
-/// under another media type (a server that ignores the media type would read it).
-fn is_opaque(req: &Request<'_>) -> bool {
-    let raw = req.view.body.as_bytes();
-    if req.truncated {
-        return true;
-    }
-    if raw.is_empty() {
-        return false;
-    }
-    let declared_json = req
-        .view
-        .header("content-type")
-        .is_some_and(|c| c.contains("application/json"));
-    matches!(req.body, Value::Null) || (!declared_json && mcp::starts_like_json(raw))
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ fn json(method: &str, host: &str, path: &str, body: &str) -> RequestView {
     v
 }
 
+/// (what, headers, path, body)
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+
 fn config() -> Actions {
     let raw: ActionsConfig = yaml_serde::from_str(
         r#"
@@ -183,8 +186,6 @@ fn unusual_methods_are_destructive_unless_a_rule_names_them() {
 
 #[test]
 fn method_overrides_raise_the_class_and_are_tagged() {
-    // (what, headers, path, body)
-    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
     let cases: [Case<'_>; 6] = [
         (
             "header",
@@ -440,12 +441,13 @@ fn off_an_mcp_route_both_readings_count_and_the_stricter_wins() {
             ActionSource::Rule("repo-delete".into())
         )
     );
-    // A tool call off the route is still the tool, at the stricter class.
+    // A tool call off the route is still read as the tool, but the resource stays the
+    // HTTP one: a scope for the tool must not reach whatever the REST server does.
     let (action, tool) = classify(&json("POST", "api.example", "/messages", &call("search")));
     assert_eq!(tool.unwrap().name, "search");
     assert_eq!(
         (action.class, action.resource.kind),
-        (ActionClass::Write, ResourceKind::Tool)
+        (ActionClass::Write, ResourceKind::Host)
     );
 }
 
@@ -548,4 +550,104 @@ fn override_parameters_are_read_as_php_reads_their_names() {
     );
     plain.body = crate::view::Body::Text("payment_method=card&method=x".into());
     assert_eq!(class(&plain), ActionClass::Write);
+}
+
+#[test]
+fn bodies_are_read_by_their_media_type_not_a_parameter_naming_one() {
+    let cases: [Case<'_>; 7] = [
+        // A parameter naming the form type does not make multipart a form.
+        (
+            "multipart naming a form",
+            &[(
+                "content-type",
+                "multipart/form-data; boundary=x; a=application/x-www-form-urlencoded",
+            )],
+            "/v1/repos/1",
+            "--x\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--x--",
+        ),
+        // A bad escape after the name: PHP keeps the name, and the body is read as written.
+        (
+            "form name with a bad escape",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "/v1/repos/1",
+            "_method%00%zz=DELETE",
+        ),
+        (
+            "form array",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "/v1/repos/1",
+            "_method[]=DELETE",
+        ),
+        (
+            "deflated form",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("content-encoding", "deflate"),
+            ],
+            "/v1/repos/1",
+            "x_method=DELETE",
+        ),
+        (
+            "escaped name in an opaque body",
+            &[("content-type", "text/plain")],
+            "/v1/repos/1",
+            "%5Fmethod=DELETE",
+        ),
+        (
+            "two spellings of one JSON key",
+            &[("content-type", "application/json")],
+            "/v1/repos/1",
+            r#"{"_method":"DELETE","\u005fmethod":"GET"}"#,
+        ),
+        (
+            "a structured JSON type",
+            &[("content-type", "Application/Merge-Patch+JSON")],
+            "/v1/repos/1",
+            r#"{"_method":"DELETE"}"#,
+        ),
+    ];
+    for (name, headers, path, body) in cases {
+        let mut v = view("POST", "api.example", path, headers);
+        v.body = crate::view::Body::Text(body.into());
+        assert_eq!(class(&v), ActionClass::Destructive, "{name}");
+    }
+}
+
+#[test]
+fn json_under_a_json_type_is_readable_and_json_in_disguise_is_not() {
+    let tags = |content_type: &str, body: &str| {
+        let mut v = view(
+            "POST",
+            "api.example",
+            "/v1/items",
+            &[("content-type", content_type)],
+        );
+        v.body = crate::view::Body::Text(body.into());
+        classify(&v).0.tags
+    };
+    let opaque = vec![OPAQUE_BODY.to_owned()];
+    assert!(tags("application/json", r#"{"a":1}"#).is_empty());
+    assert!(tags("APPLICATION/JSON; charset=utf-8", r#"{"a":1}"#).is_empty());
+    assert!(tags("application/vnd.api+json", r#"{"a":1}"#).is_empty());
+    assert_eq!(
+        tags("application/x-www-form-urlencoded", "\u{feff}{\"a\":1}"),
+        opaque
+    );
+    assert_eq!(tags("application/json, text/plain", r#"{"a":1}"#), opaque);
+}
+
+#[test]
+fn a_rest_body_naming_a_non_mcp_method_is_not_mcp() {
+    let v = json(
+        "POST",
+        "auth.example",
+        "/oauth/exchange",
+        r#"{"method":"oauth/token","code":"x"}"#,
+    );
+    let (action, tool) = classify(&v);
+    assert!(tool.is_none());
+    assert_eq!(
+        (action.class, action.resource.kind),
+        (ActionClass::Write, ResourceKind::Host)
+    );
 }

@@ -31,6 +31,7 @@
 pub mod action;
 pub mod app;
 pub mod audit;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -24,6 +24,7 @@ use std::collections::HashSet;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use unicase::UniCase;
 
+use crate::body;
 use crate::decision::DenyReason;
 use crate::policy::Value;
 use crate::quote::Quoted;
@@ -114,15 +115,13 @@ pub fn read(
     }
     // A body sent under another media type (a form, text, none) is parsed here only
     // to tell whether it is MCP: servers that ignore the media type would run it.
-    let declared_json = view
-        .header("content-type")
-        .is_some_and(|c| c.contains("application/json"));
+    // The plugin-style parse is used only when it read the body as JSON.
+    let parsed_as_json =
+        body::is_json(&body::media_type(view)) && !matches!(body.parsed, Value::Null);
     let sniffed;
-    let value = if !declared_json && starts_like_json(raw) {
-        sniffed = std::str::from_utf8(raw)
-            .ok()
-            .and_then(|text| Value::from_json_str(text).ok())
-            .unwrap_or(Value::Null);
+    let value = if !parsed_as_json && body::starts_like_json(raw) {
+        let text = String::from_utf8_lossy(raw);
+        sniffed = Value::from_json_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
         &sniffed
     } else {
         body.parsed
@@ -150,11 +149,11 @@ pub fn read(
 }
 
 fn post(view: &RequestView, value: &Value, truncated: bool) -> Result<Message, McpError> {
-    let content_type = view.header("content-type").unwrap_or_default();
-    if !is_json_media_type(content_type) {
+    let media = body::media_type(view);
+    if media != "application/json" {
         return Err(invalid(format!(
             "the body must be application/json, not {}",
-            Quoted(content_type)
+            Quoted(&media)
         )));
     }
     if let Some(encoding) = view
@@ -270,20 +269,6 @@ fn check_headers(view: &RequestView, message: &Message) -> Result<(), McpError> 
     Ok(())
 }
 
-/// `application/json`, with parameters after `;`, compared as a media type: a
-/// parameter value that mentions JSON does not make a body JSON.
-pub fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-}
-
-pub(crate) fn starts_like_json(raw: &[u8]) -> bool {
-    matches!(
-        raw.iter().find(|b| !b.is_ascii_whitespace()),
-        Some(b'{' | b'[')
-    )
-}
-
 /// A body leash could not parse that still names JSON-RPC: some server may parse it.
 fn mentions_jsonrpc(raw: &[u8]) -> bool {
     const NEEDLE: &[u8] = b"\"jsonrpc\"";
@@ -291,19 +276,37 @@ fn mentions_jsonrpc(raw: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(NEEDLE))
 }
 
-/// An object with `jsonrpc`, or a `method` naming an MCP method (`initialize`,
-/// `ping`, or one with a `/`), or an array holding one: what a tool server might run.
+/// An object with `jsonrpc`, or a `method` naming an MCP method, or an array holding
+/// one: what a tool server might run.
 fn rpc_shaped(value: &Value) -> bool {
     match value {
         Value::Object(_) => {
             field(value, "jsonrpc").is_some()
                 || field(value, "method")
                     .and_then(as_str)
-                    .is_some_and(|m| m.contains('/') || m == "initialize" || m == "ping")
+                    .is_some_and(is_mcp_method)
         }
         Value::Array(items) => items.iter().any(rpc_shaped),
         _ => false,
     }
+}
+
+/// A method MCP defines, by name or namespace: `{"method": "oauth/token"}` in a REST
+/// body is not one.
+fn is_mcp_method(method: &str) -> bool {
+    const NAMESPACES: [&str; 10] = [
+        "tools/",
+        "resources/",
+        "prompts/",
+        "notifications/",
+        "completion/",
+        "logging/",
+        "tasks/",
+        "sampling/",
+        "elicitation/",
+        "roots/",
+    ];
+    matches!(method, "initialize" | "ping") || NAMESPACES.iter().any(|n| method.starts_with(n))
 }
 
 /// The member of `object` whose key equals `name` under Unicode case folding.

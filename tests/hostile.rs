@@ -109,6 +109,7 @@ tokens:
 actions:
   rules:
     - {{ name: repo-delete, paths: ["/api/repos/*/delete"], methods: [POST], class: destructive }}
+    - {{ name: repo-archive, paths: ["/api/repos/*:archive"], methods: [POST], class: destructive }}
     - {{ name: crm-export, hosts: [crm.example.com], paths: ["/api/exports/**"], methods: [POST],
         class: read, tags: [export] }}
   tools:
