@@ -532,8 +532,10 @@ allow if {
 fn an_operator_gate_that_errors_denies() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("leash")).unwrap();
+    // A folder named like the embedded library does not make the module part of it.
+    std::fs::create_dir_all(dir.path().join("embedded:leash")).unwrap();
     std::fs::write(
-        dir.path().join("limits.rego"),
+        dir.path().join("embedded:leash/limits.rego"),
         r#"package leash.gates
 import rego.v1
 deny contains "at most 100 results" if to_number(input.leash.tool.arguments.limit) > 100

@@ -36,12 +36,14 @@ const EMBEDDED_PREFIX: &str = "embedded:";
 pub struct SourceFile {
     pub path: String,
     pub text: String,
+    /// Part of the library compiled into leash, not a file of the operator's: known
+    /// from where it was read, never from its name (a folder may be called anything).
+    embedded: bool,
 }
 
 impl SourceFile {
-    /// Part of the library compiled into leash, not a file of the operator's.
     pub fn is_embedded(&self) -> bool {
-        self.path.starts_with(EMBEDDED_PREFIX)
+        self.embedded
     }
 }
 
@@ -112,11 +114,12 @@ impl PolicySource {
         let mut files = SourceFiles::default();
         if matches!(self, Self::Embedded | Self::Layered(_)) {
             for (path, text) in embedded::FILES {
-                files.add(
-                    &format!("{EMBEDDED_PREFIX}{path}"),
-                    path,
-                    (*text).to_owned(),
-                );
+                let file = SourceFile {
+                    path: format!("{EMBEDDED_PREFIX}{path}"),
+                    text: (*text).to_owned(),
+                    embedded: true,
+                };
+                files.add(path, file);
             }
         }
         if let Some(dir) = self.dir() {
@@ -125,8 +128,12 @@ impl PolicySource {
             let before = files.modules.len() + files.tests.len();
             for path in paths {
                 let rel = relative(dir, &path);
-                let text = read_text(&path)?;
-                files.add(&rel, &rel, text);
+                let file = SourceFile {
+                    text: read_text(&path)?,
+                    path: rel.clone(),
+                    embedded: false,
+                };
+                files.add(&rel, file);
             }
             if matches!(self, Self::Dir(_)) && files.modules.len() + files.tests.len() == before {
                 return Err(Problem::general(
@@ -161,13 +168,9 @@ impl PolicySource {
 }
 
 impl SourceFiles {
-    /// Adds a file named `display` in messages, at `rel` below its source's root.
-    fn add(&mut self, display: &str, rel: &str, text: String) {
+    /// Adds `file`, found at `rel` below its source's root.
+    fn add(&mut self, rel: &str, file: SourceFile) {
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        let file = SourceFile {
-            path: display.to_owned(),
-            text,
-        };
         match classify(name) {
             Some(Kind::Module) => self.modules.push(file),
             Some(Kind::Test) => self.tests.push(file),
