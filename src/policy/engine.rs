@@ -206,7 +206,12 @@ fn redact(message: &str) -> String {
             return out;
         };
         let inner = quoted.get(1..=end).unwrap_or_default();
+        // Strings print quoted, so a name is an identifier; a number may be a value.
         let name = inner.len() <= 64
+            && inner
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
             && inner
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']'));
@@ -257,5 +262,9 @@ mod tests {
             "bad token <token> here"
         );
         assert_eq!(redact("unterminated `abc"), "unterminated `…");
+        assert_eq!(
+            redact("`to_number` got `4111111111111111`"),
+            "`to_number` got `<value>`"
+        );
     }
 }
