@@ -10,15 +10,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use crate::audit::{self, AuditSink};
 use crate::config::Config;
 use crate::edge::authz::{AuthorizationService, Authz};
+use crate::edge::bounds::Slots;
 use crate::edge::control::{ControlServer, ControlService};
 use crate::edge::egress::EgressOptions;
-use crate::edge::{admin, ingress};
+use crate::edge::{admin, ingress, serve};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
 use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value};
@@ -126,53 +126,65 @@ impl App {
             }
         }
 
-        let authz = AuthorizationService::new(
-            self.authz.clone(),
-            self.config.listen.max_receive_bytes.get(),
-        );
+        let limits = self.config.listen.limits;
+        let max_message = self.config.listen.max_receive_bytes.get();
+        let checks = Routes::new(AuthorizationService::new(self.authz.clone(), max_message))
+            .add_service(health_service);
+        let slots = |port| {
+            Slots::new(
+                limits.max_connections.get(),
+                limits.header_read_timeout,
+                port,
+                self.metrics.clone(),
+            )
+        };
         let mut tasks = tokio::task::JoinSet::new();
 
         tracing::info!(addr = %listeners.grpc.local_addr()?, "ext_authz v3 gRPC listening");
-        tasks.spawn(
-            grpc_server()
-                .add_service(authz.clone())
-                .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), stopped()),
-        );
+        tasks.spawn(serve::grpc(
+            slots("grpc").tcp(listeners.grpc),
+            checks.clone(),
+            limits,
+            max_message,
+            limits.request_timeout,
+            stopped(),
+        ));
 
         if let Some(uds) = listeners.uds {
             let path = self.config.listen.grpc_uds.clone().unwrap_or_default();
             tracing::info!(path = %path.display(), "ext_authz v3 gRPC listening on a Unix socket");
-            tasks.spawn(
-                grpc_server()
-                    .add_service(authz.clone())
-                    .add_service(health_service.clone())
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(uds), stopped()),
-            );
+            tasks.spawn(serve::grpc(
+                slots("grpc_uds").unix(uds),
+                checks,
+                limits,
+                max_message,
+                limits.request_timeout,
+                stopped(),
+            ));
         }
 
         if let Some(control) = listeners.control {
             tracing::info!(addr = %control.local_addr()?, "control API (leash.v1.Control) listening");
             let service = ControlService::new(self.reloader.clone(), self.metrics.clone());
-            tasks.spawn(
-                Server::builder()
-                    .add_service(ControlServer::new(service))
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(control), stopped()),
-            );
+            tasks.spawn(serve::grpc(
+                slots("control").tcp(control),
+                Routes::new(ControlServer::new(service)),
+                limits,
+                CONTROL_MAX_MESSAGE,
+                CONTROL_TIMEOUT,
+                stopped(),
+            ));
         }
 
         if let Some(listener) = listeners.admin {
             tracing::info!(addr = %listener.local_addr()?, "admin HTTP (/healthz, /readyz, /metrics) listening");
             let router = admin::router(self.store.clone(), self.metrics.clone());
-            let stop = stopped();
-            tokio::spawn(async move {
-                if let Err(err) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::error!("admin server failed: {err}");
-                }
-            });
+            tasks.spawn(serve::http1(
+                slots("admin").tcp(listener),
+                router,
+                limits,
+                stopped(),
+            ));
         }
 
         spawn_reload_triggers(&self.reloader, self.config.policy.watch_interval);
@@ -181,15 +193,13 @@ impl App {
             () = shutdown => tracing::info!("shutting down: draining in-flight Checks"),
             Some(result) = tasks.join_next() => {
                 let _ = stop_tx.send(true);
-                result.context("a server task panicked")?.context("a gRPC server stopped")?;
-                anyhow::bail!("a gRPC server stopped unexpectedly");
+                result.context("a server task panicked")?;
+                anyhow::bail!("a server stopped unexpectedly");
             }
         }
         let _ = stop_tx.send(true);
         while let Some(result) = tasks.join_next().await {
-            result
-                .context("a server task panicked")?
-                .context("a gRPC server failed while draining")?;
+            result.context("a server task panicked while draining")?;
         }
         if let Some(path) = &self.config.listen.grpc_uds {
             let _ = std::fs::remove_file(path);
@@ -197,6 +207,10 @@ impl App {
         Ok(())
     }
 }
+
+/// Control requests are small; a reload may take a while to compile.
+const CONTROL_MAX_MESSAGE: usize = 64 * 1024;
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The bound sockets of an [`App`]; their addresses are known before serving starts.
 #[derive(Debug)]
@@ -219,14 +233,6 @@ impl Listeners {
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
-}
-
-fn grpc_server() -> Server {
-    Server::builder()
-        .tcp_nodelay(true)
-        // Envoy keeps a few long-lived HTTP/2 connections and multiplexes every Check
-        // over them; the stream limit must not be what queues Checks.
-        .max_concurrent_streams(None)
 }
 
 /// Binds `addr`, the value of config key `listen.<name>` (flag `--<name>-addr`).

@@ -10,6 +10,7 @@
 //! | `leash_policy_last_applied_timestamp_seconds` | gauge | |
 //! | `leash_decision_log_dropped_total` | counter | |
 //! | `leash_build_info` | gauge | `version` |
+//! | `leash_connections_refused_total` | counter | `port` (grpc, grpc_uds, control, admin) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,11 @@ struct ReloadLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PortLabels {
+    port: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -86,6 +92,7 @@ pub struct Metrics {
     policy_ready: Gauge,
     last_applied: Gauge,
     log_dropped: Counter,
+    connections_refused: Family<PortLabels, Counter>,
 }
 
 /// Counts decision records the log could not take; handed to the audit sink.
@@ -177,6 +184,13 @@ impl Metrics {
             log_dropped.clone(),
         );
 
+        let connections_refused = Family::<PortLabels, Counter>::default();
+        registry.register(
+            "leash_connections_refused",
+            "Connections closed on accept because the port had listen.max_connections open",
+            connections_refused.clone(),
+        );
+
         Self {
             registry,
             allowed,
@@ -186,7 +200,15 @@ impl Metrics {
             policy_ready,
             last_applied,
             log_dropped,
+            connections_refused,
         }
+    }
+
+    /// Counted off the Check path: only when a port is already full.
+    pub fn connection_refused(&self, port: &'static str) {
+        self.connections_refused
+            .get_or_create(&PortLabels { port })
+            .inc();
     }
 
     pub fn decision_log_dropped(&self) -> DropCounter {

@@ -464,3 +464,167 @@ async fn raw_check(leash: &Leash, bytes: Vec<u8>) -> Result<CheckResponse, tonic
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// Opens `streams` Check streams on one HTTP/2 connection, each sending only the
+/// 5-byte gRPC prefix of a 4 MiB message and never the rest. Returns what keeps them open.
+async fn half_sent_checks(
+    addr: std::net::SocketAddr,
+    streams: usize,
+) -> Vec<(
+    h2::client::ResponseFuture,
+    h2::SendStream<prost::bytes::Bytes>,
+)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut open = Vec::new();
+    let mut client = client;
+    for _ in 0..streams {
+        let Ok(ready) = tokio::time::timeout(Duration::from_secs(2), client.ready()).await else {
+            break; // the server's stream limit: this connection takes no more
+        };
+        let Ok(ready) = ready else { break };
+        client = ready;
+        let request = http::Request::post(format!(
+            "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let Ok((response, mut stream)) = client.send_request(request, false) else {
+            break;
+        };
+        let mut prefix = vec![0u8];
+        prefix.extend_from_slice(&(4u32 << 20).to_be_bytes());
+        stream
+            .send_data(prost::bytes::Bytes::from(prefix), false)
+            .unwrap();
+        open.push((response, stream));
+    }
+    open
+}
+
+/// An agent sharing the pod's network can reach the gRPC port. Streams that declare a
+/// large message and never send it must cost what they sent, not what they declared,
+/// and leash goes on answering Envoy.
+#[tokio::test]
+async fn streams_that_declare_large_messages_cost_only_what_they_send() {
+    let leash = common::LeashProcess::start(&[]).await;
+    let before = leash.rss_bytes();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(half_sent_checks(leash.grpc, 100).await);
+    }
+    let streams: usize = held.iter().map(Vec::len).sum();
+    assert_eq!(streams, 1000, "every stream was accepted");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = leash.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "1,000 half-sent streams grew leash by {} MiB",
+        grown >> 20
+    );
+    let mut client =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            common::channel(leash.grpc).await,
+        );
+    let answered = client.check(request("GET", "/", &[])).await;
+    assert!(answered.is_ok(), "{answered:?}");
+    drop(held);
+}
+
+/// Waits until the peer closes `conn`, reading and discarding what it sends.
+async fn closed_within(conn: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// No connection holds a slot forever: silent, idle and half-sent peers are cut off
+/// on every port, and past the connection cap new connections are closed and counted.
+#[tokio::test]
+async fn silent_idle_and_half_sent_peers_are_cut_off_and_connections_are_capped() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let leash = leash_with(
+        &policy,
+        &[
+            ("listen.max_connections", "3"),
+            ("listen.request_timeout", "1s"),
+            ("listen.max_connection_age", "1s"),
+            ("listen.header_read_timeout", "1s"),
+        ],
+    )
+    .await;
+    let connect = tokio::net::TcpStream::connect;
+
+    // A client that connects and never speaks, on each port.
+    for addr in [leash.grpc, leash.control, leash.admin] {
+        let mut silent = connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(5)).await,
+            "a silent connection to {addr} stayed open"
+        );
+    }
+
+    // An admin client that sends half its headers.
+    let mut slow = connect(leash.admin).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut slow, Duration::from_secs(5)).await);
+
+    // A Check stream whose message never completes is answered with an error.
+    let (response, _stream) = half_sent_checks(leash.grpc, 1).await.pop().unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered within the request timeout")
+        .unwrap();
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        status.as_deref().is_some_and(|s| s != "0"),
+        "a half-sent Check ends in a gRPC error, not {status:?}"
+    );
+
+    // Three connections fill the gRPC port; a fourth is closed at once and counted,
+    // and a Check goes through again once they are gone.
+    let mut full = Vec::new();
+    for _ in 0..3 {
+        full.push(connect(leash.grpc).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut refused = connect(leash.grpc).await.unwrap();
+    assert!(closed_within(&mut refused, Duration::from_millis(500)).await);
+    assert_eq!(
+        leash
+            .metric(r#"leash_connections_refused_total{port="grpc"}"#)
+            .await,
+        1.0
+    );
+    drop(full);
+    let answered = eventually(Duration::from_secs(5), async || {
+        let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{}", leash.grpc))
+            .unwrap()
+            .connect()
+            .await
+        else {
+            return false;
+        };
+        let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(channel);
+        client.check(request("GET", "/", &[])).await.is_ok()
+    })
+    .await;
+    assert!(answered);
+}

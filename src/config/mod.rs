@@ -68,6 +68,14 @@ pub struct RawListen {
     pub admin: String,
     pub control: String,
     pub max_receive_bytes: usize,
+    pub max_connections: usize,
+    pub max_streams_per_connection: u32,
+    pub max_buffered_bytes: usize,
+    pub request_timeout: String,
+    pub max_connection_age: String,
+    pub keepalive_interval: String,
+    pub keepalive_timeout: String,
+    pub header_read_timeout: String,
 }
 
 impl Default for RawListen {
@@ -78,6 +86,14 @@ impl Default for RawListen {
             admin: "127.0.0.1:9192".into(),
             control: "127.0.0.1:9193".into(),
             max_receive_bytes: 4 * 1024 * 1024,
+            max_connections: 128,
+            max_streams_per_connection: 256,
+            max_buffered_bytes: 64 * 1024 * 1024,
+            request_timeout: "5s".into(),
+            max_connection_age: "2m".into(),
+            keepalive_interval: "30s".into(),
+            keepalive_timeout: "10s".into(),
+            header_read_timeout: "5s".into(),
         }
     }
 }
@@ -225,6 +241,28 @@ pub struct ListenConfig {
     pub admin: Option<SocketAddr>,
     pub control: Option<SocketAddr>,
     pub max_receive_bytes: NonZeroUsize,
+    pub limits: PortLimits,
+}
+
+/// What one peer can hold on each port leash listens on (gRPC, control and admin).
+#[derive(Debug, Clone, Copy)]
+pub struct PortLimits {
+    /// Open connections per port; more are closed on accept and counted.
+    pub max_connections: NonZeroUsize,
+    /// HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_streams_per_connection: u32,
+    /// Bytes of partly received gRPC messages held across all streams of a port.
+    pub max_buffered_bytes: NonZeroUsize,
+    /// A request not answered by then is cancelled, its stream reset.
+    pub request_timeout: Duration,
+    /// After this a gRPC connection is asked to go (GOAWAY) and closes once its
+    /// streams finish, so no connection lives forever.
+    pub max_connection_age: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// A connection that sends nothing by then is closed; on the admin port each
+    /// request's headers must be in by then, and idle keep-alive connections close.
+    pub header_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +392,12 @@ impl RawConfig {
                 .map_err(|_| invalid(key, value, "use a duration such as 500ms, 1s or 2m"))
         };
 
+        let positive = |key: &'static str, value: Duration| -> Result<Duration, ConfigError> {
+            if value.is_zero() {
+                return Err(invalid(key, "0s", "must be longer than 0s"));
+            }
+            Ok(value)
+        };
         let l = &self.listen;
         let listen = ListenConfig {
             grpc: addr("listen.grpc", &l.grpc)?,
@@ -367,6 +411,54 @@ impl RawConfig {
                     "must be at least 1; the default is 4194304 (4 MiB)",
                 )
             })?,
+            limits: PortLimits {
+                max_connections: NonZeroUsize::new(l.max_connections).ok_or_else(|| {
+                    invalid(
+                        "listen.max_connections",
+                        "0",
+                        "must be at least 1; the default is 128",
+                    )
+                })?,
+                max_streams_per_connection: match l.max_streams_per_connection {
+                    0 => {
+                        return Err(invalid(
+                            "listen.max_streams_per_connection",
+                            "0",
+                            "must be at least 1; the default is 256",
+                        ));
+                    }
+                    n => n,
+                },
+                max_buffered_bytes: NonZeroUsize::new(l.max_buffered_bytes)
+                    .filter(|n| n.get() >= l.max_receive_bytes)
+                    .ok_or_else(|| {
+                        invalid(
+                            "listen.max_buffered_bytes",
+                            &l.max_buffered_bytes.to_string(),
+                            "must be at least listen.max_receive_bytes; the default is 67108864 (64 MiB)",
+                        )
+                    })?,
+                request_timeout: positive(
+                    "listen.request_timeout",
+                    duration("listen.request_timeout", &l.request_timeout)?,
+                )?,
+                max_connection_age: positive(
+                    "listen.max_connection_age",
+                    duration("listen.max_connection_age", &l.max_connection_age)?,
+                )?,
+                keepalive_interval: positive(
+                    "listen.keepalive_interval",
+                    duration("listen.keepalive_interval", &l.keepalive_interval)?,
+                )?,
+                keepalive_timeout: positive(
+                    "listen.keepalive_timeout",
+                    duration("listen.keepalive_timeout", &l.keepalive_timeout)?,
+                )?,
+                header_read_timeout: positive(
+                    "listen.header_read_timeout",
+                    duration("listen.header_read_timeout", &l.header_read_timeout)?,
+                )?,
+            },
         };
 
         let p = &self.policy;
@@ -533,6 +625,13 @@ impl RawConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        if tokens.key_wait >= listen.limits.request_timeout {
+            return Err(invalid(
+                "tokens.key_wait",
+                &self.tokens.key_wait,
+                "must be shorter than listen.request_timeout, or every Check waiting for keys is cut off",
+            ));
+        }
         Ok(Config {
             tokens,
             actions,

@@ -77,6 +77,20 @@ fn invalid_values_say_how_to_fix_them() {
         ("log.format", "xml", "text or json"),
         ("log.decisions", "some", "all, deny or off"),
         ("response.reason_header", "x leash", "header name"),
+        ("listen.max_connections", "0", "at least 1"),
+        ("listen.max_streams_per_connection", "0", "at least 1"),
+        (
+            "listen.max_buffered_bytes",
+            "1024",
+            "at least listen.max_receive_bytes",
+        ),
+        ("listen.request_timeout", "0s", "longer than 0s"),
+        ("listen.max_connection_age", "later", "duration"),
+        (
+            "tokens.key_wait",
+            "5s",
+            "shorter than listen.request_timeout",
+        ),
     ];
     for (key, value, hint) in cases {
         let err = Config::from_yaml("f.yaml", "", &[(key, value.to_owned())])

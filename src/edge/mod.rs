@@ -6,8 +6,10 @@
 
 pub mod admin;
 pub mod authz;
+pub mod bounds;
 pub mod control;
 pub mod egress;
 pub mod ingress;
 pub mod json;
 mod protojson;
+pub mod serve;

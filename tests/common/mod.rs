@@ -337,6 +337,18 @@ impl LeashProcess {
         }
     }
 
+    /// The resident set size of the leash process, from `/proc`.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.id().expect("leash is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
+    }
+
     /// Every JSON log line so far.
     pub fn log(&self) -> Vec<serde_json::Value> {
         self.log.lock().unwrap().clone()

@@ -1,0 +1,181 @@
+//! Serving connections within [`PortLimits`]: every connection holds a slot, lives at
+//! most `max_connection_age` before it is asked to go (HTTP/2 GOAWAY, HTTP/1
+//! `Connection: close`), and is dropped if it has not gone a grace period later.
+//!
+//! leash drives hyper itself rather than through tonic's server, whose connection-age
+//! handling either closes abruptly or, with no grace period, panics.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::service::Routes;
+
+use super::bounds::{Budget, Gate};
+use crate::config::PortLimits;
+
+/// Serves gRPC `routes` over HTTP/2 on `incoming` until `stop`, then lets open
+/// connections finish their streams.
+pub async fn grpc<IO>(
+    incoming: impl Stream<Item = io::Result<IO>>,
+    routes: Routes,
+    limits: PortLimits,
+    max_message: usize,
+    timeout: Duration,
+    stop: impl Future<Output = ()>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http.timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
+    let service = TowerToHyperService::new(Bounded {
+        routes: routes.prepare(),
+        max_message,
+        budget: Budget::new(limits.max_buffered_bytes.get()),
+        timeout,
+    });
+    let connections = Connections::new(limits.max_connection_age, timeout);
+    connections
+        .serve(incoming, stop, |io| {
+            http.serve_connection(TokioIo::new(io), service.clone())
+        })
+        .await;
+}
+
+/// Serves `router` over HTTP/1.1 on `incoming` until `stop`. A client must send each
+/// request's headers within `header_read_timeout`, which also closes idle keep-alive
+/// connections, so a slow or silent client cannot hold a slot.
+pub async fn http1<IO>(
+    incoming: impl Stream<Item = io::Result<IO>>,
+    router: axum::Router,
+    limits: PortLimits,
+    stop: impl Future<Output = ()>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let service = TowerToHyperService::new(router);
+    let connections = Connections::new(limits.max_connection_age, limits.request_timeout);
+    connections
+        .serve(incoming, stop, |io| {
+            http.serve_connection(TokioIo::new(io), service.clone())
+        })
+        .await;
+}
+
+/// The connection lifecycle both protocols share.
+struct Connections {
+    age: Duration,
+    grace: Duration,
+}
+
+impl Connections {
+    fn new(age: Duration, grace: Duration) -> Self {
+        Self { age, grace }
+    }
+
+    async fn serve<IO, C>(
+        self,
+        incoming: impl Stream<Item = io::Result<IO>>,
+        stop: impl Future<Output = ()>,
+        connect: impl Fn(IO) -> C,
+    ) where
+        C: GracefulConnection + Send + 'static,
+    {
+        let (stopping, stop_rx) = watch::channel(false);
+        let mut open = tokio::task::JoinSet::new();
+        let mut incoming = std::pin::pin!(incoming);
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut stop => break,
+                accepted = incoming.next() => accepted,
+            };
+            while open.try_join_next().is_some() {}
+            match accepted {
+                None => break,
+                Some(Err(err)) => {
+                    tracing::debug!("accept failed: {err}");
+                    // A full file table clears as connections close; do not spin meanwhile.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Some(Ok(io)) => {
+                    open.spawn(drive(connect(io), self.age, self.grace, stop_rx.clone()));
+                }
+            }
+        }
+        let _ = stopping.send(true);
+        while open.join_next().await.is_some() {}
+    }
+}
+
+/// Runs one connection until it ends, its age is reached or the server stops; then
+/// asks it to finish and gives it `grace` before dropping it.
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    age: Duration,
+    grace: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = tokio::time::sleep(age) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(grace, conn).await;
+}
+
+/// The gRPC routes behind a [`Gate`] on every request body, and answered within
+/// `timeout` (a stream whose message never completes is ended with DEADLINE_EXCEEDED).
+#[derive(Debug, Clone)]
+struct Bounded {
+    routes: Routes,
+    max_message: usize,
+    budget: Arc<Budget>,
+    timeout: Duration,
+}
+
+impl tower_service::Service<http::Request<Incoming>> for Bounded {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower_service::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.routes, cx)
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+        let req = req.map(|body| {
+            tonic::body::Body::new(Gate::new(body, self.max_message, self.budget.clone()))
+        });
+        let answer = self.routes.call(req);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(answered) => answered,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(
+                    "not answered within listen.request_timeout",
+                )
+                .into_http()),
+            }
+        })
+    }
+}
