@@ -43,6 +43,10 @@ pub const METHOD_OVERRIDE: &str = "method_override";
 
 /// The parameter (query, form or JSON body) through which they do the same.
 const OVERRIDE_PARAM: &str = "_method";
+/// The method a request may run when leash cannot tell which: classed destructive.
+const UNKNOWN_METHOD: &str = "?";
+/// Distinct override methods read from one request before the rest is unknown.
+const MAX_OVERRIDES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -577,6 +581,14 @@ fn method_overrides(req: &Request<'_>, reading: &Reading<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let mut add = |value: &str| {
         for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            // A request naming many methods is up to something: past a few, the rest
+            // is unknowable, and the work per request stays bounded.
+            if out.len() >= MAX_OVERRIDES {
+                if !out.iter().any(|o| o == UNKNOWN_METHOD) {
+                    out.push(UNKNOWN_METHOD.to_owned());
+                }
+                return;
+            }
             let m = m.to_ascii_uppercase();
             if m != req.view.method && !out.contains(&m) {
                 out.push(m);
@@ -615,20 +627,27 @@ fn method_overrides(req: &Request<'_>, reading: &Reading<'_>) -> Vec<String> {
                             add(v);
                         }
                     }),
-                    _ => add("?"),
+                    _ => add(UNKNOWN_METHOD),
                 }
             }
             // The parse keeps one of two equal keys (`_method` and `\u005fmethod`); a
             // server may keep the other.
             if named && mcp::no_duplicate_keys(req.view.body.as_bytes()).is_err() {
-                add("?");
+                add(UNKNOWN_METHOD);
             }
         }
-        // May still carry the parameter, in any spelling or encoding.
+        // May still carry the parameter, in any spelling or encoding. A compressed
+        // body or MIME encoded-words (`=?UTF-8?B?...?=`, which multipart parsers decode
+        // in field names) hide it from any scan.
         Reading::Opaque => {
             let raw = req.view.body.as_bytes();
-            if mentions_override(raw) || mentions_override(&body::unescaped(raw)) {
-                add("?");
+            if mentions_override(raw)
+                || mentions_override(&body::unescaped(raw))
+                || body::is_encoded(req.view)
+                || (body::media_type(req.view).starts_with("multipart/")
+                    && (mentions(raw, b"name=\"=?") || mentions(raw, b"name==?")))
+            {
+                add(UNKNOWN_METHOD);
             }
         }
     }
@@ -680,18 +699,33 @@ fn decode_lossy(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// `_method` as PHP (and so Laravel) reads a parameter name: leading spaces dropped,
-/// cut at NUL, `.`, ` ` and `[` read as `_`; compared ignoring case.
+/// `_method` as a framework reads a parameter name: as PHP (and so Laravel) does, or
+/// as `qs` (Express, Koa) and Rack (Rails) do.
 fn is_override_param(key: &str) -> bool {
+    is_override_name(php_name(key)) || is_override_name(bracket_name(key))
+}
+
+/// PHP: leading spaces dropped, cut at NUL; `_method[]` and `_method[0]` are arrays
+/// whose first value frameworks take. `.`, ` ` and `[` read as `_` (see below).
+fn php_name(key: &str) -> &str {
     let key = key.trim_start_matches(' ');
     let key = key.split('\0').next().unwrap_or(key);
-    // `_method[]` and `_method[0]` are arrays whose first value frameworks take.
-    let key = match key.find('[') {
+    match key.find('[') {
         Some(open) if open > 0 && key.ends_with(']') => key.get(..open).unwrap_or(key),
         _ => key,
-    };
-    key.len() == OVERRIDE_PARAM.len()
-        && key.bytes().zip(OVERRIDE_PARAM.bytes()).all(|(a, b)| {
+    }
+}
+
+/// `qs` and Rack: leading brackets dropped, the name ends at the first bracket, so
+/// `[_method]`, `_method]` and `]]_method` all name `_method`.
+fn bracket_name(key: &str) -> &str {
+    let key = key.trim_start_matches(['[', ']']);
+    key.split(['[', ']']).next().unwrap_or(key)
+}
+
+fn is_override_name(name: &str) -> bool {
+    name.len() == OVERRIDE_PARAM.len()
+        && name.bytes().zip(OVERRIDE_PARAM.bytes()).all(|(a, b)| {
             a.to_ascii_lowercase() == b || (b == b'_' && matches!(a, b'.' | b' ' | b'['))
         })
 }

@@ -512,6 +512,19 @@ fn bodies_leash_cannot_read_are_tagged_on_every_class_and_rule_unless_it_allows_
 }
 
 #[test]
+fn a_request_naming_many_methods_is_bounded_and_unknowable() {
+    let many: Vec<String> = (0..20_000).map(|i| format!("M{i}")).collect();
+    let mut v = view(
+        "POST",
+        "api.example",
+        "/api/items",
+        &[("content-type", "application/x-www-form-urlencoded")],
+    );
+    v.body = crate::view::Body::Text(format!("_method={}", many.join(",")));
+    assert_eq!(class(&v), ActionClass::Destructive);
+}
+
+#[test]
 fn override_parameters_are_read_as_php_reads_their_names() {
     for (path, body) in [
         ("/api/items/1", ".method=DELETE"),
@@ -522,6 +535,11 @@ fn override_parameters_are_read_as_php_reads_their_names() {
         ("/api/items/1?x=1;_method=DELETE", ""),
         ("/api/items/1?%5Fmethod=DELETE", ""),
         ("/api/items/1?_%6Dethod=DELETE", ""),
+        // qs (Express, Koa) and Rack (Rails) drop brackets around a name.
+        ("/api/items/1", "[_method]=DELETE"),
+        ("/api/items/1", "_method]=DELETE"),
+        ("/api/items/1", "]]_method=DELETE"),
+        ("/api/items/1?%5B_method%5D=DELETE", ""),
     ] {
         let mut v = view(
             "POST",
@@ -554,7 +572,35 @@ fn override_parameters_are_read_as_php_reads_their_names() {
 
 #[test]
 fn bodies_are_read_by_their_media_type_not_a_parameter_naming_one() {
-    let cases: [Case<'_>; 7] = [
+    let cases: [Case<'_>; 10] = [
+        // The plugin reads this as a form (its match is case-sensitive); servers read
+        // JSON, and so does leash.
+        (
+            "JSON type in capitals naming the form type",
+            &[(
+                "content-type",
+                "Application/JSON; x=application/x-www-form-urlencoded",
+            )],
+            "/v1/repos/1",
+            r#"{"_method":"DELETE"}"#,
+        ),
+        // Multipart parsers decode MIME encoded-words in field names: `_method`.
+        (
+            "multipart with an encoded-word name",
+            &[("content-type", "multipart/form-data; boundary=x")],
+            "/api/uploads/x",
+            "--x\r\nContent-Disposition: form-data; name=\"=?UTF-8?B?X21ldGhvZA==?=\"\r\n\r\nDELETE\r\n--x--",
+        ),
+        // A compressed body hides every name, even on a route that allows opaque bodies.
+        (
+            "gzip upload",
+            &[
+                ("content-type", "application/octet-stream"),
+                ("content-encoding", "gzip"),
+            ],
+            "/api/uploads/x",
+            "\u{1f}\u{8b}...",
+        ),
         // A parameter naming the form type does not make multipart a form.
         (
             "multipart naming a form",

@@ -14,7 +14,8 @@
 
 use std::borrow::Cow;
 
-use crate::policy::Value;
+use regorus::Value;
+
 use crate::view::RequestView;
 
 #[derive(Debug, Clone)]
@@ -35,26 +36,59 @@ pub fn read<'a>(view: &'a RequestView, parsed: &'a Value, truncated: bool) -> Re
     if raw.is_empty() {
         return Reading::Empty;
     }
-    if view
-        .header("content-encoding")
-        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
-    {
+    if is_encoded(view) {
         return Reading::Opaque;
     }
     let media = media_type(view);
     if is_json(&media) {
-        return match parsed {
-            Value::Null => std::str::from_utf8(raw)
-                .ok()
-                .and_then(|text| Value::from_json_str(text).ok())
-                .map_or(Reading::Opaque, |v| Reading::Json(Cow::Owned(v))),
-            parsed => Reading::Json(Cow::Borrowed(parsed)),
-        };
+        if let Some(parsed) = parsed_as_json(view, parsed) {
+            return Reading::Json(Cow::Borrowed(parsed));
+        }
+        return std::str::from_utf8(raw)
+            .ok()
+            .and_then(|text| Value::from_json_str(text).ok())
+            .map_or(Reading::Opaque, |v| Reading::Json(Cow::Owned(v)));
     }
     if media == "application/x-www-form-urlencoded" && !starts_like_json(raw) {
         return Reading::Form(String::from_utf8_lossy(raw));
     }
     Reading::Opaque
+}
+
+/// A content encoding leash does not undo (gzip, deflate, ...): the bytes it sees are
+/// not the ones the server reads.
+pub fn is_encoded(view: &RequestView) -> bool {
+    view.header("content-encoding")
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
+}
+
+/// How OPA's Envoy plugin picks a parser for `parsed_body`: by substring of the whole
+/// header, case-sensitive, JSON first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginParse {
+    Json,
+    Form,
+}
+
+pub fn plugin_parse(content_type: &str) -> Option<PluginParse> {
+    if content_type.contains("application/json") {
+        Some(PluginParse::Json)
+    } else if content_type.contains("application/x-www-form-urlencoded") {
+        Some(PluginParse::Form)
+    } else {
+        None
+    }
+}
+
+/// The plugin-style `parsed` body when it is the JSON of a body whose media type is
+/// JSON. `Application/JSON; x=application/x-www-form-urlencoded` is JSON to servers
+/// but a form to the plugin: its form parse must not stand for the JSON.
+pub fn parsed_as_json<'a>(view: &RequestView, parsed: &'a Value) -> Option<&'a Value> {
+    let content_type = view.header("content-type").unwrap_or_default();
+    (is_json(&media_type(view))
+        && plugin_parse(content_type) == Some(PluginParse::Json)
+        && !matches!(parsed, Value::Null))
+    .then_some(parsed)
 }
 
 /// The media type's essence, lowercase: what is before `;`, trimmed. A list of types

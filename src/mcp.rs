@@ -116,15 +116,16 @@ pub fn read(
     // A body sent under another media type (a form, text, none) is parsed here only
     // to tell whether it is MCP: servers that ignore the media type would run it.
     // The plugin-style parse is used only when it read the body as JSON.
-    let parsed_as_json =
-        body::is_json(&body::media_type(view)) && !matches!(body.parsed, Value::Null);
     let sniffed;
-    let value = if !parsed_as_json && body::starts_like_json(raw) {
-        let text = String::from_utf8_lossy(raw);
-        sniffed = Value::from_json_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
-        &sniffed
-    } else {
-        body.parsed
+    let value = match body::parsed_as_json(view, body.parsed) {
+        Some(parsed) => parsed,
+        None if body::starts_like_json(raw) => {
+            let text = String::from_utf8_lossy(raw);
+            sniffed =
+                Value::from_json_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
+            &sniffed
+        }
+        None => body.parsed,
     };
     let rpc = rpc_shaped(value) || (matches!(value, Value::Null) && mentions_jsonrpc(raw));
     if header_method.is_none() && !on_route && !rpc {

@@ -553,16 +553,8 @@ fn canonicalize(raw: &str, allow: PathAllowances) -> Result<String, RequestError
                         )));
                     }
                 };
-                let encodes_escape = value == b'%'
-                    && bytes.get(i + 3).is_some_and(|b| hex(*b).is_some())
-                    && bytes.get(i + 4).is_some_and(|b| hex(*b).is_some());
                 match value {
                     0 => return Err(ambiguous("an encoded NUL (%00)")),
-                    b'%' if encodes_escape => {
-                        return Err(ambiguous(
-                            "an encoded escape (%25 and two hex digits), which a second decoding reads differently",
-                        ));
-                    }
                     b'/' | b'\\' if !allow.encoded_slashes => {
                         return Err(ambiguous(
                             "an encoded slash (%2F or %5C), which some servers decode before routing",
@@ -604,6 +596,12 @@ fn canonicalize(raw: &str, allow: PathAllowances) -> Result<String, RequestError
     if out.is_empty() {
         out.push('/');
     }
+    // Checked on the result, so that escaped digits (`%25%32%65`) count as digits.
+    if encodes_escape(&out) {
+        return Err(ambiguous(
+            "an encoded escape (%25 and two hex digits), which a second decoding reads differently",
+        ));
+    }
     if decoded_non_ascii && std::str::from_utf8(&decode(&out)).is_err() {
         return Err(RequestError::InvalidPath(format!(
             "{}: the path does not decode to UTF-8",
@@ -611,6 +609,15 @@ fn canonicalize(raw: &str, allow: PathAllowances) -> Result<String, RequestError
         )));
     }
     Ok(out)
+}
+
+/// A `%25` followed by two hex digits: what a server that decodes twice reads as an
+/// escape of its own.
+fn encodes_escape(canonical: &str) -> bool {
+    canonical.match_indices("%25").any(|(at, _)| {
+        let digits = canonical.as_bytes().get(at + 3..at + 5).unwrap_or_default();
+        digits.len() == 2 && digits.iter().all(|d| hex(*d).is_some())
+    })
 }
 
 /// Percent-decodes a canonical path or segment (whose escapes are all valid).

@@ -130,6 +130,10 @@ fn paths_with_more_than_one_reading_are_refused() {
         "/a#/../admin",
         "/public/%252e%252e/admin",
         "/a%252Fb",
+        "/public/%25%32%65%25%32%65/admin",
+        "/a%252%65",
+        "/a%25%32%46b",
+        "/a%25%25%32%65",
         "/admin%3B/x",
         "/admin%3bjsessionid=1",
     ] {

@@ -215,8 +215,15 @@ fn redact(message: &str) -> String {
             && inner
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']'));
+        if !name {
+            // A value may hold backticks of its own, so where it ends is unknowable:
+            // nothing after its start is kept.
+            out.push_str("`<value>` …");
+            rest = "";
+            break;
+        }
         out.push('`');
-        out.push_str(if name { inner } else { "<value>" });
+        out.push_str(inner);
         out.push('`');
         rest = quoted.get(end + 2..).unwrap_or_default();
     }
@@ -255,7 +262,12 @@ mod tests {
         );
         assert_eq!(
             redact(&message),
-            "policy.rego:4:8: error: `object.get` expects object argument. Got `<value>` instead"
+            "policy.rego:4:8: error: `object.get` expects object argument. Got `<value>` …"
+        );
+        // A backtick inside the value cannot end the redaction early.
+        assert_eq!(
+            redact("`object.get` got `{\"a\":\"`\",\"authorization\":\"Bearer s3cret\"}` instead"),
+            "`object.get` got `<value>` …"
         );
         assert_eq!(
             redact(&format!("bad token {jwt} here")),
@@ -264,7 +276,7 @@ mod tests {
         assert_eq!(redact("unterminated `abc"), "unterminated `…");
         assert_eq!(
             redact("`to_number` got `4111111111111111`"),
-            "`to_number` got `<value>`"
+            "`to_number` got `<value>` …"
         );
     }
 }

@@ -15,6 +15,7 @@
 use regorus::Value;
 
 use super::keys::document_keys;
+use crate::body::{self, PluginParse};
 use crate::view::RequestView;
 
 /// Bounds on the work a request body can cause before policy runs.
@@ -220,11 +221,7 @@ fn parse_body(view: &RequestView, limits: &InputLimits) -> Result<(Value, bool),
         .header("x-envoy-auth-partial-body")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let content_type = view.header("content-type").unwrap_or_default();
-    let kind = if content_type.contains("application/json") {
-        BodyKind::Json
-    } else if content_type.contains("application/x-www-form-urlencoded") {
-        BodyKind::Form
-    } else {
+    let Some(kind) = body::plugin_parse(content_type) else {
         return Ok((Value::Null, partial));
     };
     if body.is_empty() {
@@ -242,7 +239,7 @@ fn parse_body(view: &RequestView, limits: &InputLimits) -> Result<(Value, bool),
         return Ok((Value::Null, false));
     };
     let parsed = match kind {
-        BodyKind::Json => {
+        PluginParse::Json => {
             if json_depth_exceeds(body, limits.max_body_depth) {
                 return Err(InputError::BodyTooDeep {
                     limit: limits.max_body_depth,
@@ -250,14 +247,9 @@ fn parse_body(view: &RequestView, limits: &InputLimits) -> Result<(Value, bool),
             }
             Value::from_json_str(text).unwrap_or(Value::Null)
         }
-        BodyKind::Form => parse_query(text),
+        PluginParse::Form => parse_query(text),
     };
     Ok((parsed, false))
-}
-
-enum BodyKind {
-    Json,
-    Form,
 }
 
 /// True if `[`/`{` nesting outside strings goes deeper than `limit`. Runs before
