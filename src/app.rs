@@ -333,6 +333,9 @@ pub fn pipeline(config: &Config, store: Arc<PolicyStore>) -> anyhow::Result<Pipe
 
 /// Says loudly when requests are not authenticated, or cannot be.
 fn warn_about_tokens(config: &Config) {
+    for warning in &config.tokens.warnings {
+        tracing::warn!("{warning}");
+    }
     let tokens = &config.tokens.settings;
     match tokens.mode {
         TokenMode::Off => tracing::warn!(

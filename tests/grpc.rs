@@ -628,3 +628,32 @@ async fn silent_idle_and_half_sent_peers_are_cut_off_and_connections_are_capped(
     .await;
     assert!(answered);
 }
+
+/// The agent writes the path: in the text log it must stay inside its own record,
+/// never start a line of its own that reads like a decision.
+#[tokio::test]
+async fn a_path_with_a_newline_stays_on_its_decision_line() {
+    let leash =
+        common::LeashProcess::start(&["--log-format", "text", "--set", "log.decisions=all"]).await;
+    let forged = "/x\nleash::decision: decision=\"allow\" path=/admin";
+    let mut client =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            common::channel(leash.grpc).await,
+        );
+    client.check(request("GET", forged, &[])).await.unwrap();
+    let logged = eventually(Duration::from_secs(10), async || {
+        leash.lines().iter().any(|l| l.contains("decision_id="))
+    })
+    .await;
+    assert!(logged, "{:#?}", leash.lines());
+    let lines = leash.lines();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("leash::decision")),
+        "the path began a line of its own: {lines:#?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("decision=")).count(),
+        1,
+        "{lines:#?}"
+    );
+}

@@ -69,7 +69,7 @@ tokens:
       jwks_url: {url}
       jwks_ca_file: {dir}/idp-ca.pem
       refresh: 1h
-      min_refetch: 0s
+      min_refetch: 1s
       workload_claim: spiffe_id
       max_lifetime: 15m
       leeway: 5s

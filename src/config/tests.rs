@@ -129,3 +129,46 @@ fn the_agents_example_is_a_valid_configuration() {
     assert_eq!(config.tokens.unauthenticated.len(), 1);
     assert!(matches!(config.policy.source, PolicySource::Layered(_)));
 }
+
+#[test]
+fn key_sources_cannot_be_read_in_a_tight_loop() {
+    let issuer = |extra: &str| {
+        format!(
+            "tokens:\n  issuers:\n    - issuer: https://idp.test\n      audiences: [tools]\n      algorithms: [RS256]\n      jwks_file: /dev/null\n{extra}"
+        )
+    };
+    for (setting, hint) in [
+        ("      refresh: 0s\n", "at least 10s"),
+        ("      min_refetch: 0s\n", "at least 1s"),
+    ] {
+        let err = Config::from_yaml("f.yaml", &issuer(setting), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(hint), "{setting}: {err}");
+    }
+    assert!(Config::from_yaml("f.yaml", &issuer("      refresh: 10s\n"), &[]).is_ok());
+}
+
+#[test]
+fn a_secret_file_others_can_read_is_named_in_a_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hmac");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let yaml = format!(
+        "tokens:\n  issuers:\n    - issuer: https://idp.test\n      audiences: [tools]\n      algorithms: [HS256]\n      hmac_secret_file: {}\n",
+        secret.display()
+    );
+    let warnings = |mode: u32| {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        Config::from_yaml("f.yaml", &yaml, &[])
+            .unwrap()
+            .tokens
+            .warnings
+    };
+    let shared = warnings(0o644);
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert!(shared[0].contains("tokens.issuers[0].hmac_secret_file"));
+    assert!(shared[0].contains("chmod 600"));
+    assert!(warnings(0o600).is_empty());
+}

@@ -180,6 +180,8 @@ pub struct TokensConfig {
     pub key_wait: Duration,
     /// Routes that need no token, compiled.
     pub unauthenticated: Vec<RouteMatcher>,
+    /// Settings that work but invite trouble, logged once logging is up.
+    pub warnings: Vec<String>,
 }
 
 /// A validation failure: the key, the value, and how to fix it.
@@ -192,6 +194,38 @@ fn bad(key: impl Into<String>, value: impl Into<String>, hint: impl Into<String>
 fn duration(key: &str, value: &str) -> Result<Duration, Invalid> {
     humantime::parse_duration(value)
         .map_err(|_| bad(key, value, "use a duration such as 500ms, 30s or 15m"))
+}
+
+/// Why a secret file deserves a warning: readable by others than its owner. Not a
+/// refusal: Kubernetes mounts Secrets 0644 unless `defaultMode` says otherwise.
+fn shared_secret(key: &str, path: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{key}: {path} is readable by group or others (mode {mode:o}); chmod 600 it, or in Kubernetes set the Secret volume's defaultMode: 0400"
+        )
+    })
+}
+
+/// Key sources are read no more often than this on schedule...
+const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// ...nor on demand, however many tokens name unknown keys.
+const MIN_REFETCH: Duration = Duration::from_secs(1);
+
+fn at_least(key: &str, value: &str, min: Duration) -> Result<Duration, Invalid> {
+    let d = duration(key, value)?;
+    if d < min {
+        return Err(bad(
+            key,
+            value,
+            format!(
+                "must be at least {}, or leash hammers the identity provider",
+                humantime::format_duration(min)
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 fn header(key: &str, value: &str) -> Result<String, Invalid> {
@@ -266,7 +300,20 @@ impl RawTokens {
             .enumerate()
             .map(|(i, raw)| raw.validate(&format!("tokens.issuers[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        let warnings = self
+            .issuers
+            .iter()
+            .enumerate()
+            .filter(|(_, raw)| !raw.hmac_secret_file.is_empty())
+            .filter_map(|(i, raw)| {
+                shared_secret(
+                    &format!("tokens.issuers[{i}].hmac_secret_file"),
+                    &raw.hmac_secret_file,
+                )
+            })
+            .collect();
         Ok(TokensConfig {
+            warnings,
             settings: TokenSettings {
                 mode,
                 issuers,
@@ -431,8 +478,8 @@ impl RawIssuer {
             },
             workload_claim: (!self.workload_claim.is_empty()).then(|| self.workload_claim.clone()),
             require_workload_binding: self.require_workload_binding,
-            refresh: duration(&key("refresh"), &self.refresh)?,
-            min_refetch: duration(&key("min_refetch"), &self.min_refetch)?,
+            refresh: at_least(&key("refresh"), &self.refresh, MIN_REFRESH)?,
+            min_refetch: at_least(&key("min_refetch"), &self.min_refetch, MIN_REFETCH)?,
         })
     }
 }

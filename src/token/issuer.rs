@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, DecodingKey};
+use sha2::Digest as _;
 use tokio::sync::{Notify, watch};
 
 use super::keys::KeySet;
@@ -104,6 +105,8 @@ struct Refresh {
     /// Bumped after every fetch attempt, good or bad.
     attempts: watch::Sender<u64>,
     last_on_demand: Mutex<Option<Instant>>,
+    /// SHA-256 of the last document served.
+    last_document: Mutex<Option<[u8; 32]>>,
 }
 
 impl Issuer {
@@ -124,6 +127,7 @@ impl Issuer {
                 wake: Notify::new(),
                 attempts: watch::Sender::new(0),
                 last_on_demand: Mutex::new(None),
+                last_document: Mutex::new(None),
             });
         Ok(Self {
             config,
@@ -191,7 +195,20 @@ impl Issuer {
 
     /// Reads the key source once and, if it yields usable keys, serves them.
     pub async fn load(&self, client: &reqwest::Client) -> Result<usize, String> {
-        let (set, skipped) = self.fetch(client).await?;
+        let (text, set, skipped) = self.fetch(client).await?;
+        let digest: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
+        if let Some(refresh) = &self.refresh {
+            let mut last = refresh
+                .last_document
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The same document again: keep the set, and with it the verified-token
+            // cache, which is tied to the set it was verified with.
+            if *last == Some(digest) {
+                return Ok(set.len());
+            }
+            *last = Some(digest);
+        }
         let before = self.keys.load().kids();
         let after = set.kids();
         if before != after {
@@ -205,7 +222,10 @@ impl Issuer {
         Ok(count)
     }
 
-    async fn fetch(&self, client: &reqwest::Client) -> Result<(KeySet, Vec<String>), String> {
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<(String, KeySet, Vec<String>), String> {
         let text = match &self.config.keys {
             KeySource::File(path) => tokio::fs::read_to_string(path)
                 .await
@@ -216,22 +236,40 @@ impl Issuer {
                     .timeout(*timeout)
                     .send()
                     .await
-                    .map_err(|e| format!("GET {url}: {e}"))?;
+                    .map_err(|e| format!("GET {}: {}", loggable(url), e.without_url()))?;
                 if !response.status().is_success() {
-                    return Err(format!("GET {url}: HTTP {}", response.status()));
+                    return Err(format!("GET {}: HTTP {}", loggable(url), response.status()));
                 }
                 read_bounded(response)
                     .await
-                    .map_err(|e| format!("GET {url}: {e}"))?
+                    .map_err(|e| format!("GET {}: {e}", loggable(url)))?
             }
             KeySource::None | KeySource::Inline(_) => return Err("nothing to fetch".into()),
         };
-        KeySet::from_jwks(&text)
+        let (set, skipped) = KeySet::from_jwks(&text)?;
+        Ok((text, set, skipped))
     }
 
     /// An HTTP client trusting the system roots plus the issuer's `ca_file`.
     pub fn http_client(&self) -> Result<reqwest::Client, String> {
-        let mut builder = reqwest::Client::builder().https_only(true);
+        // A redirect to another origin would let whoever controls the first answer
+        // pick the keys: only same-origin redirects are followed.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| first.origin() == attempt.url().origin());
+            if attempt.previous().len() > 5 {
+                attempt.error("more than 5 redirects")
+            } else if same_origin {
+                attempt.follow()
+            } else {
+                attempt.error("a redirect to another origin")
+            }
+        });
+        let mut builder = reqwest::Client::builder()
+            .https_only(true)
+            .redirect(redirects);
         if let KeySource::Url {
             ca_file: Some(path),
             ..
@@ -251,14 +289,44 @@ impl Issuer {
     }
 }
 
+/// A URL as logs may show it: no userinfo, query or fragment, which may hold secrets.
+pub fn loggable(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "<a URL that does not parse>".to_owned(),
+    }
+}
+
 /// The response body as text, refused once it grows past [`MAX_JWKS_BYTES`].
 async fn read_bounded(mut response: reqwest::Response) -> Result<String, String> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
             return Err(format!("the response exceeds {MAX_JWKS_BYTES} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
     String::from_utf8(body).map_err(|_| "the response is not UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_logged_without_userinfo_query_or_fragment() {
+        assert_eq!(
+            super::loggable("https://user:s3cret@idp.example:8443/jwks.json?key=s3cret#x"),
+            "https://idp.example:8443/jwks.json"
+        );
+        assert!(!super::loggable("not a url s3cret").contains("s3cret"));
+    }
 }

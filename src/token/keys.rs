@@ -5,6 +5,21 @@
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+/// The verifier refuses smaller RSA keys; loading one would only fail every token.
+const MIN_RSA_BITS: usize = 2048;
+
+/// The size of an RSA modulus given as base64url (RFC 7518, section 6.3.1.1).
+fn modulus_bits(n: &str) -> Result<usize, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(n.trim_end_matches('='))
+        .map_err(|_| "an RSA modulus that is not base64url".to_owned())?;
+    let mut significant = bytes.iter().skip_while(|b| **b == 0);
+    Ok(significant.next().map_or(0, |first| {
+        (8 - first.leading_zeros() as usize) + 8 * significant.count()
+    }))
+}
+
 /// One public key of an issuer.
 #[derive(Clone)]
 pub struct Key {
@@ -71,14 +86,22 @@ impl KeySet {
             return Err("an encryption key (use: enc)".into());
         }
         let by_type: Vec<Algorithm> = match &jwk.algorithm {
-            AlgorithmParameters::RSA(_) => vec![
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ],
+            AlgorithmParameters::RSA(rsa) => {
+                let bits = modulus_bits(&rsa.n)?;
+                if bits < MIN_RSA_BITS {
+                    return Err(format!(
+                        "an RSA key of {bits} bits; at least {MIN_RSA_BITS} are needed, so every token it signed would be refused"
+                    ));
+                }
+                vec![
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ]
+            }
             AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
                 EllipticCurve::P256 => vec![Algorithm::ES256],
                 EllipticCurve::P384 => vec![Algorithm::ES384],
@@ -135,5 +158,33 @@ impl KeySet {
 
     pub fn kids(&self) -> Vec<String> {
         self.keys.iter().filter_map(|k| k.kid.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn rsa_jwk(modulus_bytes: usize) -> String {
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![0xC5; modulus_bytes]);
+        format!(r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{n}","e":"AQAB"}}]}}"#)
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_refused_with_their_size() {
+        let err = KeySet::from_jwks(&rsa_jwk(128)).unwrap_err();
+        assert!(err.contains("1024 bits"), "{err}");
+        assert!(err.contains("at least 2048"), "{err}");
+        let (set, skipped) = KeySet::from_jwks(&rsa_jwk(256)).unwrap();
+        assert_eq!((set.len(), skipped.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_modulus_counts_its_significant_bits() {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        assert_eq!(modulus_bits(&b64(&[0, 0x01, 0xff])).unwrap(), 9);
+        assert_eq!(modulus_bits(&b64(&[0x80; 256])).unwrap(), 2048);
+        assert_eq!(modulus_bits(&b64(&[])).unwrap(), 0);
     }
 }

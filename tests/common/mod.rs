@@ -278,6 +278,7 @@ pub struct LeashProcess {
     pub admin: SocketAddr,
     pub control: SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl LeashProcess {
@@ -287,7 +288,13 @@ impl LeashProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
             .arg("serve")
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(["--control-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--control-addr", "127.0.0.1:0"])
+            .args(
+                (!args.contains(&"--log-format"))
+                    .then_some(["--log-format", "json"])
+                    .into_iter()
+                    .flatten(),
+            )
             // Tests of token handling turn it back on (a later --set wins).
             .args(["--set", "tokens.mode=off"])
             .args(args)
@@ -297,28 +304,39 @@ impl LeashProcess {
             .spawn()
             .expect("start leash");
         let log: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
-        let lines = log.clone();
+        let parsed = log.clone();
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let raw = lines.clone();
         let stdout = child.stdout.take().unwrap();
         tokio::spawn(async move {
             let mut reader = tokio::io::BufReader::new(stdout).lines();
             while let Ok(Some(line)) = reader.next_line().await {
-                match serde_json::from_str(&line) {
-                    Ok(v) => lines.lock().unwrap().push(v),
-                    Err(_) => eprintln!("leash (not JSON): {line}"),
+                if let Ok(v) = serde_json::from_str(&line) {
+                    parsed.lock().unwrap().push(v);
                 }
+                raw.lock().unwrap().push(line);
             }
         });
+        // From the JSON log, or the text log's `message addr=...`.
         let addr_of = |message: &str| {
-            let log = log.clone();
+            let lines = lines.clone();
             let message = message.to_owned();
             async move {
                 let mut found = None;
                 eventually(Duration::from_secs(30), async || {
-                    found = log.lock().unwrap().iter().find_map(|l| {
-                        (l["message"] == message.as_str())
-                            .then(|| l["addr"].as_str().and_then(|a| a.parse().ok()))
-                            .flatten()
-                    });
+                    found =
+                        lines.lock().unwrap().iter().find_map(|line| {
+                            match serde_json::from_str::<serde_json::Value>(line) {
+                                Ok(l) => (l["message"] == message.as_str())
+                                    .then(|| l["addr"].as_str().and_then(|a| a.parse().ok()))
+                                    .flatten(),
+                                Err(_) if line.contains(&message) => line
+                                    .split_once("addr=")
+                                    .and_then(|(_, a)| a.split_whitespace().next())
+                                    .and_then(|a| a.parse().ok()),
+                                Err(_) => None,
+                            }
+                        });
                     found.is_some()
                 })
                 .await;
@@ -334,7 +352,13 @@ impl LeashProcess {
             admin,
             control,
             log,
+            lines,
         }
+    }
+
+    /// Every line of standard output so far, as written.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 
     /// The resident set size of the leash process, from `/proc`.
