@@ -398,6 +398,7 @@ impl RawConfig {
             }
             Ok(value)
         };
+        let span = |key: &'static str, value: &str| positive(key, duration(key, value)?);
         let l = &self.listen;
         let listen = ListenConfig {
             grpc: addr("listen.grpc", &l.grpc)?,
@@ -438,26 +439,11 @@ impl RawConfig {
                             "must be at least listen.max_receive_bytes; the default is 67108864 (64 MiB)",
                         )
                     })?,
-                request_timeout: positive(
-                    "listen.request_timeout",
-                    duration("listen.request_timeout", &l.request_timeout)?,
-                )?,
-                max_connection_age: positive(
-                    "listen.max_connection_age",
-                    duration("listen.max_connection_age", &l.max_connection_age)?,
-                )?,
-                keepalive_interval: positive(
-                    "listen.keepalive_interval",
-                    duration("listen.keepalive_interval", &l.keepalive_interval)?,
-                )?,
-                keepalive_timeout: positive(
-                    "listen.keepalive_timeout",
-                    duration("listen.keepalive_timeout", &l.keepalive_timeout)?,
-                )?,
-                header_read_timeout: positive(
-                    "listen.header_read_timeout",
-                    duration("listen.header_read_timeout", &l.header_read_timeout)?,
-                )?,
+                request_timeout: span("listen.request_timeout", &l.request_timeout)?,
+                max_connection_age: span("listen.max_connection_age", &l.max_connection_age)?,
+                keepalive_interval: span("listen.keepalive_interval", &l.keepalive_interval)?,
+                keepalive_timeout: span("listen.keepalive_timeout", &l.keepalive_timeout)?,
+                header_read_timeout: span("listen.header_read_timeout", &l.header_read_timeout)?,
             },
         };
 
