@@ -294,3 +294,53 @@ fn the_shipped_bootstraps_validate() {
         );
     }
 }
+
+/// Effects a policy asks for that Envoy would refuse or the tool would misread are
+/// refused by leash first: the request is denied and never reaches the upstream.
+#[tokio::test]
+async fn effects_envoy_or_the_tool_could_misread_are_refused_first() {
+    let policy = PolicyDir::new(&[(
+        "authz.rego",
+        r#"package envoy.authz
+import rego.v1
+
+effects := {
+	"framing": {"headers": {"content-length": "5", "transfer-encoding": "chunked"}},
+	"hop": {"headers": {"connection": "close"}},
+	"control": {"headers": {"x-a": "a\u0001b"}},
+	"crlf-query": {"query_parameters_to_set": {"a": "1\r\nx"}},
+	"amp-query": {"query_parameters_to_set": {"a": "1&admin=true"}},
+	"big-metadata": {"dynamic_metadata": {"x": concat("", [c | some _ in numbers.range(1, 70000); c := "a"])}},
+	"ok": {"query_parameters_to_set": {"a": "1"}},
+}
+
+allow := object.union({"allowed": true}, effects[input.parsed_path[0]])
+"#,
+    )]);
+    let Some((leash, envoy, upstream)) = setup(&policy, &[]).await else {
+        return;
+    };
+    let ok = envoy.send("GET", "/ok", &[], "").await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    for effect in [
+        "framing",
+        "hop",
+        "control",
+        "crlf-query",
+        "amp-query",
+        "big-metadata",
+    ] {
+        let hits = upstream.hits();
+        let path = format!("/{effect}");
+        let resp = envoy.send("GET", &path, &[], "").await;
+        assert_eq!(resp.status, 403, "{effect}: {resp:?}");
+        assert_eq!(upstream.hits(), hits, "{effect} reached the upstream");
+        let logged = leash
+            .wait_log(|l| l["path"] == path.as_str() && l["reason"] == "policy.invalid_result")
+            .await;
+        assert!(
+            logged.is_some(),
+            "{effect}: leash logged policy.invalid_result"
+        );
+    }
+}

@@ -106,7 +106,9 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
     let metadata = match f.dynamic_metadata {
         None => Metadata::new(),
         Some(value @ Value::Object(_)) => match serde_json::to_value(value) {
-            Ok(serde_json::Value::Object(map)) => map,
+            Ok(serde_json::Value::Object(map)) => {
+                within("dynamic_metadata", json_len(&map), MAX_METADATA_BYTES, map)?
+            }
             _ => return Err(invalid("`dynamic_metadata` cannot be represented as JSON")),
         },
         Some(other) => {
@@ -130,15 +132,15 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
                     f.response_headers_to_add,
                     "response_headers_to_add",
                 )?,
-                request_headers_to_remove: strings(
+                request_headers_to_remove: header_names(
                     f.request_headers_to_remove,
                     "request_headers_to_remove",
                 )?,
                 query_parameters_to_set: query_to_set(f.query_parameters_to_set)?,
-                query_parameters_to_remove: strings(
+                query_parameters_to_remove: query_names(strings(
                     f.query_parameters_to_remove,
                     "query_parameters_to_remove",
-                )?,
+                )?)?,
             },
             metadata,
         });
@@ -149,7 +151,7 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
     };
     let body = match f.body {
         None => String::new(),
-        Some(Value::String(body)) => body.to_string(),
+        Some(Value::String(body)) => within("body", body.len(), MAX_BODY_BYTES, body.to_string())?,
         Some(other) => {
             return Err(invalid(format!(
                 "`body` must be a string, not {}",
@@ -207,14 +209,17 @@ fn header_list(value: Option<&Value>, name: &str) -> Result<Vec<Header>, Outcome
 }
 
 fn push_headers(map: &Object, field: &str, out: &mut Vec<Header>) -> Result<(), OutcomeError> {
+    let mut total: usize = out.iter().map(|h| h.name.len() + h.value.len()).sum();
     for (key, value) in map.iter() {
         let name = header_name(key, field)?;
         for value in string_or_strings(value, field)? {
-            if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
                 return Err(invalid(format!(
-                    "`{field}` value for {name:?} contains a line break or NUL"
+                    "`{field}` value for {name:?} contains a control character (a line break, NUL, ...), which Envoy refuses"
                 )));
             }
+            total += name.len() + value.len();
+            within(field, total, MAX_HEADER_BYTES, ())?;
             out.push(Header {
                 name: name.clone(),
                 value,
@@ -234,13 +239,34 @@ fn header_name(key: &Value, field: &str) -> Result<String, OutcomeError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if valid {
-        Ok(name.to_ascii_lowercase())
-    } else {
-        Err(invalid(format!(
+    if !valid {
+        return Err(invalid(format!(
             "`{field}` has {name:?}, which is not a valid header name"
-        )))
+        )));
     }
+    let name = name.to_ascii_lowercase();
+    if is_framing(&name) {
+        return Err(invalid(format!(
+            "`{field}` has {name:?}: hop-by-hop and framing headers are Envoy's to set, and a tool may read a message framed twice"
+        )));
+    }
+    Ok(name)
+}
+
+/// Headers that frame or route the message, or belong to one hop: a policy setting
+/// or removing them could make Envoy and the tool read different requests.
+fn is_framing(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "keep-alive"
+    ) || name.starts_with("proxy-")
 }
 
 fn string_or_strings(value: &Value, field: &str) -> Result<Vec<String>, OutcomeError> {
@@ -293,11 +319,16 @@ fn query_to_set(value: Option<&Value>) -> Result<Vec<(String, String)>, OutcomeE
         None => Ok(Vec::new()),
         Some(Value::Object(map)) => {
             let mut out = Vec::new();
+            let mut total = 0;
             for (key, value) in map.iter() {
                 let Value::String(key) = key else {
                     return Err(invalid(format!("`{NAME}` keys must be strings")));
                 };
+                query_part(key, NAME, true)?;
                 for value in string_or_strings(value, NAME)? {
+                    query_part(&value, NAME, false)?;
+                    total += key.len() + value.len();
+                    within(NAME, total, MAX_HEADER_BYTES, ())?;
                     out.push((key.to_string(), value));
                 }
             }
@@ -307,6 +338,86 @@ fn query_to_set(value: Option<&Value>) -> Result<Vec<(String, String)>, OutcomeE
             "`{NAME}` must be an object, not {}",
             type_name(other)
         ))),
+    }
+}
+
+/// Envoy writes query parameters as given: a `&` or `#` would add parameters or cut
+/// the query, a control character makes Envoy fail the request. Percent escapes pass
+/// as written, so a policy that encodes its values keeps working.
+fn query_part(part: &str, field: &str, is_name: bool) -> Result<(), OutcomeError> {
+    let bytes = part.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let ok = match b {
+            b'%' => {
+                let escape = bytes.get(i + 1..i + 3).unwrap_or_default();
+                let ok = escape.len() == 2 && escape.iter().all(u8::is_ascii_hexdigit);
+                i += 2;
+                ok
+            }
+            b'=' => !is_name,
+            b'&' | b'#' => false,
+            b => b.is_ascii_alphanumeric() || b"-._~!$'()*+,;:@/?".contains(&b),
+        };
+        if !ok {
+            return Err(invalid(format!(
+                "`{field}` has {part:?}: percent-encode everything but letters, digits and -._~!$'()*+,;:@/? (and = in values)"
+            )));
+        }
+        i += 1;
+    }
+    if is_name && part.is_empty() {
+        return Err(invalid(format!("`{field}` has an empty parameter name")));
+    }
+    Ok(())
+}
+
+fn query_names(names: Vec<String>) -> Result<Vec<String>, OutcomeError> {
+    for name in &names {
+        query_part(name, "query_parameters_to_remove", true)?;
+    }
+    Ok(names)
+}
+
+/// `request_headers_to_remove`: header names, lowercase.
+fn header_names(value: Option<&Value>, field: &str) -> Result<Vec<String>, OutcomeError> {
+    strings(value, field)?
+        .iter()
+        .map(|name| header_name(&Value::from(name.as_str()), field))
+        .collect()
+}
+
+/// What a decision may ask Envoy to carry. Envoy refuses header blocks past 60 KiB by
+/// default, and every byte here is copied on every Check that carries it.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+fn within<T>(field: &str, size: usize, max: usize, value: T) -> Result<T, OutcomeError> {
+    if size > max {
+        return Err(invalid(format!(
+            "`{field}` is {size} bytes; a decision may carry at most {max}"
+        )));
+    }
+    Ok(value)
+}
+
+/// The length of `value` as JSON, without building the text.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 

@@ -160,3 +160,51 @@ fn every_malformed_result_is_an_error_with_its_reason() {
         DenyReason::PolicyUndefined
     );
 }
+
+#[test]
+fn effects_envoy_or_the_tool_could_misread_are_refused() {
+    let big = "a".repeat(70 * 1024);
+    let refused = [
+        r#"{"allowed": true, "headers": {"Transfer-Encoding": "chunked"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"content-length": "5"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"host": "admin.internal"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"connection": "close"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"te": "trailers"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"upgrade": "websocket"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"keep-alive": "1"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"proxy-authorization": "x"}}"#.to_owned(),
+        r#"{"allowed": true, "response_headers_to_add": {"content-length": "1"}}"#.to_owned(),
+        r#"{"allowed": true, "request_headers_to_remove": ["content-length"]}"#.to_owned(),
+        r#"{"allowed": true, "request_headers_to_remove": ["bad name"]}"#.to_owned(),
+        r#"{"allowed": false, "headers": {"transfer-encoding": "chunked"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"x": "a\u0001b"}}"#.to_owned(),
+        r#"{"allowed": true, "headers": {"x": "a\u007fb"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_set": {"a": "1\r\nx: y"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_set": {"a": "1&admin=true"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_set": {"a": "1#frag"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_set": {"a=b": "1"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_set": {"": "1"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_set": {"a": "x y"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_set": {"a": "%zz"}}"#.to_owned(),
+        r#"{"allowed": true, "query_parameters_to_remove": ["a&b"]}"#.to_owned(),
+        format!(r#"{{"allowed": true, "headers": {{"x": "{big}"}}}}"#),
+        format!(r#"{{"allowed": true, "dynamic_metadata": {{"x": "{big}"}}}}"#),
+        format!(r#"{{"allowed": false, "body": "{big}"}}"#),
+        format!(r#"{{"allowed": true, "query_parameters_to_set": {{"x": "{big}"}}}}"#),
+    ];
+    for json in &refused {
+        let err = read_json(json).unwrap_err();
+        assert_eq!(
+            err.reason(),
+            DenyReason::PolicyInvalidResult,
+            "{}: {err}",
+            json.get(..120).unwrap_or(json)
+        );
+    }
+    // What a policy may well mean passes: a tab, an escaped value, `=` in a value.
+    let fine = read_json(
+        r#"{"allowed": true, "headers": {"x-a": "a\tb"},
+            "query_parameters_to_set": {"redirect": "https%3A%2F%2Fx/y?z=1", "b64": "YQ=="}}"#,
+    );
+    assert!(fine.is_ok(), "{fine:?}");
+}
