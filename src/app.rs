@@ -287,19 +287,11 @@ fn spawn_reload_triggers(reloader: &Reloader, watch_interval: Option<Duration>) 
         let mut seen = fingerprint(&watcher).await;
         loop {
             tokio::time::sleep(interval).await;
-            let mut now = fingerprint(&watcher).await;
+            let now = fingerprint(&watcher).await;
             if now == seen {
                 continue;
             }
-            // Editors and ConfigMap updates write in steps: wait until the tree is still.
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let settled = fingerprint(&watcher).await;
-                if settled == now {
-                    break;
-                }
-                now = settled;
-            }
+            // The reload itself waits for the files to be still before it reads them.
             seen = now;
             if let ReloadOutcome::Rejected(_) = watcher.reload("file change").await {
                 tracing::warn!("fix the policy files; leash reloads as soon as they change again");

@@ -23,19 +23,19 @@ impl Reloader {
         &self.store
     }
 
-    /// Reloads and reports. `trigger` names the cause in the log.
+    /// Reloads and reports. `trigger` names the cause in the log. Applying and
+    /// reporting happen together on the blocking thread, so a caller that gives up
+    /// (a control client hanging up) cannot leave a swap unlogged and uncounted.
     pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
-        let store = self.store.clone();
-        let outcome = tokio::task::spawn_blocking(move || store.reload())
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.reload_now(trigger))
             .await
             .unwrap_or_else(|err| {
                 ReloadOutcome::Rejected(
                     crate::policy::Problem::general("reload", format!("reload task failed: {err}"))
                         .into(),
                 )
-            });
-        self.report(trigger, &outcome);
-        outcome
+            })
     }
 
     /// The blocking form, for start-up before the runtime serves anything.

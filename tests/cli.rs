@@ -385,3 +385,78 @@ fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
         ])
     );
 }
+
+/// Policy sources that cost far more to load than their size are refused before
+/// parsing, each with its own message naming the file.
+#[test]
+fn validate_refuses_sources_that_would_cost_far_more_than_their_size() {
+    let allow = (
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow if true\n",
+    );
+    let deep = format!(
+        "package envoy.authz\nimport rego.v1\nallow if true\nx := {}1{}\n",
+        "[".repeat(20),
+        "]".repeat(20)
+    );
+    let nested = PolicyDir::new(&[allow, ("deep.rego", &deep)]);
+    let out = leash(&["policy", "validate", &nested.path_str()]);
+    assert!(!out.status.success());
+    has(&stderr(&out), "deep.rego:4:18");
+    has(&stderr(&out), "nest more than 12 deep");
+
+    // Nine levels of nine aliases: a few hundred bytes standing for 9^9 values.
+    let mut yaml = String::from("l0: &l0 [a, a, a, a, a, a, a, a, a]\n");
+    for level in 1..=9 {
+        let prev = level - 1;
+        yaml.push_str(&format!(
+            "l{level}: &l{level} [*l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}, *l{prev}]\n"
+        ));
+    }
+    let bomb = PolicyDir::new(&[allow, ("data.yaml", &yaml)]);
+    let out = leash(&["policy", "validate", &bomb.path_str()]);
+    assert!(!out.status.success());
+    has(&stderr(&out), "data.yaml");
+    has(&stderr(&out), "expands past");
+
+    let many = PolicyDir::new(&[allow]);
+    for i in 0..1001 {
+        many.write(&format!("p{i}.rego"), &format!("package p{i}\n"));
+    }
+    let out = leash(&["policy", "validate", &many.path_str()]);
+    assert!(!out.status.success());
+    has(&stderr(&out), "more than 1000 policy and data files");
+}
+
+/// Links cannot pull files from outside the policy directory, nor read one folder
+/// twice; a ConfigMap-style tree of links inside the directory loads.
+#[test]
+fn validate_follows_links_only_inside_the_directory_and_once() {
+    use std::os::unix::fs::symlink;
+    let allow = (
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow if true\n",
+    );
+    let outside = PolicyDir::new(&[("secret.rego", "package secret\n")]);
+    let escaping = PolicyDir::new(&[allow]);
+    symlink(outside.path(), escaping.path().join("lib")).unwrap();
+    let out = leash(&["policy", "validate", &escaping.path_str()]);
+    assert!(!out.status.success());
+    has(&stderr(&out), "outside the policy directory");
+
+    let fanned = PolicyDir::new(&[allow, ("lib/x.rego", "package lib\n")]);
+    symlink(fanned.path().join("lib"), fanned.path().join("again")).unwrap();
+    let out = leash(&["policy", "validate", &fanned.path_str()]);
+    assert!(!out.status.success());
+    has(&stderr(&out), "a second time");
+
+    // Kubernetes mounts a ConfigMap as links to a hidden snapshot folder.
+    let configmap = PolicyDir::new(&[]);
+    let snapshot = configmap.path().join("..2026_11_29");
+    std::fs::create_dir(&snapshot).unwrap();
+    std::fs::write(snapshot.join(allow.0), allow.1).unwrap();
+    symlink("..2026_11_29", configmap.path().join("..data")).unwrap();
+    symlink("..data/authz.rego", configmap.path().join("authz.rego")).unwrap();
+    let out = leash(&["policy", "validate", &configmap.path_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

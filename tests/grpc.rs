@@ -192,7 +192,12 @@ async fn without_a_loadable_policy_every_check_denies_until_one_loads() {
         denied_for(&leash, request("GET", "/", &[])).await,
         "policy.unavailable"
     );
-    assert_eq!(leash.admin_get("/readyz").await.0, 503);
+    let (status, why) = leash.admin_get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        why.contains("data.envoy.authz.allow"),
+        "readyz says why: {why}"
+    );
     assert_eq!(health(&leash).await, ServingStatus::NotServing);
 
     let mut control = ControlClient::new(common::channel(leash.control).await);
@@ -656,4 +661,90 @@ async fn a_path_with_a_newline_stays_on_its_decision_line() {
         1,
         "{lines:#?}"
     );
+}
+
+/// A policy file caught mid-write is never served: a reload waits until the files
+/// have been still, and reads them again if they change while it reads.
+#[tokio::test]
+async fn a_reload_waits_for_files_being_written() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let leash = leash_with(&policy, &[]).await;
+    let mut control = ControlClient::new(common::channel(leash.control).await);
+    // The first half of the new file is a policy of its own, and it allows everything.
+    let path = policy.path().join("authz.rego");
+    std::fs::write(&path, "package envoy.authz\nimport rego.v1\nallow := true").unwrap();
+    let finish = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            b" if input.attributes.request.http.method == \"HEAD\"\n",
+        )
+        .unwrap();
+    });
+    let reply = reload(&mut control).await;
+    finish.await.unwrap();
+    assert!(reply.applied, "{reply:?}");
+    assert!(
+        !is_allowed(&leash.check(request("DELETE", "/", &[])).await),
+        "the half-written policy was served"
+    );
+    assert!(is_allowed(&leash.check(request("HEAD", "/", &[])).await));
+}
+
+/// A control client that gives up mid-reload does not make the reload silent: what
+/// is applied is logged and counted.
+#[tokio::test]
+async fn a_reload_whose_caller_gives_up_is_still_counted() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let leash = leash_with(&policy, &[]).await;
+    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let applied = r#"leash_policy_reloads_total{result="applied"}"#;
+    let before = leash.metric(applied).await;
+    // Fresh files make the reload wait for them to settle: longer than the caller waits.
+    policy.write(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow := true\n",
+    );
+    let mut impatient = tonic::Request::new(ReloadPolicyRequest {});
+    impatient.set_timeout(Duration::from_millis(20));
+    let gave_up = control.reload_policy(impatient).await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    let counted = eventually(Duration::from_secs(10), async || {
+        leash.metric(applied).await == before + 1.0
+    })
+    .await;
+    assert!(
+        counted,
+        "the abandoned reload was applied without being counted"
+    );
+    assert!(is_allowed(&leash.check(request("DELETE", "/", &[])).await));
+}
+
+/// A load that runs past policy.load_timeout is abandoned; the serving set stays.
+#[tokio::test]
+async fn a_load_past_its_time_limit_is_abandoned_and_the_old_set_serves() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let leash = leash_with(&policy, &[("policy.load_timeout", "20ms")]).await;
+    let mut control = ControlClient::new(common::channel(leash.control).await);
+    // Nested literals are slow to parse (within the nesting limit, still many ms).
+    let nested = format!("{}1{}", "[".repeat(12), "]".repeat(12));
+    let slow = format!(
+        "package envoy.authz\nimport rego.v1\nallow := true\n{}",
+        (0..5)
+            .map(|i| format!("x{i} := {nested}\n"))
+            .collect::<String>()
+    );
+    policy.write("authz.rego", &slow);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let reply = reload(&mut control).await;
+    assert!(!reply.applied);
+    assert!(
+        reply.problems[0].message.contains("policy.load_timeout"),
+        "{reply:?}"
+    );
+    assert!(!is_allowed(&leash.check(request("DELETE", "/", &[])).await));
 }

@@ -115,6 +115,7 @@ pub struct RawPolicy {
     pub watch_interval: String,
     pub eval_timeout: String,
     pub max_instructions: usize,
+    pub load_timeout: String,
 }
 
 impl Default for RawPolicy {
@@ -129,6 +130,7 @@ impl Default for RawPolicy {
             watch_interval: "1s".into(),
             eval_timeout: humantime::format_duration(limits.timeout).to_string(),
             max_instructions: limits.max_instructions.get(),
+            load_timeout: "30s".into(),
         }
     }
 }
@@ -514,6 +516,7 @@ impl RawConfig {
                     max_instructions,
                 },
                 prepare: None,
+                load_timeout: Some(span("policy.load_timeout", &p.load_timeout)?),
             },
             watch_interval: (!watch.is_zero()).then_some(watch),
         };

@@ -34,8 +34,10 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no policy set has loaded; see the policy errors in leash's log\n"
-                .to_owned(),
+            match admin.store.last_refusal() {
+                Some(why) => format!("not ready: no policy set serves: {why}\n"),
+                None => "not ready: the policy is loading\n".to_owned(),
+            },
         ),
     }
 }

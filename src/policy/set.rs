@@ -93,6 +93,9 @@ pub struct LoadOptions {
     /// when the set loads: a malformed table rejects the set instead of surfacing on a
     /// Check, and no Check builds it.
     pub prepare: Option<Prepare>,
+    /// A load running longer is abandoned and the serving set kept; `None` waits (the
+    /// authoring commands, run in the foreground).
+    pub load_timeout: Option<std::time::Duration>,
 }
 
 /// What a [`Prepare`] hook built from a set's data, served with the set.

@@ -12,6 +12,16 @@ mod embedded {
 /// Larger files are refused before they are read: a policy or data file this big is
 /// a mistake (a log, a dump) and would stall every reload.
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// All files of a directory together, checked before each is read.
+const MAX_TOTAL_BYTES: u64 = 32 * 1024 * 1024;
+/// Policy, test and data files below a directory.
+const MAX_FILES: usize = 1000;
+/// `[` and `{` nested in a Rego module. regorus's parser takes time exponential in this
+/// depth (16 levels: over a second; 20: half a minute), holding the reload meanwhile.
+const MAX_LITERAL_NESTING: usize = 12;
+/// What a `data.yaml` may expand to through anchors and aliases, in scalar bytes plus
+/// 8 per node: 2.6 KB of nested aliases can otherwise stand for 10^8 values.
+const MAX_YAML_EXPANSION: usize = 64 * 1024 * 1024;
 
 /// The shipped library as `(path below rego/, text)`: `leash` serves it by default.
 pub fn embedded_files() -> &'static [(&'static str, &'static str)] {
@@ -123,13 +133,15 @@ impl PolicySource {
             }
         }
         if let Some(dir) = self.dir() {
-            let mut paths = Vec::new();
-            walk(dir, &mut paths).map_err(|e| io_problem(dir, &e))?;
+            let paths = walk_root(dir)?;
             let before = files.modules.len() + files.tests.len();
+            let mut total = 0u64;
             for path in paths {
                 let rel = relative(dir, &path);
+                let text = read_text(&path, &mut total)?;
+                check_shape(&rel, &text)?;
                 let file = SourceFile {
-                    text: read_text(&path)?,
+                    text,
                     path: rel.clone(),
                     embedded: false,
                 };
@@ -154,8 +166,7 @@ impl PolicySource {
         let Some(dir) = self.dir() else {
             return Ok(Vec::new());
         };
-        let mut paths = Vec::new();
-        walk(dir, &mut paths)?;
+        let mut paths = walk_root(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
         paths.sort();
         paths
             .into_iter()
@@ -203,25 +214,277 @@ impl DataFile {
     }
 }
 
-/// Collects policy and data files below `dir`. Names starting with `.` are skipped:
+/// Collects policy and data files below `root`. Names starting with `.` are skipped:
 /// that leaves editors' swap files out and reads a Kubernetes ConfigMap mount once,
 /// through its top-level links, not again through its `..data` snapshot folders.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
+/// Symbolic links are followed only to places inside the root, each directory and file
+/// at most once, so links cannot fan a small tree out into a large one.
+fn walk_root(root: &Path) -> Result<Vec<PathBuf>, PolicyLoadError> {
+    let real_root = std::fs::canonicalize(root).map_err(|e| io_problem(root, &e))?;
+    let mut walk = Walk {
+        root: real_root.clone(),
+        seen: std::collections::HashSet::from([real_root]),
+        out: Vec::new(),
+    };
+    walk.dir(root)?;
+    Ok(walk.out)
+}
+
+struct Walk {
+    root: PathBuf,
+    seen: std::collections::HashSet<PathBuf>,
+    out: Vec<PathBuf>,
+}
+
+impl Walk {
+    fn dir(&mut self, dir: &Path) -> Result<(), PolicyLoadError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| io_problem(dir, &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_problem(dir, &e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let meta = std::fs::metadata(&path).map_err(|e| io_problem(&path, &e))?;
+            if !meta.is_dir() && classify(&name).is_none() {
+                continue;
+            }
+            let real = std::fs::canonicalize(&path).map_err(|e| io_problem(&path, &e))?;
+            if !real.starts_with(&self.root) {
+                return Err(Problem::general(
+                    path.display().to_string(),
+                    format!(
+                        "a link to {}, outside the policy directory; copy what it points to into the directory",
+                        real.display()
+                    ),
+                )
+                .into());
+            }
+            if !self.seen.insert(real) {
+                return Err(Problem::general(
+                    path.display().to_string(),
+                    "reached a second time through a symbolic link; link each file and folder once",
+                )
+                .into());
+            }
+            if meta.is_dir() {
+                self.dir(&path)?;
+            } else {
+                self.out.push(path);
+                if self.out.len() > MAX_FILES {
+                    return Err(Problem::general(
+                        self.root.display().to_string(),
+                        format!("more than {MAX_FILES} policy and data files; split the policy or remove what is not served"),
+                    )
+                    .into());
+                }
+            }
         }
-        let path = entry.path();
-        if std::fs::metadata(&path)?.is_dir() {
-            walk(&path, out)?;
-        } else if classify(&name).is_some() {
-            out.push(path);
+        Ok(())
+    }
+}
+
+/// What makes a file cost far more to load than its size, refused before parsing.
+fn check_shape(rel: &str, text: &str) -> Result<(), PolicyLoadError> {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    match classify(name) {
+        Some(Kind::Module | Kind::Test) => {
+            if let Some((line, column)) = nesting_exceeds(text, MAX_LITERAL_NESTING) {
+                return Err(Problem {
+                    file: rel.to_owned(),
+                    line,
+                    column,
+                    message: format!(
+                        "arrays and objects nest more than {MAX_LITERAL_NESTING} deep; name the inner parts as rules"
+                    ),
+                }
+                .into());
+            }
+        }
+        Some(Kind::Data(DataFormat::Yaml) | Kind::TestData(DataFormat::Yaml)) => {
+            yaml_expansion_within(text, MAX_YAML_EXPANSION)
+                .map_err(|why| PolicyLoadError::from(Problem::general(rel.to_owned(), why)))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Where (1-based line and column) `[` and `{` outside strings and comments first
+/// nest deeper than `limit`.
+fn nesting_exceeds(text: &str, limit: usize) -> Option<(u32, u32)> {
+    let mut depth = 0usize;
+    let mut line = 1u32;
+    let mut line_start = 0usize;
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\n' => {
+                line += 1;
+                line_start = at + 1;
+            }
+            '#' => {
+                if let Some((at, _)) = chars.by_ref().find(|(_, c)| *c == '\n') {
+                    line += 1;
+                    line_start = at + 1;
+                }
+            }
+            '"' => {
+                while let Some((at, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        '\n' => {
+                            line += 1;
+                            line_start = at + 1;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            '`' => {
+                for (at, c) in chars.by_ref() {
+                    match c {
+                        '`' => break,
+                        '\n' => {
+                            line += 1;
+                            line_start = at + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > limit {
+                    let column = text.get(line_start..at).map_or(0, |s| s.chars().count());
+                    return Some((line, u32::try_from(column + 1).unwrap_or(u32::MAX)));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Walks `text` as YAML, aliases expanded, and stops once it stands for more than
+/// `budget` (scalar bytes plus 8 per node). Syntax errors are left to the parser that
+/// reads the file next, which reports them with their line.
+fn yaml_expansion_within(text: &str, budget: usize) -> Result<(), String> {
+    use serde::de::DeserializeSeed as _;
+    let left = std::cell::Cell::new(budget);
+    for document in yaml_serde::Deserializer::from_str(text) {
+        if let Err(err) = (Expansion { left: &left }).deserialize(document) {
+            let err = err.to_string();
+            if left.get() == 0 || err.contains("repetition limit") {
+                return Err(format!(
+                    "the document expands past {MAX_YAML_EXPANSION} bytes or repeats its aliases too often; write the values out or split the file"
+                ));
+            }
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// A serde visitor that builds nothing and counts what it is shown.
+#[derive(Clone, Copy)]
+struct Expansion<'a> {
+    left: &'a std::cell::Cell<usize>,
+}
+
+impl Expansion<'_> {
+    fn spend<E: serde::de::Error>(self, n: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(n + 8) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.left.set(0);
+                Err(E::custom("over the expansion budget"))
+            }
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Expansion<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Expansion<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.spend(1)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.spend(8)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.spend(8)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.spend(8)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.spend(v.len())
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.spend(v.len())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend(0)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend(0)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.spend(0)?;
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.spend(0)?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess as _;
+        // A tagged value (`!tag value`): its value counts like any other.
+        let ((), variant) = data.variant_seed(self)?;
+        variant.newtype_variant_seed(self)
+    }
 }
 
 fn relative(root: &Path, path: &Path) -> String {
@@ -233,7 +496,8 @@ fn relative(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-fn read_text(path: &Path) -> Result<String, PolicyLoadError> {
+/// Reads one file, counting it into `total` for the directory's limit.
+fn read_text(path: &Path, total: &mut u64) -> Result<String, PolicyLoadError> {
     let len = std::fs::metadata(path)
         .map_err(|e| io_problem(path, &e))?
         .len();
@@ -244,6 +508,14 @@ fn read_text(path: &Path) -> Result<String, PolicyLoadError> {
         )
         .into());
     }
+    *total += len;
+    if *total > MAX_TOTAL_BYTES {
+        return Err(Problem::general(
+            path.display().to_string(),
+            format!("the policy directory holds more than {MAX_TOTAL_BYTES} bytes of policy and data with this file"),
+        )
+        .into());
+    }
     let bytes = std::fs::read(path).map_err(|e| io_problem(path, &e))?;
     String::from_utf8(bytes)
         .map_err(|_| Problem::general(path.display().to_string(), "file is not valid UTF-8").into())
@@ -251,4 +523,39 @@ fn read_text(path: &Path) -> Result<String, PolicyLoadError> {
 
 fn io_problem(path: &Path, err: &std::io::Error) -> PolicyLoadError {
     Problem::general(path.display().to_string(), format!("cannot read: {err}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_is_measured_as_it_expands_not_as_it_is_written() {
+        // Few aliases over a long list: within the parser's repetition limit, yet
+        // 10,000 copies of the list.
+        let mut yaml = format!("l0: &l0 [{}]\n", vec!["aaaaaaaaaa"; 500].join(", "));
+        for level in 1..=4 {
+            let prev = level - 1;
+            yaml.push_str(&format!(
+                "l{level}: &l{level} [{}]\n",
+                vec![format!("*l{prev}"); 10].join(", ")
+            ));
+        }
+        let err = yaml_expansion_within(&yaml, 1 << 20).unwrap_err();
+        assert!(err.contains("expands past"), "{err}");
+        assert!(yaml_expansion_within("a: [1, 2]\nb: {c: d}\n", 1 << 20).is_ok());
+        // A syntax error is the parser's to report, with its line.
+        assert!(yaml_expansion_within("a: [1, 2\n", 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn nesting_counts_brackets_outside_strings_and_comments() {
+        assert_eq!(nesting_exceeds("x := [[[1]]]", 3), None);
+        assert_eq!(nesting_exceeds("x := [[[[1]]]]", 3), Some((1, 9)));
+        assert_eq!(
+            nesting_exceeds("# [[[[\nx := \"[[[[\"\ny := `\n[[[[`", 3),
+            None
+        );
+        assert_eq!(nesting_exceeds("a := 1\n\n  b := {{{{", 3), Some((3, 11)));
+    }
 }
