@@ -1,0 +1,286 @@
+//! Fuzz targets (bolero). Under `cargo test` each target runs its committed corpus
+//! (`tests/__fuzz__/<target>/corpus/`) and then random inputs, for
+//! `BOLERO_RANDOM_TEST_TIME_MS` when set (`.ci/run` sets it) or bolero's default
+//! iteration count. `cargo bolero test <target>` runs one coverage-guided where a
+//! nightly toolchain and cargo-bolero are installed.
+//!
+//! What each asserts beyond "no panic, always an answer" is what a user relies on:
+//! a denial carries a reason code, an allow needs positive evidence, and a policy's
+//! effects never carry what Envoy or the tool would misread.
+
+mod common;
+
+use std::sync::LazyLock;
+
+use common::keys::{claims, jwks, signing_key};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use jsonwebtoken::Algorithm;
+use leash::config::Config;
+use leash::decision::{Decision, PolicyAnswer};
+use leash::edge::authz::{Authz, Incoming};
+use leash::token::mint::SigningKey;
+use prost::Message as _;
+use regorus::Value;
+
+const ISS: &str = "https://idp.fuzz";
+
+/// The issuer's key, the configuration and a token it signed for the `search` tool.
+struct Fixture {
+    strict: leash::app::App,
+    open: leash::app::App,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+    let key: SigningKey = signing_key(Algorithm::EdDSA);
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[(&key, "k1")])).unwrap();
+    let yaml = format!(
+        "log: {{ decisions: off }}\ntokens:\n  mode: required\n  issuers:\n    - {{ issuer: {ISS}, audiences: [tools], algorithms: [EdDSA], jwks_file: {},\n        require_workload_binding: false }}\nactions:\n  tools: {{ search: {{ class: read }}, delete_repo: {{ class: destructive }} }}\n",
+        jwks_file.display()
+    );
+    let app = |overrides: &[(&str, String)]| {
+        let config = Config::from_yaml("fuzz.yaml", &yaml, overrides).unwrap();
+        leash::app::App::build(config).unwrap()
+    };
+    let strict = app(&[]);
+    // Keys from a file load when a refresh loop runs; the fuzz targets never serve.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(strict.authz.pipeline.authenticator().load_key_sources())
+        .unwrap();
+    let now = leash::token::unix_now();
+    let token = key
+        .sign(
+            &claims(serde_json::json!({
+                "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
+                "scope": "tool:search:read", "task_id": "t-1", "iat": now, "exp": now + 600,
+            })),
+            Some("k1"),
+            None,
+        )
+        .unwrap();
+    Fixture {
+        strict,
+        open: app(&[("tokens.mode", "off".to_owned())]),
+        token,
+        _dir: dir,
+    }
+});
+
+fn authz(app: &leash::app::App) -> &Authz {
+    &app.authz
+}
+
+/// Every answer is an allow, or a denial with a reason code.
+#[track_caller]
+fn is_an_answer(resp: &CheckResponse) {
+    let allowed = resp.status.as_ref().is_some_and(|s| s.code == 0);
+    if !allowed {
+        let reason = common::reason(resp);
+        assert!(
+            reason.as_deref().is_some_and(|r| !r.is_empty()),
+            "a denial without a reason code: {resp:?}"
+        );
+    }
+}
+
+/// Bytes as Envoy's gRPC message: decoded, or refused as undecodable, then decided
+/// with tokens required. Random bytes carry no valid token: nothing is allowed.
+#[test]
+fn check_request_bytes() {
+    // The fixture is a static, read inside each target: closures over it would have to
+    // be unwind-safe, which the metrics registry is not.
+    bolero::check!().for_each(|bytes: &[u8]| {
+        let authz = authz(&FIXTURE.strict);
+        let incoming = match CheckRequest::decode(bytes) {
+            Ok(req) => Incoming::Request(req),
+            Err(err) => Incoming::Undecodable(err),
+        };
+        let resp = authz.check(incoming);
+        is_an_answer(&resp);
+        assert!(
+            !common::is_allowed(&resp),
+            "allowed without a token: {resp:?}"
+        );
+    });
+}
+
+const METHODS: [&str; 6] = ["GET", "POST", "DELETE", "PUT", "PATCH", "MOVE"];
+const PATHS: [&str; 5] = ["/mcp", "/api/items/1", "/public/x", "/v1/repos/1", "/"];
+const TYPES: [&str; 7] = [
+    "application/json",
+    "Application/JSON; x=application/x-www-form-urlencoded",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=b",
+    "text/plain",
+    "application/merge-patch+json",
+    "",
+];
+/// Bodies shaped like what tool servers run, with the fuzzer's text spliced in.
+const BODIES: [&str; 6] = [
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"@"}}}"#,
+    r#"{"jsonrpc":"2.0","id":1,"method":"@","params":{"name":"search"}}"#,
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","@":"delete_repo"}}"#,
+    r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"@"}}]"#,
+    "name=x&@=DELETE",
+    "--b\r\nContent-Disposition: form-data; name=\"@\"\r\n\r\nDELETE\r\n--b--",
+];
+
+/// Requests shaped like agents' tool calls, with a valid token for the read tool
+/// `search`: MCP and body reading, method overrides and classification all run. A
+/// call the fuzzer turned into anything but a plain `search` must not be allowed as
+/// one; what is allowed is only ever a read.
+#[test]
+fn tool_calls_with_a_valid_token() {
+    bolero::check!()
+        .with_type::<(u8, u8, u8, u8, String, String, String)>()
+        .for_each(|(method, path, kind, body, splice, header, value)| {
+            let fixture = &*FIXTURE;
+            let bearer = format!("Bearer {}", fixture.token);
+            let method = METHODS[usize::from(*method) % METHODS.len()];
+            let path = PATHS[usize::from(*path) % PATHS.len()];
+            let content_type = TYPES[usize::from(*kind) % TYPES.len()];
+            let body = BODIES[usize::from(*body) % BODIES.len()].replace('@', splice);
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("x-agent-task", "t-1"),
+                ("content-type", content_type),
+                (header.as_str(), value.as_str()),
+            ];
+            let req = common::request_with_body(method, path, &headers, &body);
+            if let Ok(view) = leash::view::RequestView::try_from(req.clone()) {
+                let verdict = fixture.strict.authz.pipeline.check(&view);
+                if matches!(verdict.decision, Decision::Allow(_)) {
+                    assert_eq!(
+                        verdict.facts.action,
+                        Some("read"),
+                        "allowed: {method} {path} {content_type} {body:?} {header}={value:?}"
+                    );
+                }
+            }
+            is_an_answer(&authz(&fixture.strict).check(Incoming::Request(req.clone())));
+            is_an_answer(&authz(&fixture.open).check(Incoming::Request(req)));
+        });
+}
+
+/// Tokens: random text, and JWT-shaped text whose parts decode to the fuzzer's JSON.
+/// Nothing the fuzzer writes verifies: it has no key.
+#[test]
+fn tokens() {
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    bolero::check!()
+        .with_type::<(String, String, String, Vec<u8>)>()
+        .for_each(|(raw, header, payload, signature)| {
+            let authenticator = FIXTURE.strict.authz.pipeline.authenticator();
+            let now = leash::token::unix_now();
+            assert!(authenticator.verify_token(raw, now).is_err());
+            let _ = leash::token::opa::decode(raw);
+            let header = format!(r#"{{"alg":"EdDSA","kid":"k1",{header}}}"#);
+            let payload = format!(r#"{{"iss":"{ISS}","aud":"tools",{payload}}}"#);
+            let jwt = format!(
+                "{}.{}.{}",
+                b64(header.as_bytes()),
+                b64(payload.as_bytes()),
+                b64(signature)
+            );
+            assert!(authenticator.verify_token(&jwt, now).is_err(), "{jwt}");
+            let _ = leash::token::opa::decode(&jwt);
+        });
+}
+
+/// Decision objects as a policy could write them. Whatever is accepted carries only
+/// effects Envoy applies as meant.
+#[test]
+fn decision_shapes() {
+    bolero::check!()
+        .with_type::<(
+            bool,
+            Vec<(String, String)>,
+            Vec<(String, String)>,
+            String,
+            u16,
+            String,
+        )>()
+        .for_each(|(allowed, headers, query, body, status, json)| {
+            let object = serde_json::json!({
+                "allowed": allowed,
+                "headers": object_of(headers),
+                "query_parameters_to_set": object_of(query),
+                "request_headers_to_remove": headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                "body": body,
+                "http_status": status,
+            });
+            let value = Value::from_json_str(&object.to_string()).unwrap();
+            check_effects(leash::policy::outcome::read(&value));
+            if let Ok(value) = Value::from_json_str(json) {
+                check_effects(leash::policy::outcome::read(&value));
+            }
+        });
+}
+
+fn object_of(pairs: &[(String, String)]) -> serde_json::Value {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+fn check_effects(answer: Result<PolicyAnswer, leash::policy::outcome::OutcomeError>) {
+    let Ok(PolicyAnswer::Allow { mutations, .. }) = answer else {
+        return;
+    };
+    for h in mutations
+        .headers
+        .iter()
+        .chain(&mutations.response_headers_to_add)
+    {
+        assert!(
+            !h.value.bytes().any(|b| b.is_ascii_control() && b != b'\t'),
+            "{h:?}"
+        );
+        assert!(
+            ![
+                "host",
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "te",
+                "upgrade"
+            ]
+            .contains(&h.name.as_str()),
+            "{h:?}"
+        );
+    }
+    for (name, value) in &mutations.query_parameters_to_set {
+        assert!(
+            !name.is_empty() && !name.contains(['&', '#', '=']),
+            "{name:?}"
+        );
+        assert!(
+            !value.contains(['&', '#']) && !value.bytes().any(|b| b.is_ascii_control()),
+            "{value:?}"
+        );
+    }
+}
+
+/// The fuzzed tool calls start from a call that is allowed, so the property on what
+/// is allowed has something to hold.
+#[test]
+fn the_unfuzzed_tool_call_is_allowed() {
+    let bearer = format!("Bearer {}", FIXTURE.token);
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("x-agent-task", "t-1"),
+        ("content-type", "application/json"),
+    ];
+    let body = BODIES[0].replace('@', "x");
+    let resp = authz(&FIXTURE.strict).check(Incoming::Request(common::request_with_body(
+        "POST", "/mcp", &headers, &body,
+    )));
+    assert!(common::is_allowed(&resp), "{resp:?}");
+}
