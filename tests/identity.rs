@@ -496,3 +496,40 @@ async fn an_oversized_jwks_is_refused_and_the_old_keys_kept() {
         200
     );
 }
+
+/// A JWKS endpoint may move within its origin; a redirect to another origin would let
+/// whoever answers first choose the keys, so leash does not follow it.
+#[tokio::test]
+async fn jwks_redirects_are_followed_only_within_the_origin() {
+    let ca = Ca::new("redirect CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let idp = signing_key(Algorithm::EdDSA);
+    let home = JwksServer::start(&ca, jwks(&[(&idp, "k1")])).await;
+    let elsewhere = JwksServer::start(&ca, jwks(&[(&idp, "k1")])).await;
+    let loaded = async |url: String| {
+        let yaml = format!(
+            "tokens:\n  issuers:\n    - {{ issuer: {ISS}, audiences: [{AUD}], algorithms: [EdDSA], jwks_url: \"{url}\", jwks_ca_file: {} }}\n",
+            ca_file.display()
+        );
+        let config = leash::config::Config::from_yaml("t.yaml", &yaml, &[]).unwrap();
+        let auth = leash::token::Authenticator::new(config.tokens.settings).unwrap();
+        auth.load_key_sources().await.unwrap();
+        auth.issuers()[0].keys().len()
+    };
+    home.redirect_to("/moved.json");
+    assert_eq!(
+        loaded(home.url()).await,
+        1,
+        "a same-origin redirect is followed"
+    );
+    home.redirect_to(&elsewhere.url());
+    let asked = elsewhere.fetches();
+    assert_eq!(loaded(home.url()).await, 0, "no keys from another origin");
+    assert_eq!(
+        elsewhere.fetches(),
+        asked,
+        "the other origin was never asked"
+    );
+}

@@ -321,6 +321,45 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<String, String>
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::Issuer;
+
+    /// A JWKS with one RSA key whose modulus ends in `last`.
+    fn jwks(last: u8) -> String {
+        use base64::Engine as _;
+        let mut n = vec![0xC5; 256];
+        n[255] = last;
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n);
+        format!(r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{n}","e":"AQAB"}}]}}"#)
+    }
+
+    /// The verified-token cache is tied to the key set it verified with: a refresh that
+    /// brings the same document must keep the set, or every refresh empties the cache.
+    #[tokio::test]
+    async fn a_refresh_that_brings_the_same_document_keeps_the_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, jwks(1)).unwrap();
+        let yaml = format!(
+            "tokens:\n  issuers:\n    - {{ issuer: https://idp, audiences: [tools], algorithms: [RS256], jwks_file: {} }}\n",
+            file.display()
+        );
+        let config = crate::config::Config::from_yaml("t.yaml", &yaml, &[]).unwrap();
+        let issuer = Issuer::new(config.tokens.settings.issuers[0].clone()).unwrap();
+        let client = issuer.http_client().unwrap();
+        issuer.load(&client).await.unwrap();
+        let first = Arc::clone(&issuer.keys());
+        issuer.load(&client).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &issuer.keys()), "the same set serves");
+        std::fs::write(&file, jwks(2)).unwrap();
+        issuer.load(&client).await.unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &issuer.keys()),
+            "a new document is a new set"
+        );
+    }
+
     #[test]
     fn urls_are_logged_without_userinfo_query_or_fragment() {
         assert_eq!(

@@ -13,6 +13,8 @@ pub struct JwksServer {
     document: Arc<Mutex<String>>,
     fetches: Arc<Mutex<usize>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// When set, `/jwks.json` answers 302 to this location; other paths serve the keys.
+    redirect: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,36 +26,54 @@ impl JwksServer {
         let document = Arc::new(Mutex::new(document));
         let fetches = Arc::new(Mutex::new(0));
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (doc, count, is_down) = (document.clone(), fetches.clone(), down.clone());
+        let redirect: Arc<Mutex<Option<String>>> = Arc::default();
+        let (doc, count, is_down, moved) = (
+            document.clone(),
+            fetches.clone(),
+            down.clone(),
+            redirect.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (tls, doc, count, is_down) =
-                    (tls.clone(), doc.clone(), count.clone(), is_down.clone());
+                let (tls, doc, count, is_down, moved) = (
+                    tls.clone(),
+                    doc.clone(),
+                    count.clone(),
+                    is_down.clone(),
+                    moved.clone(),
+                );
                 tokio::spawn(async move {
                     let Ok(stream) = tls.accept(stream).await else {
                         return;
                     };
-                    let service = hyper::service::service_fn(move |_req| {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                         *count.lock().unwrap() += 1;
                         let body = doc.lock().unwrap().clone();
+                        let location = moved
+                            .lock()
+                            .unwrap()
+                            .clone()
+                            .filter(|_| req.uri().path() == "/jwks.json");
                         // Connections kept alive from before the outage fail too.
                         let status = if is_down.load(std::sync::atomic::Ordering::SeqCst) {
                             503
                         } else {
                             200
                         };
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                                    .unwrap(),
-                            )
-                        }
+                        let response = match location {
+                            Some(location) => hyper::Response::builder()
+                                .status(302)
+                                .header("location", location)
+                                .body(http_body_util::Full::default()),
+                            None => hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(hyper::body::Bytes::from(body))),
+                        };
+                        async move { Ok::<_, std::convert::Infallible>(response.unwrap()) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -66,8 +86,14 @@ impl JwksServer {
             document,
             fetches,
             down,
+            redirect,
             task,
         }
+    }
+
+    /// From now on `/jwks.json` answers with a redirect to `location`.
+    pub fn redirect_to(&self, location: &str) {
+        *self.redirect.lock().unwrap() = Some(location.to_owned());
     }
 
     pub fn url(&self) -> String {
