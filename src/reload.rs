@@ -3,6 +3,7 @@
 //! policy never stalls the Checks sharing the runtime.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{Metrics, ReloadResult};
@@ -12,11 +13,26 @@ use crate::policy::{EngineKind, PolicyStore, ReloadOutcome};
 pub struct Reloader {
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
+    /// Reloads started so far.
+    started: Arc<AtomicU64>,
+    /// Held for the whole of one reload; remembers the last one's start and outcome.
+    turn: Arc<tokio::sync::Mutex<LastReload>>,
+}
+
+#[derive(Debug, Default)]
+struct LastReload {
+    started: u64,
+    outcome: Option<ReloadOutcome>,
 }
 
 impl Reloader {
     pub fn new(store: Arc<PolicyStore>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+        Self {
+            store,
+            metrics,
+            started: Arc::default(),
+            turn: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<PolicyStore> {
@@ -26,16 +42,31 @@ impl Reloader {
     /// Reloads and reports. `trigger` names the cause in the log. Applying and
     /// reporting happen together on the blocking thread, so a caller that gives up
     /// (a control client hanging up) cannot leave a swap unlogged and uncounted.
+    ///
+    /// Requests coalesce: one reload runs at a time, and a request that waited while
+    /// another started after it was made takes that one's outcome (it read the files
+    /// later than asked). A flood of requests therefore runs at most two reloads, and
+    /// one blocking thread.
     pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
+        let asked_at = self.started.load(Ordering::Acquire);
+        let mut last = self.turn.clone().lock_owned().await;
+        if last.started > asked_at {
+            if let Some(outcome) = &last.outcome {
+                return outcome.clone();
+            }
+        }
+        last.started = self.started.fetch_add(1, Ordering::AcqRel) + 1;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.reload_now(trigger))
-            .await
-            .unwrap_or_else(|err| {
-                ReloadOutcome::Rejected(
-                    crate::policy::Problem::general("reload", format!("reload task failed: {err}"))
-                        .into(),
-                )
-            })
+        // The turn is released only when the reload is over, even if the caller leaves.
+        let run = tokio::spawn(async move {
+            let reloader = this.clone();
+            let outcome = tokio::task::spawn_blocking(move || reloader.reload_now(trigger))
+                .await
+                .unwrap_or_else(|err| failed(&err));
+            last.outcome = Some(outcome.clone());
+            outcome
+        });
+        run.await.unwrap_or_else(|err| failed(&err))
     }
 
     /// The blocking form, for start-up before the runtime serves anything.
@@ -87,6 +118,12 @@ impl Reloader {
             }
         }
     }
+}
+
+fn failed(err: &tokio::task::JoinError) -> ReloadOutcome {
+    ReloadOutcome::Rejected(
+        crate::policy::Problem::general("reload", format!("reload task failed: {err}")).into(),
+    )
 }
 
 /// Seconds since the Unix epoch, for Status.

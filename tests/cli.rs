@@ -419,6 +419,17 @@ fn validate_refuses_sources_that_would_cost_far_more_than_their_size() {
     has(&stderr(&out), "data.yaml");
     has(&stderr(&out), "expands past");
 
+    // A FIFO would block the reader until someone writes to it.
+    let fifo = PolicyDir::new(&[allow]);
+    let made = Command::new("mkfifo")
+        .arg(fifo.path().join("data.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = leash(&["policy", "validate", &fifo.path_str()]);
+    assert!(!out.status.success());
+    has(&stderr(&out), "not a regular file");
+
     let many = PolicyDir::new(&[allow]);
     for i in 0..1001 {
         many.write(&format!("p{i}.rego"), &format!("package p{i}\n"));

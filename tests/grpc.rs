@@ -479,6 +479,18 @@ async fn half_sent_checks(
     h2::client::ResponseFuture,
     h2::SendStream<prost::bytes::Bytes>,
 )> {
+    unfinished_checks(addr, streams, 0).await
+}
+
+/// Like [`half_sent_checks`], with `sent` bytes of the message after the prefix.
+async fn unfinished_checks(
+    addr: std::net::SocketAddr,
+    streams: usize,
+    sent: usize,
+) -> Vec<(
+    h2::client::ResponseFuture,
+    h2::SendStream<prost::bytes::Bytes>,
+)> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
@@ -502,6 +514,7 @@ async fn half_sent_checks(
         };
         let mut prefix = vec![0u8];
         prefix.extend_from_slice(&(4u32 << 20).to_be_bytes());
+        prefix.resize(prefix.len() + sent, b'h');
         stream
             .send_data(prost::bytes::Bytes::from(prefix), false)
             .unwrap();
@@ -536,6 +549,27 @@ async fn streams_that_declare_large_messages_cost_only_what_they_send() {
         );
     let answered = client.check(request("GET", "/", &[])).await;
     assert!(answered.is_ok(), "{answered:?}");
+    drop(held);
+}
+
+/// Whole messages on streams that never end stay charged while their requests wait:
+/// sending them costs leash at most a bounded multiple of listen.max_buffered_bytes.
+#[tokio::test]
+async fn whole_messages_on_streams_that_never_end_are_bounded_too() {
+    let leash = common::LeashProcess::start(&[]).await;
+    let before = leash.rss_bytes();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(unfinished_checks(leash.grpc, 10, 4 << 20).await);
+    }
+    // Long enough for the bytes to arrive, short of listen.request_timeout (5 s).
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let grown = leash.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 160 << 20,
+        "100 streams holding 4 MiB messages grew leash by {} MiB",
+        grown >> 20
+    );
     drop(held);
 }
 
@@ -747,4 +781,40 @@ async fn a_load_past_its_time_limit_is_abandoned_and_the_old_set_serves() {
         "{reply:?}"
     );
     assert!(!is_allowed(&leash.check(request("DELETE", "/", &[])).await));
+}
+
+/// Reload requests that arrive together share reloads: a flood on the control port
+/// cannot queue work behind the reload lock.
+#[tokio::test]
+async fn concurrent_reload_requests_share_a_reload() {
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let leash = leash_with(&policy, &[]).await;
+    let control = ControlClient::new(common::channel(leash.control).await);
+    let count = async || {
+        let mut n = 0.0;
+        for result in ["applied", "unchanged", "rejected"] {
+            n += leash
+                .metric(&format!(
+                    r#"leash_policy_reloads_total{{result="{result}"}}"#
+                ))
+                .await;
+        }
+        n
+    };
+    let before = count().await;
+    policy.write(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow := true\n",
+    );
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let mut control = control.clone();
+        calls.spawn(async move { control.reload_policy(ReloadPolicyRequest {}).await });
+    }
+    while let Some(reply) = calls.join_next().await {
+        assert!(reply.unwrap().is_ok());
+    }
+    let ran = count().await - before;
+    assert!(ran <= 2.0, "50 requests ran {ran} reloads");
+    assert!(is_allowed(&leash.check(request("DELETE", "/", &[])).await));
 }

@@ -88,7 +88,7 @@ impl Default for RawListen {
             max_receive_bytes: 4 * 1024 * 1024,
             max_connections: 128,
             max_streams_per_connection: 256,
-            max_buffered_bytes: 64 * 1024 * 1024,
+            max_buffered_bytes: 32 * 1024 * 1024,
             request_timeout: "5s".into(),
             max_connection_age: "2m".into(),
             keepalive_interval: "30s".into(),
@@ -438,7 +438,7 @@ impl RawConfig {
                         invalid(
                             "listen.max_buffered_bytes",
                             &l.max_buffered_bytes.to_string(),
-                            "must be at least listen.max_receive_bytes; the default is 67108864 (64 MiB)",
+                            "must be at least listen.max_receive_bytes; the default is 33554432 (32 MiB)",
                         )
                     })?,
                 request_timeout: span("listen.request_timeout", &l.request_timeout)?,

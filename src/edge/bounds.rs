@@ -24,8 +24,9 @@ use crate::metrics::Metrics;
 /// The gRPC length-prefixed message header: a compression flag and a big-endian length.
 const PREFIX: usize = 5;
 
-/// Bytes of partly received messages held across every stream of a port. A peer that
-/// sends slowly on many streams is refused once this is spent, instead of growing leash.
+/// Bytes received on the open streams of a port, partly received messages and whole
+/// ones alike, held until the stream's request is dropped. A peer that sends many
+/// messages, slowly or at once, is refused once this is spent instead of growing leash.
 #[derive(Debug)]
 pub struct Budget {
     held: AtomicUsize,
@@ -57,13 +58,17 @@ impl Budget {
 /// A request body that hands tonic only whole gRPC messages. tonic reserves a
 /// message's declared length as soon as it reads the prefix; behind the gate it reads
 /// the prefix only once the whole message is here, so what a stream holds is what it
-/// sent, within the port's [`Budget`].
+/// sent. Every byte received stays charged to the port's [`Budget`] until the body is
+/// dropped with its request: a message handed on is still in memory while it is
+/// decided (tonic keeps a copy and the decoded request beside it).
 #[derive(Debug)]
 pub struct Gate<B> {
     inner: B,
     pending: BytesMut,
     max_message: usize,
     budget: Arc<Budget>,
+    /// Bytes this stream took from the budget.
+    charged: usize,
 }
 
 impl<B> Gate<B> {
@@ -73,6 +78,7 @@ impl<B> Gate<B> {
             pending: BytesMut::new(),
             max_message,
             budget,
+            charged: 0,
         }
     }
 
@@ -92,8 +98,17 @@ impl<B> Gate<B> {
     }
 
     fn release(&mut self, n: usize) -> Bytes {
-        self.budget.give(n);
         self.pending.split_to(n).freeze()
+    }
+
+    fn charge(&mut self, n: usize) -> Result<(), tonic::Status> {
+        if !self.budget.take(n) {
+            return Err(tonic::Status::resource_exhausted(
+                "leash holds too many received bytes on this port (listen.max_buffered_bytes)",
+            ));
+        }
+        self.charged += n;
+        Ok(())
     }
 }
 
@@ -129,15 +144,10 @@ where
                 Ok(data) => data,
                 Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
             };
+            self.charge(data.len())?;
             // The usual case, a whole message in one chunk, passes without a copy.
             if self.pending.is_empty() && self.framed_len(&data)? == Some(data.len()) {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
-            }
-            if !self.budget.take(data.len()) {
-                return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(
-                    "leash holds too many partly received messages (listen.max_buffered_bytes)",
-                )
-                .into())));
             }
             while data.has_remaining() {
                 let chunk = data.chunk();
@@ -159,7 +169,7 @@ where
 
 impl<B> Drop for Gate<B> {
     fn drop(&mut self) {
-        self.budget.give(self.pending.len());
+        self.budget.give(self.charged);
     }
 }
 
@@ -316,7 +326,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_message_split_over_chunks_is_handed_on_whole_and_the_budget_returns() {
+    async fn a_message_split_over_chunks_is_handed_on_whole_and_charged_until_dropped() {
         let whole = message(100);
         let budget = Budget::new(1 << 20);
         let chunks = whole.chunks(7).map(<[u8]>::to_vec).collect();
@@ -324,6 +334,9 @@ mod tests {
         let first = gate.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first.as_ref(), whole.as_slice());
         assert!(gate.frame().await.is_none());
+        // Handed on is not gone: the message stays charged while its request lives.
+        assert_eq!(budget.held.load(Ordering::Relaxed), whole.len());
+        drop(gate);
         assert_eq!(budget.held.load(Ordering::Relaxed), 0);
     }
 

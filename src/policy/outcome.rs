@@ -160,7 +160,12 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
         }
     };
     let stated_reason = match f.reason {
-        Some(Value::String(reason)) => Some(reason.to_string()),
+        Some(Value::String(reason)) => Some(within(
+            "reason",
+            reason.len(),
+            MAX_REASON_BYTES,
+            reason.to_string(),
+        )?),
         _ => None,
     };
     Ok(PolicyAnswer::Deny {
@@ -373,17 +378,39 @@ fn query_part(part: &str, field: &str, is_name: bool) -> Result<(), OutcomeError
 }
 
 fn query_names(names: Vec<String>) -> Result<Vec<String>, OutcomeError> {
+    within(
+        "query_parameters_to_remove",
+        names.iter().map(String::len).sum(),
+        MAX_HEADER_BYTES,
+        (),
+    )?;
     for name in &names {
         query_part(name, "query_parameters_to_remove", true)?;
     }
     Ok(names)
 }
 
-/// `request_headers_to_remove`: header names, lowercase.
+/// `request_headers_to_remove`: header names, lowercase. Envoy removes after it sets,
+/// so removing an `x-leash-` header would strip what leash vouched for.
 fn header_names(value: Option<&Value>, field: &str) -> Result<Vec<String>, OutcomeError> {
-    strings(value, field)?
+    let names = strings(value, field)?;
+    within(
+        field,
+        names.iter().map(String::len).sum(),
+        MAX_HEADER_BYTES,
+        (),
+    )?;
+    names
         .iter()
-        .map(|name| header_name(&Value::from(name.as_str()), field))
+        .map(|name| {
+            let name = header_name(&Value::from(name.as_str()), field)?;
+            if is_leash_header(&name) {
+                return Err(invalid(format!(
+                    "`{field}` removes {name:?}: headers under x-leash- carry what leash verified"
+                )));
+            }
+            Ok(name)
+        })
         .collect()
 }
 
@@ -392,6 +419,8 @@ fn header_names(value: Option<&Value>, field: &str) -> Result<Vec<String>, Outco
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// The policy's own explanation goes into every decision record.
+const MAX_REASON_BYTES: usize = 4 * 1024;
 
 fn within<T>(field: &str, size: usize, max: usize, value: T) -> Result<T, OutcomeError> {
     if size > max {

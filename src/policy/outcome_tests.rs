@@ -176,6 +176,7 @@ fn effects_envoy_or_the_tool_could_misread_are_refused() {
         r#"{"allowed": true, "response_headers_to_add": {"content-length": "1"}}"#.to_owned(),
         r#"{"allowed": true, "request_headers_to_remove": ["content-length"]}"#.to_owned(),
         r#"{"allowed": true, "request_headers_to_remove": ["bad name"]}"#.to_owned(),
+        r#"{"allowed": true, "request_headers_to_remove": ["X-Leash-Agent"]}"#.to_owned(),
         r#"{"allowed": false, "headers": {"transfer-encoding": "chunked"}}"#.to_owned(),
         r#"{"allowed": true, "headers": {"x": "a\u0001b"}}"#.to_owned(),
         r#"{"allowed": true, "headers": {"x": "a\u007fb"}}"#.to_owned(),
@@ -190,6 +191,8 @@ fn effects_envoy_or_the_tool_could_misread_are_refused() {
         format!(r#"{{"allowed": true, "headers": {{"x": "{big}"}}}}"#),
         format!(r#"{{"allowed": true, "dynamic_metadata": {{"x": "{big}"}}}}"#),
         format!(r#"{{"allowed": false, "body": "{big}"}}"#),
+        format!(r#"{{"allowed": false, "reason": "{big}"}}"#),
+        format!(r#"{{"allowed": true, "request_headers_to_remove": ["{big}"]}}"#),
         format!(r#"{{"allowed": true, "query_parameters_to_set": {{"x": "{big}"}}}}"#),
     ];
     for json in &refused {

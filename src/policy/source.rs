@@ -1,5 +1,6 @@
 //! Where policy files come from: the library embedded in the binary, or a directory.
 
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -19,6 +20,11 @@ const MAX_FILES: usize = 1000;
 /// `[` and `{` nested in a Rego module. regorus's parser takes time exponential in this
 /// depth (16 levels: over a second; 20: half a minute), holding the reload meanwhile.
 const MAX_LITERAL_NESTING: usize = 12;
+/// The parse work of deep literals across all modules, counted 2^depth for every `[`
+/// and `{` opened 8 or more levels deep (shallower ones parse in linear time). About 33
+/// literals 12 deep, a second or two of parsing.
+const MAX_NESTING_COST: u64 = 1 << 18;
+const COSTLY_DEPTH: usize = 8;
 /// What a `data.yaml` may expand to through anchors and aliases, in scalar bytes plus
 /// 8 per node: 2.6 KB of nested aliases can otherwise stand for 10^8 values.
 const MAX_YAML_EXPANSION: usize = 64 * 1024 * 1024;
@@ -133,13 +139,15 @@ impl PolicySource {
             }
         }
         if let Some(dir) = self.dir() {
+            let root = std::fs::canonicalize(dir).map_err(|e| io_problem(dir, &e))?;
             let paths = walk_root(dir)?;
             let before = files.modules.len() + files.tests.len();
             let mut total = 0u64;
+            let mut nesting_cost = 0u64;
             for path in paths {
                 let rel = relative(dir, &path);
-                let text = read_text(&path, &mut total)?;
-                check_shape(&rel, &text)?;
+                let text = read_text(&path, &root, &mut total)?;
+                check_shape(&rel, &text, &mut nesting_cost)?;
                 let file = SourceFile {
                     text,
                     path: rel.clone(),
@@ -287,11 +295,11 @@ impl Walk {
 }
 
 /// What makes a file cost far more to load than its size, refused before parsing.
-fn check_shape(rel: &str, text: &str) -> Result<(), PolicyLoadError> {
+fn check_shape(rel: &str, text: &str, nesting_cost: &mut u64) -> Result<(), PolicyLoadError> {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     match classify(name) {
         Some(Kind::Module | Kind::Test) => {
-            if let Some((line, column)) = nesting_exceeds(text, MAX_LITERAL_NESTING) {
+            if let Some((line, column)) = nesting_exceeds(text, MAX_LITERAL_NESTING, nesting_cost) {
                 return Err(Problem {
                     file: rel.to_owned(),
                     line,
@@ -300,6 +308,13 @@ fn check_shape(rel: &str, text: &str) -> Result<(), PolicyLoadError> {
                         "arrays and objects nest more than {MAX_LITERAL_NESTING} deep; name the inner parts as rules"
                     ),
                 }
+                .into());
+            }
+            if *nesting_cost > MAX_NESTING_COST {
+                return Err(Problem::general(
+                    rel.to_owned(),
+                    "with this file, the modules hold too many deeply nested arrays and objects to parse in reasonable time; name the inner parts as rules",
+                )
                 .into());
             }
         }
@@ -313,8 +328,8 @@ fn check_shape(rel: &str, text: &str) -> Result<(), PolicyLoadError> {
 }
 
 /// Where (1-based line and column) `[` and `{` outside strings and comments first
-/// nest deeper than `limit`.
-fn nesting_exceeds(text: &str, limit: usize) -> Option<(u32, u32)> {
+/// nest deeper than `limit`; adds their parse work to `cost`.
+fn nesting_exceeds(text: &str, limit: usize, cost: &mut u64) -> Option<(u32, u32)> {
     let mut depth = 0usize;
     let mut line = 1u32;
     let mut line_start = 0usize;
@@ -361,6 +376,9 @@ fn nesting_exceeds(text: &str, limit: usize) -> Option<(u32, u32)> {
             }
             '[' | '{' => {
                 depth += 1;
+                if depth >= COSTLY_DEPTH {
+                    *cost = cost.saturating_add(1 << depth.min(62));
+                }
                 if depth > limit {
                     let column = text.get(line_start..at).map_or(0, |s| s.chars().count());
                     return Some((line, u32::try_from(column + 1).unwrap_or(u32::MAX)));
@@ -387,7 +405,12 @@ fn yaml_expansion_within(text: &str, budget: usize) -> Result<(), String> {
                     "the document expands past {MAX_YAML_EXPANSION} bytes or repeats its aliases too often; write the values out or split the file"
                 ));
             }
-            return Ok(());
+            // A syntax error carries its place; the parser that reads the file next
+            // reports it with the others. Anything else fails closed here.
+            if err.contains(" at line ") {
+                return Ok(());
+            }
+            return Err(format!("cannot be measured before loading: {err}"));
         }
     }
     Ok(())
@@ -439,6 +462,18 @@ impl<'de> serde::de::Visitor<'de> for Expansion<'_> {
 
     fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
         self.spend(8)
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<(), E> {
+        self.spend(16)
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<(), E> {
+        self.spend(16)
+    }
+
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
     }
 
     fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
@@ -496,29 +531,58 @@ fn relative(root: &Path, path: &Path) -> String {
         .join("/")
 }
 
-/// Reads one file, counting it into `total` for the directory's limit.
-fn read_text(path: &Path, total: &mut u64) -> Result<String, PolicyLoadError> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| io_problem(path, &e))?
-        .len();
+/// Reads one file below `root`, counting it into `total` for the directory's limit.
+/// The file is opened once and everything is checked on what was opened: a regular
+/// file (a FIFO would block the reload forever), still inside the root (a link swapped
+/// after the walk cannot pull in a file from elsewhere), and read no further than the
+/// limit (a file that grows after it was measured cannot swell the read).
+fn read_text(path: &Path, root: &Path, total: &mut u64) -> Result<String, PolicyLoadError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let refuse = |why: String| -> PolicyLoadError {
+        Problem::general(path.display().to_string(), why).into()
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // Opening a FIFO for reading must not wait for a writer.
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io_problem(path, &e))?;
+    let meta = file.metadata().map_err(|e| io_problem(path, &e))?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".to_owned()));
+    }
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| io_problem(path, &e))?;
+    if !opened.starts_with(root) {
+        return Err(refuse(format!(
+            "opened as {}, outside the policy directory",
+            opened.display()
+        )));
+    }
+    let len = meta.len();
     if len > MAX_FILE_BYTES {
-        return Err(Problem::general(
-            path.display().to_string(),
-            format!("file is {len} bytes, more than the {MAX_FILE_BYTES}-byte limit"),
-        )
-        .into());
+        return Err(refuse(format!(
+            "file is {len} bytes, more than the {MAX_FILE_BYTES}-byte limit"
+        )));
     }
     *total += len;
     if *total > MAX_TOTAL_BYTES {
-        return Err(Problem::general(
-            path.display().to_string(),
-            format!("the policy directory holds more than {MAX_TOTAL_BYTES} bytes of policy and data with this file"),
-        )
-        .into());
+        return Err(refuse(format!(
+            "the policy directory holds more than {MAX_TOTAL_BYTES} bytes of policy and data with this file"
+        )));
     }
-    let bytes = std::fs::read(path).map_err(|e| io_problem(path, &e))?;
-    String::from_utf8(bytes)
-        .map_err(|_| Problem::general(path.display().to_string(), "file is not valid UTF-8").into())
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_problem(path, &e))?;
+    if bytes.len() as u64 != len {
+        return Err(refuse(
+            "the file changed while it was read; leash reads it again on the next reload"
+                .to_owned(),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| refuse("file is not valid UTF-8".to_owned()))
 }
 
 fn io_problem(path: &Path, err: &std::io::Error) -> PolicyLoadError {
@@ -543,6 +607,10 @@ mod tests {
         }
         let err = yaml_expansion_within(&yaml, 1 << 20).unwrap_err();
         assert!(err.contains("expands past"), "{err}");
+        // A number past 64 bits is a value like any other, not a reason to stop looking.
+        let err = yaml_expansion_within(&format!("n: 18446744073709551616\n{yaml}"), 1 << 20)
+            .unwrap_err();
+        assert!(err.contains("expands past"), "{err}");
         assert!(yaml_expansion_within("a: [1, 2]\nb: {c: d}\n", 1 << 20).is_ok());
         // A syntax error is the parser's to report, with its line.
         assert!(yaml_expansion_within("a: [1, 2\n", 1 << 20).is_ok());
@@ -550,12 +618,26 @@ mod tests {
 
     #[test]
     fn nesting_counts_brackets_outside_strings_and_comments() {
-        assert_eq!(nesting_exceeds("x := [[[1]]]", 3), None);
-        assert_eq!(nesting_exceeds("x := [[[[1]]]]", 3), Some((1, 9)));
+        assert_eq!(nesting_exceeds("x := [[[1]]]", 3, &mut 0), None);
+        assert_eq!(nesting_exceeds("x := [[[[1]]]]", 3, &mut 0), Some((1, 9)));
         assert_eq!(
-            nesting_exceeds("# [[[[\nx := \"[[[[\"\ny := `\n[[[[`", 3),
+            nesting_exceeds("# [[[[\nx := \"[[[[\"\ny := `\n[[[[`", 3, &mut 0),
             None
         );
-        assert_eq!(nesting_exceeds("a := 1\n\n  b := {{{{", 3), Some((3, 11)));
+        assert_eq!(
+            nesting_exceeds("a := 1\n\n  b := {{{{", 3, &mut 0),
+            Some((3, 11))
+        );
+        // Deep literals within the limit add up across modules.
+        let twelve = format!("x := {}1{}\n", "[".repeat(12), "]".repeat(12));
+        let mut cost = 0;
+        assert_eq!(nesting_exceeds(&twelve.repeat(40), 12, &mut cost), None);
+        assert!(cost > MAX_NESTING_COST, "{cost}");
+        let mut shallow = 0;
+        nesting_exceeds(&"x := [[[[1]]]]\n".repeat(10_000), 12, &mut shallow);
+        assert_eq!(
+            shallow, 0,
+            "shallow literals parse in linear time and cost nothing"
+        );
     }
 }
