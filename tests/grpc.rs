@@ -523,21 +523,33 @@ async fn unfinished_checks(
     open
 }
 
+/// How much leash grows while 10 connections hold `streams` unfinished Checks each,
+/// with `sent` bytes of their 4 MiB message, measured after `settle`; and the open
+/// streams, which stay open as long as the caller keeps them.
+async fn growth_while_held(
+    leash: &common::LeashProcess,
+    streams: usize,
+    sent: usize,
+    settle: Duration,
+) -> (u64, Vec<impl Sized>) {
+    let before = leash.rss_bytes();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(unfinished_checks(leash.grpc, streams, sent).await);
+    }
+    tokio::time::sleep(settle).await;
+    let grown = leash.rss_bytes().saturating_sub(before);
+    (grown, held.into_iter().flatten().collect())
+}
+
 /// An agent sharing the pod's network can reach the gRPC port. Streams that declare a
 /// large message and never send it must cost what they sent, not what they declared,
 /// and leash goes on answering Envoy.
 #[tokio::test]
 async fn streams_that_declare_large_messages_cost_only_what_they_send() {
     let leash = common::LeashProcess::start(&[]).await;
-    let before = leash.rss_bytes();
-    let mut held = Vec::new();
-    for _ in 0..10 {
-        held.push(half_sent_checks(leash.grpc, 100).await);
-    }
-    let streams: usize = held.iter().map(Vec::len).sum();
-    assert_eq!(streams, 1000, "every stream was accepted");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let grown = leash.rss_bytes().saturating_sub(before);
+    let (grown, held) = growth_while_held(&leash, 100, 0, Duration::from_millis(500)).await;
+    assert_eq!(held.len(), 1000, "every stream was accepted");
     assert!(
         grown < 64 << 20,
         "1,000 half-sent streams grew leash by {} MiB",
@@ -548,7 +560,10 @@ async fn streams_that_declare_large_messages_cost_only_what_they_send() {
             common::channel(leash.grpc).await,
         );
     let answered = client.check(request("GET", "/", &[])).await;
-    assert!(answered.is_ok(), "{answered:?}");
+    assert!(
+        answered.is_ok(),
+        "answered while 1,000 streams are held: {answered:?}"
+    );
     drop(held);
 }
 
@@ -557,20 +572,13 @@ async fn streams_that_declare_large_messages_cost_only_what_they_send() {
 #[tokio::test]
 async fn whole_messages_on_streams_that_never_end_are_bounded_too() {
     let leash = common::LeashProcess::start(&[]).await;
-    let before = leash.rss_bytes();
-    let mut held = Vec::new();
-    for _ in 0..10 {
-        held.push(unfinished_checks(leash.grpc, 10, 4 << 20).await);
-    }
     // Long enough for the bytes to arrive, short of listen.request_timeout (5 s).
-    tokio::time::sleep(Duration::from_millis(4000)).await;
-    let grown = leash.rss_bytes().saturating_sub(before);
+    let (grown, _) = growth_while_held(&leash, 10, 4 << 20, Duration::from_secs(4)).await;
     assert!(
         grown < 160 << 20,
         "100 streams holding 4 MiB messages grew leash by {} MiB",
         grown >> 20
     );
-    drop(held);
 }
 
 /// Waits until the peer closes `conn`, reading and discarding what it sends.
