@@ -14,21 +14,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::config::AuditLevel;
 use crate::decision::{Decision, DenyReason};
 use crate::metrics::DropCounter;
 use crate::pipeline::{Facts, Verdict};
 use crate::view::RequestView;
-
-/// Which decisions are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuditLevel {
-    /// Every decision.
-    All,
-    /// Denials only: at high request rates the log then costs nothing for allows.
-    #[default]
-    Deny,
-    Off,
-}
 
 #[derive(Debug, Clone)]
 pub struct DecisionRecord {

@@ -264,7 +264,7 @@ pub struct InspectReport {
 /// binding, which needs a request. Fetches JWKS files and URLs once.
 pub async fn inspect(config: &Config, raw: &str) -> Result<InspectReport, CliError> {
     let (header, claims, _) =
-        crate::token::opa::decode(raw).map_err(|e| CliError::Token(format!("not a JWT: {e}")))?;
+        crate::policy::opa::decode(raw).map_err(|e| CliError::Token(format!("not a JWT: {e}")))?;
     let auth = Authenticator::new(config.tokens.settings.clone()).map_err(CliError::Token)?;
     auth.load_key_sources().await.map_err(CliError::Token)?;
     let now = unix_now();

@@ -22,10 +22,9 @@
 //! ```
 
 use crate::action::{Action, ActionSource, ToolCall};
+use crate::document::{document_keys, object};
 use crate::mcp::Message;
 use crate::policy::Value;
-use crate::policy::input::object;
-use crate::policy::keys::document_keys;
 use crate::request::Target;
 use crate::token::Identity;
 use crate::view::RequestView;

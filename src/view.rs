@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::policy::Value;
+use regorus::Value;
 
 #[derive(Debug, Clone)]
 pub struct RequestView {

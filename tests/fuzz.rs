@@ -178,7 +178,7 @@ fn tokens() {
             let authenticator = FIXTURE.strict.authz.pipeline.authenticator();
             let now = leash::token::unix_now();
             assert!(authenticator.verify_token(raw, now).is_err());
-            let _ = leash::token::opa::decode(raw);
+            let _ = leash::policy::opa::decode(raw);
             let header = format!(r#"{{"alg":"EdDSA","kid":"k1",{header}}}"#);
             let payload = format!(r#"{{"iss":"{ISS}","aud":"tools",{payload}}}"#);
             let jwt = format!(
@@ -188,7 +188,7 @@ fn tokens() {
                 b64(signature)
             );
             assert!(authenticator.verify_token(&jwt, now).is_err(), "{jwt}");
-            let _ = leash::token::opa::decode(&jwt);
+            let _ = leash::policy::opa::decode(&jwt);
         });
 }
 

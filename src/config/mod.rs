@@ -17,7 +17,6 @@ use tokens::RawTokens;
 pub use tokens::{RouteMatch, TokensConfig};
 
 use crate::action::{Actions, ActionsConfig};
-use crate::audit::AuditLevel;
 use crate::glob::RouteMatcher;
 use crate::policy::input::InputLimits;
 use crate::policy::{
@@ -285,6 +284,17 @@ pub struct ResponseConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Which decisions are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditLevel {
+    /// Every decision.
+    All,
+    /// Denials only: at high request rates the log then costs nothing for allows.
+    #[default]
+    Deny,
+    Off,
 }
 
 #[derive(Debug, Clone)]

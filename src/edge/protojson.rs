@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
 use envoy_types::pb::google::protobuf::{self as pbuf, value::Kind};
 use std::collections::HashMap;
 
-use crate::policy::keys::document_keys;
+use crate::document::document_keys;
 use crate::policy::{Object, Value};
 
 pub(crate) fn attributes(ctx: &AttributeContext) -> Value {

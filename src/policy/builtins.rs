@@ -15,7 +15,7 @@ use jsonwebtoken::Algorithm;
 use regorus::{Engine, Value};
 use sha2::{Digest, Sha256};
 
-use crate::token::opa::{self, hex};
+use super::opa::{self, hex};
 
 type Builtin = fn(&[Value]) -> Result<Value, String>;
 

@@ -14,8 +14,8 @@
 
 use regorus::Value;
 
-use super::keys::document_keys;
 use crate::body::{self, PluginParse};
+use crate::document::{document_keys, object};
 use crate::view::RequestView;
 
 /// Bounds on the work a request body can cause before policy runs.
@@ -99,15 +99,6 @@ impl Parsed {
         }
         object.into_value()
     }
-}
-
-/// Builds an object from entries; later keys win, as in a JSON document.
-pub(crate) fn object(entries: impl IntoIterator<Item = (Value, Value)>) -> Value {
-    let mut object = regorus::value::Object::new();
-    for (key, value) in entries {
-        object.insert(key, value);
-    }
-    object.into_value()
 }
 
 document_keys! {

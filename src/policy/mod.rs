@@ -4,7 +4,7 @@
 mod builtins;
 mod engine;
 pub mod input;
-pub(crate) mod keys;
+pub mod opa;
 pub mod outcome;
 mod problem;
 mod set;

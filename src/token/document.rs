@@ -2,9 +2,8 @@
 //! and shared by every Check that presents it again.
 
 use super::claims::AgentClaims;
-use crate::policy::Value;
-use crate::policy::input::object;
-use crate::policy::keys::document_keys;
+use crate::document::{document_keys, object};
+use regorus::Value;
 
 document_keys! {
     issuer = "issuer", kind = "kind", alg = "alg", kid = "kid", expires_at = "expires_at",

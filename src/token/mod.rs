@@ -16,7 +16,6 @@ mod error;
 mod issuer;
 mod keys;
 pub mod mint;
-pub mod opa;
 mod verify;
 
 use std::sync::Arc;

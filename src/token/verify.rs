@@ -8,8 +8,6 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value as Json};
 
@@ -19,8 +17,8 @@ use super::error::TokenError;
 use super::issuer::{Issuer, TokenKind};
 use super::keys::KeySet;
 use super::secs;
-use crate::policy::Value;
 use crate::quote::Quoted;
+use regorus::Value;
 
 /// A token whose signature and claims checked out.
 #[derive(Debug)]
@@ -246,15 +244,7 @@ impl<'a> Parts<'a> {
 }
 
 pub(crate) fn decode_json(part: &str, what: &str) -> Result<Map<String, Json>, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| TokenError::Malformed(format!("the {what} is not base64url")))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Json::Object(map)) => Ok(map),
-        _ => Err(TokenError::Malformed(format!(
-            "the {what} is not a JSON object"
-        ))),
-    }
+    crate::jws::json_part(part, what).map_err(TokenError::Malformed)
 }
 
 fn verify_signature(

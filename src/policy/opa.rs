@@ -12,7 +12,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value as Json};
 
-use super::verify::decode_json;
+use crate::jws::json_part;
 
 /// A compact JWS split and decoded.
 struct Jws<'a> {
@@ -29,7 +29,7 @@ fn split(jwt: &str) -> Result<Jws<'_>, String> {
     else {
         return Err("encoded JWT must have 3 sections".into());
     };
-    let header = decode_json(h, "header").map_err(|e| e.to_string())?;
+    let header = json_part(h, "header")?;
     if header.contains_key("enc") {
         return Err("JWT is a JWE object, which is not supported".into());
     }
