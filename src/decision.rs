@@ -250,7 +250,9 @@ impl Denial {
 
 /// Why a request was denied. [`code`](Self::code) values are stable: dashboards,
 /// alerts and log queries depend on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::EnumCount, strum::VariantArray,
+)]
 pub enum DenyReason {
     /// The policy evaluated and said no.
     PolicyDenied,
@@ -331,92 +333,15 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; Self::COUNT] = [
-        Self::PolicyDenied,
-        Self::PolicyUndefined,
-        Self::PolicyInvalidResult,
-        Self::PolicyInvalidStatus,
-        Self::PolicyError,
-        Self::PolicyLimitExceeded,
-        Self::PolicyUnavailable,
-        Self::RequestNoHttp,
-        Self::RequestMalformed,
-        Self::RequestInvalidUtf8,
-        Self::RequestTooLarge,
-        Self::RequestInvalidPath,
-        Self::RequestInvalidHost,
-        Self::RequestAmbiguousPath,
-        Self::RequestPathTooLong,
-        Self::RequestHeadersTooLarge,
-        Self::RequestBodyTooLarge,
-        Self::RequestBodyTooDeep,
-        Self::TokenMissing,
-        Self::TokenInvalid,
-        Self::TokenUnknownIssuer,
-        Self::TokenUnknownKey,
-        Self::TokenExpired,
-        Self::TokenNotYetValid,
-        Self::TokenLifetimeExceeded,
-        Self::TokenAlgNotAllowed,
-        Self::TokenWrongAudience,
-        Self::BindingUnbound,
-        Self::BindingWorkloadMismatch,
-        Self::BindingTaskMissing,
-        Self::BindingTaskMismatch,
-        Self::BindingSubjectMismatch,
-        Self::DpopInvalid,
-        Self::DpopReplay,
-        Self::DpopReplayCacheFull,
-        Self::McpInvalidRequest,
-        Self::McpHeaderMismatch,
-    ];
+    /// Every reason, in [`index`](Self::index) order, derived from the enum itself.
+    pub const ALL: &'static [Self] = <Self as strum::VariantArray>::VARIANTS;
 
     /// How many reasons there are.
-    pub const COUNT: usize = 37;
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
 
-    /// A dense index, for tables kept per reason (metrics). The match is exhaustive,
-    /// so a new reason cannot be left without one.
+    /// A dense index, for tables kept per reason (metrics): the variant's position.
     pub const fn index(self) -> usize {
-        match self {
-            Self::PolicyDenied => 0,
-            Self::PolicyUndefined => 1,
-            Self::PolicyInvalidResult => 2,
-            Self::PolicyInvalidStatus => 3,
-            Self::PolicyError => 4,
-            Self::PolicyLimitExceeded => 5,
-            Self::PolicyUnavailable => 6,
-            Self::RequestNoHttp => 7,
-            Self::RequestMalformed => 8,
-            Self::RequestInvalidUtf8 => 9,
-            Self::RequestTooLarge => 10,
-            Self::RequestInvalidPath => 11,
-            Self::RequestInvalidHost => 12,
-            Self::RequestAmbiguousPath => 13,
-            Self::RequestPathTooLong => 14,
-            Self::RequestHeadersTooLarge => 15,
-            Self::RequestBodyTooLarge => 16,
-            Self::RequestBodyTooDeep => 17,
-            Self::TokenMissing => 18,
-            Self::TokenInvalid => 19,
-            Self::TokenUnknownIssuer => 20,
-            Self::TokenUnknownKey => 21,
-            Self::TokenExpired => 22,
-            Self::TokenNotYetValid => 23,
-            Self::TokenLifetimeExceeded => 24,
-            Self::TokenAlgNotAllowed => 25,
-            Self::TokenWrongAudience => 26,
-            Self::BindingUnbound => 27,
-            Self::BindingWorkloadMismatch => 28,
-            Self::BindingTaskMissing => 29,
-            Self::BindingTaskMismatch => 30,
-            Self::BindingSubjectMismatch => 31,
-            Self::DpopInvalid => 32,
-            Self::DpopReplay => 33,
-            Self::DpopReplayCacheFull => 34,
-            Self::McpInvalidRequest => 35,
-            Self::McpHeaderMismatch => 36,
-        }
+        self as usize
     }
 
     pub const fn code(self) -> &'static str {

@@ -360,4 +360,23 @@ mod tests {
             (1, 1, vec![("policy.undefined", 1)])
         );
     }
+
+    /// The counters are made from the reasons the enum derives, so a new reason is
+    /// counted without anyone listing it.
+    #[test]
+    fn every_reason_is_counted() {
+        let metrics = Metrics::new();
+        for reason in DenyReason::ALL {
+            metrics.record_decision(Some(*reason), Duration::ZERO);
+        }
+        let text = metrics.encode();
+        assert_eq!(DenyReason::ALL.len(), DenyReason::COUNT);
+        for reason in DenyReason::ALL {
+            let line = format!(
+                "leash_decisions_total{{decision=\"deny\",reason=\"{}\"}} 1",
+                reason.code()
+            );
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+    }
 }
