@@ -97,6 +97,14 @@ async fn a_header_that_is_not_utf8_is_denied() {
         .expect("a CheckResponse, not an RPC error");
     assert!(!is_allowed(&resp));
     assert_eq!(reason(&resp).as_deref(), Some("request.invalid_utf8"));
+    // In the body too; and bytes that are no CheckRequest at all are malformed.
+    let mut bytes = request_with_body("POST", "/", &[], "MARK").encode_to_vec();
+    let at = bytes.windows(4).position(|w| w == b"MARK").unwrap();
+    bytes[at] = 0xc3;
+    let resp = raw_check(&leash, bytes).await.unwrap();
+    assert_eq!(reason(&resp).as_deref(), Some("request.invalid_utf8"));
+    let resp = raw_check(&leash, vec![0x0a, 0xff, 0xff]).await.unwrap();
+    assert_eq!(reason(&resp).as_deref(), Some("request.malformed"));
 }
 
 /// A 10 MiB header block is over the 4 MiB receive limit: tonic refuses it before

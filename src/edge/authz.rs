@@ -76,13 +76,8 @@ impl Authz {
                     ));
                 }
             },
-            Incoming::Undecodable(err) => {
-                let reason = if err.to_string().contains("UTF-8") {
-                    DenyReason::RequestInvalidUtf8
-                } else {
-                    DenyReason::RequestMalformed
-                };
-                let verdict = deny(reason, format!("cannot decode the CheckRequest: {err}"));
+            Incoming::Undecodable { reason, error } => {
+                let verdict = deny(reason, format!("cannot decode the CheckRequest: {error}"));
                 return Started::Done(self.finish(verdict, None, started));
             }
         };
@@ -156,7 +151,28 @@ fn deny(reason: DenyReason, detail: String) -> Verdict {
 )]
 pub enum Incoming {
     Request(CheckRequest),
-    Undecodable(prost::DecodeError),
+    Undecodable {
+        /// `request.invalid_utf8` when only text was invalid, else `request.malformed`.
+        reason: DenyReason,
+        error: prost::DecodeError,
+    },
+}
+
+impl Incoming {
+    /// One gRPC message's bytes, decoded.
+    pub fn decode(bytes: &[u8]) -> Self {
+        match CheckRequest::decode(bytes) {
+            Ok(req) => Self::Request(req),
+            Err(error) => Self::Undecodable {
+                reason: if super::mirror::only_text_is_invalid(bytes) {
+                    DenyReason::RequestInvalidUtf8
+                } else {
+                    DenyReason::RequestMalformed
+                },
+                error,
+            },
+        }
+    }
 }
 
 /// The tower service Envoy talks to.
@@ -273,13 +289,9 @@ impl Decoder for CheckDecoder {
     type Error = tonic::Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Incoming>, tonic::Status> {
-        let incoming = match CheckRequest::decode(&mut *buf) {
-            Ok(req) => Incoming::Request(req),
-            Err(err) => Incoming::Undecodable(err),
-        };
-        // A failed decode stops part-way; what is left of this message must not be
-        // read as the start of another.
-        buf.advance(buf.remaining());
-        Ok(Some(incoming))
+        // The whole message, taken without a copy: a failed decode may look at it twice,
+        // and nothing of it may be read as the start of another message.
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        Ok(Some(Incoming::decode(&bytes)))
     }
 }

@@ -11,5 +11,6 @@ pub mod control;
 pub mod egress;
 pub mod ingress;
 pub mod json;
+mod mirror;
 mod protojson;
 pub mod serve;
