@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::action::ActionClass;
 use crate::config::AuditLevel;
 use crate::decision::{Decision, DenyReason};
 use crate::metrics::DropCounter;
@@ -123,7 +124,7 @@ pub async fn write(mut rx: mpsc::Receiver<DecisionRecord>) {
             human = clip(r.facts.human().unwrap_or("")),
             agent = clip(r.facts.agent().unwrap_or("")),
             task = clip(r.facts.task().unwrap_or("")),
-            action = r.facts.action.unwrap_or(""),
+            action = r.facts.action.map_or("", ActionClass::name),
             resource = clip(resource.as_deref().unwrap_or("")),
             tool = clip(r.facts.tool.as_deref().unwrap_or("")),
             took_us = u64::try_from(r.took.as_micros()).unwrap_or(u64::MAX),

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use crate::action::{self, Action, Actions, Classifier, Resource, ToolCall};
+use crate::action::{self, Action, ActionClass, Actions, Classifier, Resource, ToolCall};
 use crate::config::RequestConfig;
 use crate::context::{self, Established};
 use crate::decision::{Decision, DenyReason, Vouched};
@@ -45,7 +45,7 @@ pub struct Verdict {
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub identity: Option<Identity>,
-    pub action: Option<&'static str>,
+    pub action: Option<ActionClass>,
     pub tool: Option<String>,
     /// The resource acted on.
     pub resource: Option<Resource>,
@@ -138,18 +138,47 @@ impl Pipeline {
         (verdict, input)
     }
 
+    /// The steps, in the order the README documents: the request's shape, identity,
+    /// context, policy. What each step establishes is kept in the facts, so a denial
+    /// at any later step records it: a token denial names the action it would have
+    /// allowed, and every denial names the policy revision serving.
     fn run(
         &self,
         view: &RequestView,
         keep_input: Option<&mut Option<Value>>,
     ) -> Result<Verdict, MissingKey> {
-        let deny = |decision: Decision| Ok(Verdict::new(decision, None, Facts::default()));
-
         // 1. The request's own shape.
         let shape = match shape(view, &self.request, &self.mcp_routes) {
             Ok(shape) => shape,
-            Err((reason, detail)) => return deny(Decision::deny(reason, detail)),
+            Err((reason, detail)) => {
+                return Ok(Verdict::new(
+                    Decision::deny(reason, detail),
+                    None,
+                    Facts::default(),
+                ));
+            }
         };
+
+        // What the request does, read with the serving set's action tables. Reading it
+        // denies nothing: a set that is missing denies below, after identity.
+        let serving = self.policy.current();
+        let set = serving.as_ref();
+        let revision = set.map(|s| s.info().revision.clone());
+        let classified = set
+            .and_then(|s| s.prepared::<Classifier>())
+            .map(|classifier| classify(view, &shape, classifier));
+        let mut facts = Facts {
+            identity: None,
+            action: classified.as_ref().map(|(action, _)| action.class),
+            tool: classified
+                .as_ref()
+                .and_then(|(_, tool)| tool.as_ref().map(|t| t.name.clone())),
+            resource: classified
+                .as_ref()
+                .map(|(action, _)| action.resource.clone()),
+        };
+        let deny =
+            |decision: Decision, facts: Facts| Ok(Verdict::new(decision, revision.clone(), facts));
 
         // 2. Identity.
         let unauthenticated = self.auth.mode() == TokenMode::Off
@@ -157,38 +186,34 @@ impl Pipeline {
                 .unauthenticated
                 .iter()
                 .any(|route| route.matches(&shape.target, &view.method));
-        let identity = if unauthenticated {
-            None
-        } else {
+        if !unauthenticated {
             match self.auth.authenticate(view, &shape.target, unix_now()) {
-                Ok(identity) => Some(identity),
+                Ok(identity) => facts.identity = Some(identity),
                 Err(AuthFailure::Denied(err)) => {
-                    return deny(Decision::deny(err.reason(), err.to_string()));
+                    return deny(Decision::deny(err.reason(), err.to_string()), facts);
                 }
                 Err(AuthFailure::NeedKeys(missing)) => return Err(missing),
             }
-        };
+        }
 
         // 3. Policy.
-        let serving = self.policy.current();
-        let Some(set) = serving.as_ref() else {
-            return deny(Decision::deny(
-                DenyReason::PolicyUnavailable,
-                "no policy set has loaded yet; the policy load errors are in the log",
-            ));
+        let Some(set) = set else {
+            return deny(
+                Decision::deny(
+                    DenyReason::PolicyUnavailable,
+                    "no policy set has loaded yet; the policy load errors are in the log",
+                ),
+                facts,
+            );
         };
-        let Some(classifier) = set.prepared::<Classifier>() else {
-            return deny(Decision::deny(
-                DenyReason::PolicyUnavailable,
-                "the serving policy set was loaded without its action tables",
-            ));
-        };
-        let (action, tool) = classify(view, &shape, classifier);
-        let facts = Facts {
-            action: Some(action.class.name()),
-            tool: tool.as_ref().map(|t| t.name.clone()),
-            resource: Some(action.resource.clone()),
-            identity,
+        let Some((action, tool)) = classified else {
+            return deny(
+                Decision::deny(
+                    DenyReason::PolicyUnavailable,
+                    "the serving policy set was loaded without its action tables",
+                ),
+                facts,
+            );
         };
         let leash_headers = shape.notes.leash;
         let input = document(
@@ -210,11 +235,7 @@ impl Pipeline {
                 client.into_iter().flatten(),
             );
         }
-        Ok(Verdict::new(
-            decision,
-            Some(set.info().revision.clone()),
-            facts,
-        ))
+        Ok(Verdict::new(decision, revision, facts))
     }
 
     /// Evaluates an input document as given with the serving policy set.

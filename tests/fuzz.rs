@@ -151,7 +151,7 @@ fn tool_calls_with_a_valid_token() {
                 if matches!(verdict.decision, Decision::Allow(_)) {
                     assert_eq!(
                         verdict.facts.action,
-                        Some("read"),
+                        Some(leash::action::ActionClass::Read),
                         "allowed: {method} {path} {content_type} {body:?} {header}={value:?}"
                     );
                 }

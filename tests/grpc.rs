@@ -834,3 +834,31 @@ async fn concurrent_reload_requests_share_a_reload() {
     assert!(ran <= 2.0, "50 requests ran {ran} reloads");
     assert!(is_allowed(&leash.check(request("DELETE", "/", &[])).await));
 }
+
+/// A denial records what leash established before it: a request refused for its
+/// token still names the action it asked for and the policy revision serving.
+#[tokio::test]
+async fn a_token_denial_records_the_action_and_the_revision() {
+    let leash =
+        common::LeashProcess::start(&["--set", "tokens.mode=required", "--log-decisions", "all"])
+            .await;
+    let mut client =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            common::channel(leash.grpc).await,
+        );
+    let resp = client
+        .check(request("GET", "/api/items", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reason(&resp).as_deref(), Some("token.missing"));
+    let line = leash
+        .wait_log(|l| l["reason"] == "token.missing")
+        .await
+        .expect("the denial is logged");
+    assert_eq!(line["action"], "read", "{line}");
+    assert!(
+        line["revision"].as_str().is_some_and(|r| !r.is_empty()),
+        "{line}"
+    );
+}
