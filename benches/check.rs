@@ -102,7 +102,7 @@ fn with_token(key: &SigningKey, kid: &str) -> CheckRequest {
 
 /// As [`with_token`]; with `cert`, also bound to that client certificate (RFC 8705).
 fn with_bound_token(key: &SigningKey, kid: &str, cert: Option<&str>) -> CheckRequest {
-    let now = leash::token::unix_now();
+    let now = leash::clock::unix_now();
     let mut claims = serde_json::json!({
         "iss": ISS, "aud": "tools", "sub": "alice", "iat": now, "exp": now + 600,
         "jti": uuid::Uuid::new_v4().to_string(),
@@ -271,7 +271,7 @@ fn bench_check(c: &mut Criterion) {
             .iter()
             .map(|v| Target::of(v, &Default::default()).unwrap())
             .collect();
-        let now = leash::token::unix_now();
+        let now = leash::clock::unix_now();
         let mut i = 0usize;
         parts.bench_function(name, |b| {
             b.iter(|| {

@@ -5,13 +5,14 @@ use std::str::FromStr as _;
 
 use serde_json::{Value as Json, json};
 
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::decision::{Decision, Header};
 use crate::edge;
 use crate::pipeline::Verdict;
 use crate::policy::{PolicyInfo, PolicyLoadError, ReloadOutcome, Value};
+use crate::token::Authenticator;
 use crate::token::mint::{MintError, SigningKey, act_chain, certificate_thumbprint};
-use crate::token::{Authenticator, unix_now};
 use crate::view::RequestView;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,7 @@ pub async fn check(config: &Config, file: &str, text: &str) -> Result<CheckRepor
     } else {
         let request = edge::json::check_request(&doc).map_err(bad)?;
         let view = RequestView::try_from(request).map_err(|e| bad(e.to_string()))?;
-        let (verdict, input) = pipeline.explain(&view);
+        let (verdict, input) = pipeline.explain(&view, unix_now());
         (input.unwrap_or(Value::Undefined), verdict)
     };
     // The policy's raw result, for authors; none when a hard denial came before policy.

@@ -33,6 +33,7 @@ pub mod app;
 pub mod audit;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod decision;

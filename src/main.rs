@@ -532,7 +532,7 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
                 &args.method,
                 &args.url,
                 &args.token,
-                leash::token::unix_now(),
+                leash::clock::unix_now(),
                 &jti,
             )?;
             println!("{proof}");

@@ -25,7 +25,7 @@ use crate::mcp::{self, Message};
 use crate::policy::input::{self, InputError, Parsed};
 use crate::policy::{EvalError, PolicySet, PolicyStore, Prepare, Prepared, Value, outcome};
 use crate::request::{HeaderNotes, Target};
-use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode, unix_now};
+use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
 use crate::view::RequestView;
 
 /// One Check's result, with what the decision log needs to explain it.
@@ -115,25 +115,26 @@ impl Pipeline {
         &self.auth
     }
 
-    /// Decides `view` now. A token naming a key its issuer has not published yet is
-    /// denied (`token.unknown_key`); [`try_check`](Self::try_check) lets the caller
-    /// fetch keys and ask again instead.
-    pub fn check(&self, view: &RequestView) -> Verdict {
-        self.try_check(view)
+    /// Decides `view` at `now` (Unix seconds). The caller reads the clock: the edge
+    /// reads the wall clock, tests any time they like. A token naming a key its issuer
+    /// has not published yet is denied (`token.unknown_key`); [`try_check`](Self::try_check)
+    /// lets the caller fetch keys and ask again instead.
+    pub fn check(&self, view: &RequestView, now: i64) -> Verdict {
+        self.try_check(view, now)
             .unwrap_or_else(|missing| unknown_key(&missing))
     }
 
-    /// Decides `view`, or names the key to fetch before deciding.
-    pub fn try_check(&self, view: &RequestView) -> Result<Verdict, MissingKey> {
-        self.run(view, None)
+    /// Decides `view` at `now`, or names the key to fetch before deciding.
+    pub fn try_check(&self, view: &RequestView, now: i64) -> Result<Verdict, MissingKey> {
+        self.run(view, now, None)
     }
 
     /// Decides `view` as [`check`](Self::check) does, and returns the input document
     /// the policy evaluated (`None` when a hard denial came first): `leash check`.
-    pub fn explain(&self, view: &RequestView) -> (Verdict, Option<Value>) {
+    pub fn explain(&self, view: &RequestView, now: i64) -> (Verdict, Option<Value>) {
         let mut input = None;
         let verdict = self
-            .run(view, Some(&mut input))
+            .run(view, now, Some(&mut input))
             .unwrap_or_else(|missing| unknown_key(&missing));
         (verdict, input)
     }
@@ -145,6 +146,7 @@ impl Pipeline {
     fn run(
         &self,
         view: &RequestView,
+        now: i64,
         keep_input: Option<&mut Option<Value>>,
     ) -> Result<Verdict, MissingKey> {
         // 1. The request's own shape.
@@ -187,7 +189,7 @@ impl Pipeline {
                 .iter()
                 .any(|route| route.matches(&shape.target, &view.method));
         if !unauthenticated {
-            match self.auth.authenticate(view, &shape.target, unix_now()) {
+            match self.auth.authenticate(view, &shape.target, now) {
                 Ok(identity) => facts.identity = Some(identity),
                 Err(AuthFailure::Denied(err)) => {
                     return deny(Decision::deny(err.reason(), err.to_string()), facts);

@@ -96,8 +96,8 @@ fn vm_and_interpreter_decide_every_fixture_identically() {
                 .collect();
             let check = common::request_with_body(&req.method, &req.path, &headers, &req.body);
             let view = RequestView::try_from(check).unwrap();
-            let a = vm.check(&view).decision;
-            let b = interp.check(&view).decision;
+            let a = vm.check(&view, leash::clock::unix_now()).decision;
+            let b = interp.check(&view, leash::clock::unix_now()).decision;
             let label = format!("{}: {} {}", case.name, req.method, req.path);
             assert_eq!(
                 without_id(&a),
@@ -510,11 +510,18 @@ allow if {
     assert_eq!(kind, EngineKind::Interpreter);
     let without = RequestView::try_from(common::request("GET", "/", &[])).unwrap();
     assert_eq!(
-        auto.check(&without).decision.reason().map(|r| r.code()),
+        auto.check(&without, leash::clock::unix_now())
+            .decision
+            .reason()
+            .map(|r| r.code()),
         Some("policy.denied")
     );
     let with = RequestView::try_from(common::request("GET", "/", &[("x-agent-id", "a1")])).unwrap();
-    assert!(auto.check(&with).decision.is_allow());
+    assert!(
+        auto.check(&with, leash::clock::unix_now())
+            .decision
+            .is_allow()
+    );
     let store = leash::app::policy_store(&config(dir.path(), "vm"));
     match store.reload() {
         ReloadOutcome::Rejected(err) => assert!(
@@ -567,7 +574,10 @@ deny contains "at most 100 results" if to_number(input.leash.tool.arguments.limi
             &body,
         );
         pipeline
-            .check(&RequestView::try_from(req).unwrap())
+            .check(
+                &RequestView::try_from(req).unwrap(),
+                leash::clock::unix_now(),
+            )
             .decision
     };
     assert!(call("5").is_allow());

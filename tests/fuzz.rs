@@ -50,7 +50,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     runtime
         .block_on(strict.authz.pipeline.authenticator().load_key_sources())
         .unwrap();
-    let now = leash::token::unix_now();
+    let now = leash::clock::unix_now();
     let token = key
         .sign(
             &claims(serde_json::json!({
@@ -147,7 +147,11 @@ fn tool_calls_with_a_valid_token() {
             ];
             let req = common::request_with_body(method, path, &headers, &body);
             if let Ok(view) = leash::view::RequestView::try_from(req.clone()) {
-                let verdict = fixture.strict.authz.pipeline.check(&view);
+                let verdict = fixture
+                    .strict
+                    .authz
+                    .pipeline
+                    .check(&view, leash::clock::unix_now());
                 if matches!(verdict.decision, Decision::Allow(_)) {
                     assert_eq!(
                         verdict.facts.action,
@@ -171,7 +175,7 @@ fn tokens() {
         .with_type::<(String, String, String, Vec<u8>)>()
         .for_each(|(raw, header, payload, signature)| {
             let authenticator = FIXTURE.strict.authz.pipeline.authenticator();
-            let now = leash::token::unix_now();
+            let now = leash::clock::unix_now();
             assert!(authenticator.verify_token(raw, now).is_err());
             let _ = leash::policy::opa::decode(raw);
             let header = format!(r#"{{"alg":"EdDSA","kid":"k1",{header}}}"#);

@@ -138,7 +138,7 @@ fn patched(
 }
 
 fn tokens(case: &Case, key: &SigningKey) -> Vec<(String, String)> {
-    let now = leash::token::unix_now();
+    let now = leash::clock::unix_now();
     let mut headers = Vec::new();
     let patch = match &case.token {
         Token::Named(none) if none == "none" => return headers,

@@ -104,7 +104,7 @@ actions:
         envoy,
         upstream,
         agent_a,
-        now: leash::token::unix_now(),
+        now: leash::clock::unix_now(),
         _dir: dir,
     })
 }

@@ -72,7 +72,7 @@ tokens:
         rsa,
         ed,
         txn,
-        now: leash::token::unix_now(),
+        now: leash::clock::unix_now(),
     }
 }
 
@@ -684,4 +684,39 @@ fn eddsa_tokens_verify() {
         ])
         .is_ok()
     );
+}
+
+/// The whole Check decides at the time it is given: a token good now is expired an
+/// hour on and not yet valid an hour before, with no sleeping.
+#[test]
+fn the_pipeline_decides_at_the_time_it_is_given() {
+    let f = fixture();
+    let yaml = format!(
+        "tokens:\n  issuers:\n    - {{ issuer: {ISS}, audiences: [{AUD}], algorithms: [RS256], jwks: {}, require_workload_binding: false }}\n",
+        jwks(&[(&f.rsa, "rsa-1")])
+    );
+    let app = leash::app::App::build(Config::from_yaml("t.yaml", &yaml, &[]).unwrap()).unwrap();
+    let token = f.token(|_| {});
+    let headers = [
+        ("authorization", bearer(&token)),
+        ("x-agent-task", "task-7".to_owned()),
+    ];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let req = leash::edge::ingress::sample_request("GET", "/api/items", &headers, "");
+    let view = RequestView::try_from(req).unwrap();
+    let reason_at = |now: i64| {
+        app.authz
+            .pipeline
+            .check(&view, now)
+            .decision
+            .reason()
+            .map(|r| r.code())
+    };
+    assert!(
+        !matches!(reason_at(f.now), Some(r) if r.starts_with("token.")),
+        "{:?}",
+        reason_at(f.now)
+    );
+    assert_eq!(reason_at(f.now + 3600), Some("token.expired"));
+    assert_eq!(reason_at(f.now - 3600), Some("token.not_yet_valid"));
 }

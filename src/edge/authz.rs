@@ -23,6 +23,7 @@ use tonic_prost::ProstEncoder;
 
 use super::egress::{self, EgressOptions};
 use crate::audit::AuditSink;
+use crate::clock::unix_now;
 use crate::decision::{Decision, DenyReason};
 use crate::metrics::Metrics;
 use crate::pipeline::{Facts, Pipeline, Verdict};
@@ -58,7 +59,7 @@ impl Authz {
         match self.start(incoming) {
             Started::Done(response) => response,
             Started::NeedKeys { view, started, .. } => {
-                self.finish(self.pipeline.check(&view), Some(&view), started)
+                self.finish(self.pipeline.check(&view, unix_now()), Some(&view), started)
             }
         }
     }
@@ -81,7 +82,7 @@ impl Authz {
                 return Started::Done(self.finish(verdict, None, started));
             }
         };
-        match self.pipeline.try_check(&view) {
+        match self.pipeline.try_check(&view, unix_now()) {
             Ok(verdict) => Started::Done(self.finish(verdict, Some(&view), started)),
             Err(missing) => Started::NeedKeys {
                 view,
@@ -104,7 +105,7 @@ impl Authz {
                 tracing::warn!(issuer = %issuer.config.issuer, "keys did not arrive within {:?}", self.key_wait);
             }
         }
-        let verdict = self.pipeline.check(&view);
+        let verdict = self.pipeline.check(&view, unix_now());
         self.finish(verdict, Some(&view), started)
     }
 

@@ -19,7 +19,6 @@ pub mod mint;
 mod verify;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use claims::AgentClaims;
 pub use document::TokenDocument;
@@ -405,11 +404,4 @@ fn parse_authorization(value: &str) -> Result<(Presentation, &str), TokenError> 
 /// Whole seconds of `d` as the claims count them, saturating.
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// Seconds since the Unix epoch; the one place token checks read the clock.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
