@@ -86,11 +86,14 @@ fn authz(config: &Config, store: Arc<PolicyStore>) -> Authz {
     let metrics = Arc::new(Metrics::new());
     let (audit, _rx) = AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
     Authz {
-        pipeline: Arc::new(leash::app::pipeline(config, store).unwrap()),
-        metrics,
-        audit,
+        decider: Arc::new(leash::decider::Decider {
+            pipeline: Arc::new(leash::app::pipeline(config, store).unwrap()),
+            metrics,
+            audit,
+            key_wait: config.tokens.key_wait,
+            clock: leash::clock::unix_now,
+        }),
         egress: Default::default(),
-        key_wait: config.tokens.key_wait,
     }
 }
 

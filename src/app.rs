@@ -14,6 +14,7 @@ use tonic::service::Routes;
 
 use crate::audit::{self, AuditSink};
 use crate::config::Config;
+use crate::decider::Decider;
 use crate::edge::authz::{AuthorizationService, Authz};
 use crate::edge::bounds::Slots;
 use crate::edge::control::{ControlServer, ControlService};
@@ -49,13 +50,16 @@ impl App {
         let (audit, audit_rx) =
             AuditSink::new(config.log.decisions, metrics.decision_log_dropped());
         let authz = Arc::new(Authz {
-            pipeline,
-            metrics: metrics.clone(),
-            audit,
+            decider: Arc::new(Decider {
+                pipeline,
+                metrics: metrics.clone(),
+                audit,
+                key_wait: config.tokens.key_wait,
+                clock: crate::clock::unix_now,
+            }),
             egress: EgressOptions {
                 reason_header: config.response.reason_header.clone(),
             },
-            key_wait: config.tokens.key_wait,
         });
         Ok(Self {
             config,
@@ -117,7 +121,7 @@ impl App {
         if let Some(rx) = self.audit_rx.take() {
             tokio::spawn(audit::write(rx));
         }
-        for issuer in self.authz.pipeline.authenticator().issuers() {
+        for issuer in self.authz.decider.pipeline.authenticator().issuers() {
             if issuer.refetch_possible() {
                 let client = issuer
                     .http_client()

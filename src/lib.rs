@@ -36,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod decider;
 pub mod decision;
 pub mod document;
 pub mod edge;

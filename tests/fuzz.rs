@@ -48,7 +48,14 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     // Keys from a file load when a refresh loop runs; the fuzz targets never serve.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime
-        .block_on(strict.authz.pipeline.authenticator().load_key_sources())
+        .block_on(
+            strict
+                .authz
+                .decider
+                .pipeline
+                .authenticator()
+                .load_key_sources(),
+        )
         .unwrap();
     let now = leash::clock::unix_now();
     let token = key
@@ -150,6 +157,7 @@ fn tool_calls_with_a_valid_token() {
                 let verdict = fixture
                     .strict
                     .authz
+                    .decider
                     .pipeline
                     .check(&view, leash::clock::unix_now());
                 if matches!(verdict.decision, Decision::Allow(_)) {
@@ -174,7 +182,7 @@ fn tokens() {
     bolero::check!()
         .with_type::<(String, String, String, Vec<u8>)>()
         .for_each(|(raw, header, payload, signature)| {
-            let authenticator = FIXTURE.strict.authz.pipeline.authenticator();
+            let authenticator = FIXTURE.strict.authz.decider.pipeline.authenticator();
             let now = leash::clock::unix_now();
             assert!(authenticator.verify_token(raw, now).is_err());
             let _ = leash::policy::opa::decode(raw);

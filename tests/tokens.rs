@@ -706,6 +706,7 @@ fn the_pipeline_decides_at_the_time_it_is_given() {
     let view = RequestView::try_from(req).unwrap();
     let reason_at = |now: i64| {
         app.authz
+            .decider
             .pipeline
             .check(&view, now)
             .decision

@@ -10,7 +10,7 @@ use std::future::{Future, ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use prost::Message as _;
@@ -22,25 +22,19 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic_prost::ProstEncoder;
 
 use super::egress::{self, EgressOptions};
-use crate::audit::AuditSink;
-use crate::clock::unix_now;
-use crate::decision::{Decision, DenyReason};
-use crate::metrics::Metrics;
-use crate::pipeline::{Facts, Pipeline, Verdict};
+use crate::decider::Decider;
+use crate::decision::DenyReason;
+use crate::pipeline::Verdict;
 use crate::token::MissingKey;
 use crate::view::RequestView;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
-/// Everything a Check needs, shared by all connections.
+/// The ext_authz front end of the [`Decider`]: CheckRequest in, CheckResponse out.
 #[derive(Debug)]
 pub struct Authz {
-    pub pipeline: Arc<Pipeline>,
-    pub metrics: Arc<Metrics>,
-    pub audit: AuditSink,
+    pub decider: Arc<Decider>,
     pub egress: EgressOptions,
-    /// How long a Check waits for an issuer's keys when its token names an unknown key.
-    pub key_wait: Duration,
 }
 
 /// A Check decided at once, or waiting for an issuer's keys.
@@ -49,7 +43,7 @@ enum Started {
     NeedKeys {
         view: RequestView,
         missing: MissingKey,
-        started: Instant,
+        arrived: Instant,
     },
 }
 
@@ -58,70 +52,45 @@ impl Authz {
     pub fn check(&self, incoming: Incoming) -> CheckResponse {
         match self.start(incoming) {
             Started::Done(response) => response,
-            Started::NeedKeys { view, started, .. } => {
-                self.finish(self.pipeline.check(&view, unix_now()), Some(&view), started)
+            Started::NeedKeys { view, arrived, .. } => {
+                self.respond(&self.decider.decide_now(&view, arrived))
             }
         }
     }
 
     fn start(&self, incoming: Incoming) -> Started {
-        let started = Instant::now();
+        let arrived = Instant::now();
         let view = match incoming {
             Incoming::Request(req) => match RequestView::try_from(req) {
                 Ok(view) => view,
                 Err(invalid) => {
-                    return Started::Done(self.finish(
-                        deny(invalid.reason(), invalid.to_string()),
-                        None,
-                        started,
-                    ));
+                    let verdict =
+                        self.decider
+                            .refuse(invalid.reason(), invalid.to_string(), Some(arrived));
+                    return Started::Done(self.respond(&verdict));
                 }
             },
             Incoming::Undecodable { reason, error } => {
-                let verdict = deny(reason, format!("cannot decode the CheckRequest: {error}"));
-                return Started::Done(self.finish(verdict, None, started));
+                let verdict = self.decider.refuse(
+                    reason,
+                    format!("cannot decode the CheckRequest: {error}"),
+                    Some(arrived),
+                );
+                return Started::Done(self.respond(&verdict));
             }
         };
-        match self.pipeline.try_check(&view, unix_now()) {
-            Ok(verdict) => Started::Done(self.finish(verdict, Some(&view), started)),
+        match self.decider.try_decide(&view, arrived) {
+            Ok(verdict) => Started::Done(self.respond(&verdict)),
             Err(missing) => Started::NeedKeys {
                 view,
                 missing,
-                started,
+                arrived,
             },
         }
     }
 
-    /// Fetches the issuer's keys (bounded by `key_wait`), then decides for good.
-    async fn after_keys(
-        self: Arc<Self>,
-        view: RequestView,
-        missing: MissingKey,
-        started: Instant,
-    ) -> CheckResponse {
-        let issuer = &missing.issuer;
-        if let Some(fetched) = issuer.refetch() {
-            if tokio::time::timeout(self.key_wait, fetched).await.is_err() {
-                tracing::warn!(issuer = %issuer.config.issuer, "keys did not arrive within {:?}", self.key_wait);
-            }
-        }
-        let verdict = self.pipeline.check(&view, unix_now());
-        self.finish(verdict, Some(&view), started)
-    }
-
-    /// Builds the response and records the decision beside it.
-    fn finish(
-        &self,
-        verdict: Verdict,
-        view: Option<&RequestView>,
-        started: Instant,
-    ) -> CheckResponse {
-        let response = egress::response(&verdict, &self.egress);
-        let took = started.elapsed();
-        self.metrics
-            .record_decision(verdict.decision.reason(), took);
-        self.audit.record(&verdict, view, took);
-        response
+    fn respond(&self, verdict: &Verdict) -> CheckResponse {
+        egress::response(verdict, &self.egress)
     }
 
     /// Counts and logs a Check tonic refused before it reached [`check`](Self::check).
@@ -131,17 +100,12 @@ impl Authz {
         } else {
             DenyReason::RequestMalformed
         };
-        let verdict = deny(
+        self.decider.refuse(
             reason,
             format!("gRPC layer refused the CheckRequest ({code:?})"),
+            None,
         );
-        self.metrics.record_decision(Some(reason), Duration::ZERO);
-        self.audit.record(&verdict, None, Duration::ZERO);
     }
-}
-
-fn deny(reason: DenyReason, detail: String) -> Verdict {
-    Verdict::new(Decision::deny(reason, detail), None, Facts::default())
 }
 
 /// A CheckRequest as it came off the wire: decoded, or the reason it could not be.
@@ -251,13 +215,12 @@ impl UnaryService<Incoming> for CheckCall {
             Started::NeedKeys {
                 view,
                 missing,
-                started,
+                arrived,
             } => {
                 let authz = self.0.clone();
                 Box::pin(async move {
-                    Ok(tonic::Response::new(
-                        authz.after_keys(view, missing, started).await,
-                    ))
+                    let verdict = authz.decider.after_keys(&view, missing, arrived).await;
+                    Ok(tonic::Response::new(authz.respond(&verdict)))
                 })
             }
         }
