@@ -43,6 +43,8 @@ pub enum ConfigError {
         value: String,
         hint: String,
     },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -343,15 +345,71 @@ impl Config {
                 message,
             })?;
         }
-        let raw: RawConfig = yaml_serde::from_value(doc).map_err(|err| ConfigError::Parse {
-            origin: "command line".to_owned(),
-            message: err.to_string(),
-        })?;
-        raw.validate(origin)
+        // Every invalid value is reported in one run: each error names its key, so the
+        // key is set back to its default and the rest validated again.
+        let mut problems = Vec::new();
+        loop {
+            let raw: RawConfig =
+                yaml_serde::from_value(doc.clone()).map_err(|err| ConfigError::Parse {
+                    origin: "command line".to_owned(),
+                    message: err.to_string(),
+                })?;
+            let err = match raw.validate(origin) {
+                Ok(config) if problems.is_empty() => return Ok(config),
+                Ok(_) => break,
+                Err(err) => err,
+            };
+            let reset = match &err {
+                ConfigError::Invalid { key, .. } => remove_path(&mut doc, key),
+                _ => false,
+            };
+            problems.push(err);
+            if !reset || problems.len() >= MAX_REPORTED {
+                break;
+            }
+        }
+        match problems.len() {
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
     }
 }
 
 /// Sets `a.b` in a YAML mapping to `value`, read as YAML so numbers stay numbers.
+/// Errors reported from one configuration before leash stops looking.
+const MAX_REPORTED: usize = 32;
+
+/// Removes `key` (`section.key`, `tokens.issuers[0].refresh`) from `doc`, so that its
+/// default applies. False when there was nothing to remove.
+fn remove_path(doc: &mut yaml_serde::Value, key: &str) -> bool {
+    let mut slot = doc;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some(map) = slot.as_mapping_mut() else {
+            return false;
+        };
+        let name = yaml_serde::Value::String(name.to_owned());
+        if parts.peek().is_none() && index.is_none() {
+            return map.remove(&name).is_some();
+        }
+        let Some(next) = map.get_mut(&name) else {
+            return false;
+        };
+        slot = match index {
+            Some(i) => match next.as_sequence_mut().and_then(|s| s.get_mut(i)) {
+                Some(item) => item,
+                None => return false,
+            },
+            None => next,
+        };
+    }
+    false
+}
+
 fn set_path(doc: &mut yaml_serde::Value, key: &str, value: &str) -> Result<(), String> {
     let parsed: yaml_serde::Value =
         yaml_serde::from_str(value).unwrap_or_else(|_| yaml_serde::Value::String(value.to_owned()));

@@ -172,3 +172,21 @@ fn a_secret_file_others_can_read_is_named_in_a_warning() {
     assert!(shared[0].contains("chmod 600"));
     assert!(warnings(0o600).is_empty());
 }
+
+#[test]
+fn every_invalid_value_is_reported_in_one_run() {
+    let yaml = "listen:\n  grpc: nowhere\n  request_timeout: 0s\npolicy:\n  engine: jit\ntokens:\n  issuers:\n    - issuer: https://idp.test\n      audiences: [tools]\n      algorithms: [RS256]\n      jwks_file: /dev/null\n      refresh: 1s\n";
+    let err = Config::from_yaml("f.yaml", yaml, &[("log.format", "xml".to_owned())])
+        .unwrap_err()
+        .to_string();
+    for key in [
+        "listen.grpc",
+        "listen.request_timeout",
+        "policy.engine",
+        "tokens.issuers[0].refresh",
+        "log.format",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+}
