@@ -1,0 +1,224 @@
+//! The command line, as clap reads it. Each field names the configuration key it
+//! overrides, so a flag and the file can never disagree.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// leash decides, on every tool call an AI agent makes through Envoy, whether it may happen.
+#[derive(Debug, Parser)]
+#[command(name = "leash", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve Envoy's ext_authz v3 Check (default 127.0.0.1:9191)
+    Serve(Box<ServeArgs>),
+    /// Decide one request and print the decision
+    Check(CheckArgs),
+    /// Run the Rego tests (test_* rules) below DIR (default: the embedded library)
+    Test(TestArgs),
+    /// Policy tools
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Token tools for trying leash out: mint, inspect, jwks, proof
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print a complete, commented configuration file
+    Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Sign a test token with a private key (PEM) or an HMAC secret file
+    Mint(Box<MintArgs>),
+    /// Decode a token and say whether the configured issuers would accept it, and why not
+    Inspect(InspectArgs),
+    /// Print the JWKS for a private key's public half
+    Jwks(KeyArgs),
+    /// Sign a DPoP proof for one request
+    Proof(ProofArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyArgs {
+    /// Private key (PEM, PKCS#8) or, for HS*, a secret file
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+    /// Signing algorithm: RS256, PS256, ES256, EdDSA, HS256, ...
+    #[arg(long, default_value = "ES256")]
+    pub(crate) alg: String,
+    /// Key id (`kid`)
+    #[arg(long)]
+    pub(crate) kid: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MintArgs {
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+    #[arg(long)]
+    pub(crate) iss: String,
+    /// Audience (repeat for several)
+    #[arg(long, required = true)]
+    pub(crate) aud: Vec<String>,
+    /// Subject: the human on whose behalf, or the workload itself
+    #[arg(long)]
+    pub(crate) sub: String,
+    /// Lifetime, e.g. 5m (leash refuses more than the issuer's max_lifetime, 15m by default)
+    #[arg(long, default_value = "5m")]
+    pub(crate) ttl: String,
+    /// The task the token is issued for (claim task_id)
+    #[arg(long)]
+    pub(crate) task: Option<String>,
+    /// Delegation chain, current actor first: --act planner,orchestrator
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) act: Vec<String>,
+    /// Space-separated scopes
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
+    /// Bind to a client certificate (PEM): sets cnf.x5t#S256
+    #[arg(long)]
+    pub(crate) cnf_cert: Option<PathBuf>,
+    /// Bind to a DPoP key (PEM): sets cnf.jkt to its thumbprint
+    #[arg(long)]
+    pub(crate) cnf_dpop_key: Option<PathBuf>,
+    /// Algorithm of the DPoP key
+    #[arg(long, default_value = "ES256")]
+    pub(crate) cnf_dpop_alg: String,
+    /// Any other claim, as name=JSON (a bare word is a string): --claim spiffe_id=spiffe://t/a
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub(crate) claim: Vec<String>,
+    /// Header typ (txntoken+jwt for a transaction token)
+    #[arg(long)]
+    pub(crate) typ: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// The token, or - to read it from stdin
+    pub(crate) token: String,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProofArgs {
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+    #[arg(long, default_value = "GET")]
+    pub(crate) method: String,
+    /// The request URL (query and fragment are ignored)
+    #[arg(long)]
+    pub(crate) url: String,
+    /// The access token the proof accompanies
+    #[arg(long)]
+    pub(crate) token: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Compile and warm a policy directory without serving it
+    Validate(ValidateArgs),
+}
+
+/// Settings shared by every command that loads policy. Each flag overrides the
+/// config file key named in its help.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyArgs {
+    /// Config file (YAML); every setting has a default without one
+    #[arg(long, short, env = "LEASH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Policy directory: .rego files and data.json/data.yaml [policy.dir]
+    #[arg(long)]
+    pub(crate) policy: Option<String>,
+    /// Embedded library: auto, embedded (extend it with --policy) or none [policy.library]
+    #[arg(long)]
+    pub(crate) library: Option<String>,
+    /// Decision rule, e.g. envoy/authz/allow [policy.decision]
+    #[arg(long)]
+    pub(crate) decision: Option<String>,
+    /// Rego syntax version: v1 or v0 [policy.rego_version]
+    #[arg(long)]
+    pub(crate) rego_version: Option<String>,
+    /// Evaluator: auto, vm or interpreter [policy.engine]
+    #[arg(long)]
+    pub(crate) engine: Option<String>,
+    /// Set any config key, e.g. --set request.max_body_bytes=65536
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+    /// ext_authz gRPC address [listen.grpc]
+    #[arg(long)]
+    pub(crate) grpc_addr: Option<String>,
+    /// Also serve ext_authz on this Unix socket [listen.grpc_uds]
+    #[arg(long)]
+    pub(crate) grpc_uds: Option<String>,
+    /// Admin HTTP address; empty disables [listen.admin]
+    #[arg(long)]
+    pub(crate) admin_addr: Option<String>,
+    /// Control gRPC address; empty disables [listen.control]
+    #[arg(long)]
+    pub(crate) control_addr: Option<String>,
+    /// Largest CheckRequest accepted, in bytes [listen.max_receive_bytes]
+    #[arg(long)]
+    pub(crate) max_receive_bytes: Option<String>,
+    /// How often to look for policy file changes; 0s disables [policy.watch_interval]
+    #[arg(long)]
+    pub(crate) watch_interval: Option<String>,
+    /// Log filter, e.g. info or leash=debug [log.level]
+    #[arg(long)]
+    pub(crate) log_level: Option<String>,
+    /// Log format: text or json [log.format]
+    #[arg(long)]
+    pub(crate) log_format: Option<String>,
+    /// Decisions to log: all, deny or off [log.decisions]
+    #[arg(long)]
+    pub(crate) log_decisions: Option<String>,
+    /// Threads serving Checks; 0 means one per CPU [runtime.worker_threads]
+    #[arg(long)]
+    pub(crate) worker_threads: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+    /// An input document or a CheckRequest, as JSON
+    #[arg(long, short)]
+    pub(crate) input: PathBuf,
+    /// Also print the input document the policy saw
+    #[arg(long)]
+    pub(crate) show_input: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    /// Policy directory (default: the embedded library)
+    pub(crate) dir: Option<PathBuf>,
+    /// Test DIR together with the embedded library it extends
+    #[arg(long)]
+    pub(crate) with_library: bool,
+    /// Rego syntax version: v1 or v0
+    #[arg(long, default_value = "v1")]
+    pub(crate) rego_version: String,
+    /// Print passing tests too
+    #[arg(long, short)]
+    pub(crate) verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// Policy directory
+    pub(crate) dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+}
