@@ -41,7 +41,7 @@ pub fn read<'a>(view: &'a RequestView, parsed: &'a Value, truncated: bool) -> Re
     }
     let media = media_type(view);
     if is_json(&media) {
-        if let Some(parsed) = parsed_as_json(view, parsed) {
+        if plugin_parsed_json(view, parsed) {
             return Reading::Json(Cow::Borrowed(parsed));
         }
         return std::str::from_utf8(raw)
@@ -84,11 +84,13 @@ pub fn plugin_parse(content_type: &str) -> Option<PluginParse> {
 /// JSON. `Application/JSON; x=application/x-www-form-urlencoded` is JSON to servers
 /// but a form to the plugin: its form parse must not stand for the JSON.
 pub fn parsed_as_json<'a>(view: &RequestView, parsed: &'a Value) -> Option<&'a Value> {
+    (is_json(&media_type(view)) && plugin_parsed_json(view, parsed)).then_some(parsed)
+}
+
+/// Whether `parsed` is the plugin's JSON parse of the body, not its form parse.
+fn plugin_parsed_json(view: &RequestView, parsed: &Value) -> bool {
     let content_type = view.header("content-type").unwrap_or_default();
-    (is_json(&media_type(view))
-        && plugin_parse(content_type) == Some(PluginParse::Json)
-        && !matches!(parsed, Value::Null))
-    .then_some(parsed)
+    plugin_parse(content_type) == Some(PluginParse::Json) && !matches!(parsed, Value::Null)
 }
 
 /// The media type's essence, lowercase: what is before `;`, trimmed. A list of types

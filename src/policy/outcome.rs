@@ -240,6 +240,11 @@ fn header_name(key: &Value, field: &str) -> Result<String, OutcomeError> {
     let Value::String(name) = key else {
         return Err(invalid(format!("`{field}` keys must be strings")));
     };
+    header_token(name, field)
+}
+
+/// A header name a policy may set or remove, lowercase.
+fn header_token(name: &str, field: &str) -> Result<String, OutcomeError> {
     let valid = !name.is_empty()
         && name
             .bytes()
@@ -403,7 +408,7 @@ fn header_names(value: Option<&Value>, field: &str) -> Result<Vec<String>, Outco
     names
         .iter()
         .map(|name| {
-            let name = header_name(&Value::from(name.as_str()), field)?;
+            let name = header_token(name, field)?;
             if is_leash_header(&name) {
                 return Err(invalid(format!(
                     "`{field}` removes {name:?}: headers under x-leash- carry what leash verified"
