@@ -19,6 +19,7 @@ use crate::edge::authz::{AuthorizationService, Authz};
 use crate::edge::bounds::Slots;
 use crate::edge::control::{ControlServer, ControlService};
 use crate::edge::egress::EgressOptions;
+use crate::edge::serve::GrpcPort;
 use crate::edge::{admin, ingress, serve};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
@@ -145,12 +146,17 @@ impl App {
         let mut tasks = tokio::task::JoinSet::new();
 
         tracing::info!(addr = %listeners.grpc.local_addr()?, "ext_authz v3 gRPC listening");
+        let port = |name, max_message, timeout| GrpcPort {
+            name,
+            max_message,
+            timeout,
+            metrics: self.metrics.clone(),
+        };
         tasks.spawn(serve::grpc(
             slots("grpc").tcp(listeners.grpc),
             checks.clone(),
             limits,
-            max_message,
-            limits.request_timeout,
+            port("grpc", max_message, limits.request_timeout),
             stopped(),
         ));
 
@@ -161,8 +167,7 @@ impl App {
                 slots("grpc_uds").unix(uds),
                 checks,
                 limits,
-                max_message,
-                limits.request_timeout,
+                port("grpc_uds", max_message, limits.request_timeout),
                 stopped(),
             ));
         }
@@ -174,8 +179,7 @@ impl App {
                 slots("control").tcp(control),
                 Routes::new(ControlServer::new(service)),
                 limits,
-                CONTROL_MAX_MESSAGE,
-                CONTROL_TIMEOUT,
+                port("control", CONTROL_MAX_MESSAGE, CONTROL_TIMEOUT),
                 stopped(),
             ));
         }

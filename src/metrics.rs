@@ -11,6 +11,7 @@
 //! | `leash_decision_log_dropped_total` | counter | |
 //! | `leash_build_info` | gauge | `version` |
 //! | `leash_connections_refused_total` | counter | `port` (grpc, grpc_uds, control, admin) |
+//! | `leash_requests_timed_out_total` | counter | `port` (grpc, grpc_uds, control) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +94,7 @@ pub struct Metrics {
     last_applied: Gauge,
     log_dropped: Counter,
     connections_refused: Family<PortLabels, Counter>,
+    requests_timed_out: Family<PortLabels, Counter>,
 }
 
 /// Counts decision records the log could not take; handed to the audit sink.
@@ -191,6 +193,13 @@ impl Metrics {
             connections_refused.clone(),
         );
 
+        let requests_timed_out = Family::<PortLabels, Counter>::default();
+        registry.register(
+            "leash_requests_timed_out",
+            "gRPC requests ended with DEADLINE_EXCEEDED after listen.request_timeout (Envoy denies)",
+            requests_timed_out.clone(),
+        );
+
         Self {
             registry,
             allowed,
@@ -201,7 +210,15 @@ impl Metrics {
             last_applied,
             log_dropped,
             connections_refused,
+            requests_timed_out,
         }
+    }
+
+    /// Counted off the Check path: only when a request ran out of time.
+    pub fn request_timed_out(&self, port: &'static str) {
+        self.requests_timed_out
+            .get_or_create(&PortLabels { port })
+            .inc();
     }
 
     /// Counted off the Check path: only when a port is already full.

@@ -652,6 +652,13 @@ async fn silent_idle_and_half_sent_peers_are_cut_off_and_connections_are_capped(
         status.as_deref().is_some_and(|s| s != "0"),
         "a half-sent Check ends in a gRPC error, not {status:?}"
     );
+    assert_eq!(
+        leash
+            .metric(r#"leash_requests_timed_out_total{port="grpc"}"#)
+            .await,
+        1.0,
+        "the timeout is counted"
+    );
 
     // Three connections fill the gRPC port; a fourth is closed at once and counted,
     // and a Check goes through again once they are gone.

@@ -24,6 +24,7 @@ use tonic::service::Routes;
 
 use super::bounds::{Budget, Gate};
 use crate::config::PortLimits;
+use crate::metrics::Metrics;
 
 /// Serves gRPC `routes` over HTTP/2 on `incoming` until `stop`, then lets open
 /// connections finish their streams.
@@ -31,8 +32,7 @@ pub async fn grpc<IO>(
     incoming: impl Stream<Item = io::Result<IO>>,
     routes: Routes,
     limits: PortLimits,
-    max_message: usize,
-    timeout: Duration,
+    port: GrpcPort,
     stop: impl Future<Output = ()>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -42,11 +42,11 @@ pub async fn grpc<IO>(
         .max_concurrent_streams(limits.max_streams_per_connection)
         .keep_alive_interval(limits.keepalive_interval)
         .keep_alive_timeout(limits.keepalive_timeout);
+    let timeout = port.timeout;
     let service = TowerToHyperService::new(Bounded {
         routes: routes.prepare(),
-        max_message,
         budget: Budget::new(limits.max_buffered_bytes.get()),
-        timeout,
+        port: Arc::new(port),
     });
     let connections = Connections::new(limits.max_connection_age, timeout);
     connections
@@ -143,14 +143,23 @@ async fn drive<C: GracefulConnection>(
     let _ = tokio::time::timeout(grace, conn).await;
 }
 
-/// The gRPC routes behind a [`Gate`] on every request body, and answered within
-/// `timeout` (a stream whose message never completes is ended with DEADLINE_EXCEEDED).
+/// One gRPC port: its name in the metrics, and what one request on it may take.
+#[derive(Debug)]
+pub struct GrpcPort {
+    pub name: &'static str,
+    pub max_message: usize,
+    pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The gRPC routes behind a [`Gate`] on every request body, and answered within the
+/// port's timeout: a stream whose message never completes is ended with
+/// DEADLINE_EXCEEDED (the caller denies) and counted.
 #[derive(Debug, Clone)]
 struct Bounded {
     routes: Routes,
-    max_message: usize,
     budget: Arc<Budget>,
-    timeout: Duration,
+    port: Arc<GrpcPort>,
 }
 
 impl tower_service::Service<http::Request<Incoming>> for Bounded {
@@ -164,17 +173,20 @@ impl tower_service::Service<http::Request<Incoming>> for Bounded {
 
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
         let req = req.map(|body| {
-            tonic::body::Body::new(Gate::new(body, self.max_message, self.budget.clone()))
+            tonic::body::Body::new(Gate::new(body, self.port.max_message, self.budget.clone()))
         });
         let answer = self.routes.call(req);
-        let timeout = self.timeout;
+        let port = self.port.clone();
         Box::pin(async move {
-            match tokio::time::timeout(timeout, answer).await {
+            match tokio::time::timeout(port.timeout, answer).await {
                 Ok(answered) => answered,
-                Err(_) => Ok(tonic::Status::deadline_exceeded(
-                    "not answered within listen.request_timeout",
-                )
-                .into_http()),
+                Err(_) => {
+                    port.metrics.request_timed_out(port.name);
+                    Ok(tonic::Status::deadline_exceeded(
+                        "not answered within listen.request_timeout",
+                    )
+                    .into_http())
+                }
             }
         })
     }
