@@ -25,6 +25,7 @@ use crate::action::{Action, ActionSource, ToolCall};
 use crate::document::{document_keys, object};
 use crate::mcp::Message;
 use crate::policy::Value;
+use crate::policy::library::{self, Class};
 use crate::request::Target;
 use crate::token::Identity;
 use crate::view::RequestView;
@@ -71,6 +72,39 @@ thread_local! {
 
 pub fn leash_document(facts: &Established<'_>) -> Value {
     KEYS.with(|k| document(facts, k))
+}
+
+/// What the shipped library reads of the same facts, typed: the Check path decides
+/// with it and builds no document when the library in Rust serves. `None` for facts
+/// outside the shape it decides (the document and the Rego then decide).
+pub fn library_input<'a>(facts: &Established<'a>) -> Option<library::Input<'a>> {
+    let Established {
+        identity,
+        action,
+        tool,
+        ..
+    } = *facts;
+    let doc = identity.map(|id| &id.token.document);
+    let tagged = |name: &str| action.tags.iter().any(|t| t == name);
+    let depth = match identity {
+        Some(id) => i64::try_from(id.token.claims.depth()).ok()?,
+        None => 0,
+    };
+    Some(library::Input {
+        authenticated: identity.is_some(),
+        class: Class::parse(action.class.name())?,
+        export: tagged("export"),
+        privilege: tagged("privilege"),
+        opaque_body: tagged(crate::action::OPAQUE_BODY),
+        kind: action.resource.kind.name(),
+        name: &action.resource.name,
+        human: doc.and_then(|d| library::human(&d.human)),
+        scopes: library::array_or_empty(doc.map(|d| &d.scopes)),
+        authorization_details: library::array_or_empty(doc.map(|d| &d.authorization_details)),
+        task: identity.and_then(|id| id.binding.task.as_deref()),
+        depth,
+        tool: tool.map(|t| (t.name.as_str(), t.known)),
+    })
 }
 
 fn document(facts: &Established<'_>, k: &Keys) -> Value {

@@ -205,6 +205,7 @@ impl Permit {
         vouched: Vouched,
         client_headers: impl Iterator<Item = &'a str>,
     ) {
+        let policy_removals = self.mutations.request_headers_to_remove.len();
         for name in client_headers {
             if matches!(name.as_bytes().first(), Some(b'x' | b'X'))
                 && is_leash_header(name)
@@ -214,6 +215,14 @@ impl Permit {
                     .request_headers_to_remove
                     .push(name.to_owned());
             }
+        }
+        // The client's headers come in hash order; the response is the same every time.
+        if let Some(added) = self
+            .mutations
+            .request_headers_to_remove
+            .get_mut(policy_removals..)
+        {
+            added.sort_unstable();
         }
         self.vouched = vouched;
     }

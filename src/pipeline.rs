@@ -23,7 +23,7 @@ use crate::decision::{Decision, DenyReason, Vouched};
 use crate::glob::RouteMatcher;
 use crate::mcp::{self, Message};
 use crate::policy::input::{self, InputError, Parsed};
-use crate::policy::{EvalError, PolicySet, PolicyStore, Prepare, Prepared, Value, outcome};
+use crate::policy::{EvalError, PolicyStore, Prepare, Prepared, Value, outcome};
 use crate::request::{HeaderNotes, Target};
 use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
 use crate::view::RequestView;
@@ -218,18 +218,38 @@ impl Pipeline {
             );
         };
         let leash_headers = shape.notes.leash;
-        let input = document(
+        let established = Established {
             view,
-            shape,
-            facts.identity.as_ref(),
-            &action,
-            tool.as_ref(),
-            set.info().reads_agent_context,
-        );
-        if let Some(keep) = keep_input {
-            *keep = Some(input.clone());
-        }
-        let mut decision = evaluate(set, input);
+            target: &shape.target,
+            identity: facts.identity.as_ref(),
+            action: &action,
+            tool: tool.as_ref(),
+            mcp: shape.mcp.as_ref(),
+        };
+        // The shipped library alone is decided in Rust from the typed facts, with no
+        // input document; `leash check` still shows the document it stands for.
+        let native = set
+            .library()
+            .and_then(|lib| lib.decide(&context::library_input(&established)?));
+        let reads_leash = set.info().reads_agent_context;
+        let leash_doc = (reads_leash && (native.is_none() || keep_input.is_some()))
+            .then(|| context::leash_document(&established));
+        let result = match native {
+            Some(result) => {
+                if let Some(keep) = keep_input {
+                    *keep = Some(shape.parsed.assemble(view, leash_doc));
+                }
+                Ok(result)
+            }
+            None => {
+                let input = shape.parsed.assemble(view, leash_doc);
+                if let Some(keep) = keep_input {
+                    *keep = Some(input.clone());
+                }
+                set.evaluate(input)
+            }
+        };
+        let mut decision = decision_of(result);
         if let Decision::Allow(permit) = &mut decision {
             let client = leash_headers.then(|| view.headers.keys().map(String::as_str));
             permit.vouch(
@@ -245,7 +265,7 @@ impl Pipeline {
         let serving = self.policy.current();
         match serving.as_ref() {
             Some(set) => Verdict::new(
-                evaluate(set, input),
+                decision_of(set.evaluate(input)),
                 Some(set.info().revision.clone()),
                 Facts::default(),
             ),
@@ -307,28 +327,6 @@ fn classify(
     })
 }
 
-/// The input document: OPA's plugin's, with `input.leash` for sets that read it.
-fn document(
-    view: &RequestView,
-    shape: Shape<'_>,
-    identity: Option<&Identity>,
-    action: &Action,
-    tool: Option<&ToolCall>,
-    reads_agent_context: bool,
-) -> Value {
-    let leash = reads_agent_context.then(|| {
-        context::leash_document(&Established {
-            view,
-            target: &shape.target,
-            identity,
-            action,
-            tool,
-            mcp: shape.mcp.as_ref(),
-        })
-    });
-    shape.parsed.assemble(view, leash)
-}
-
 /// Who acts, from the verified identity, for `x-leash-agent`, `x-leash-human` and
 /// `x-leash-task`.
 fn vouched(identity: Option<&Identity>) -> Vouched {
@@ -359,11 +357,19 @@ pub fn warmup_input(
     let shape = shape(view, request, mcp_routes).ok()?;
     let classifier = Classifier::new(actions, None);
     let (action, tool) = classify(view, &shape, &classifier);
-    Some(document(view, shape, None, &action, tool.as_ref(), true))
+    let leash = context::leash_document(&Established {
+        view,
+        target: &shape.target,
+        identity: None,
+        action: &action,
+        tool: tool.as_ref(),
+        mcp: shape.mcp.as_ref(),
+    });
+    Some(shape.parsed.assemble(view, Some(leash)))
 }
 
-fn evaluate(set: &PolicySet, input: Value) -> Decision {
-    match set.evaluate(input) {
+fn decision_of(result: Result<Value, EvalError>) -> Decision {
+    match result {
         Err(err @ EvalError::Limit(_)) => {
             Decision::deny(DenyReason::PolicyLimitExceeded, err.to_string())
         }

@@ -96,7 +96,9 @@ impl Reloader {
                         %source,
                         "serving with the Rego interpreter rather than the bytecode VM: {note}"
                     ),
-                    (Some(note), EngineKind::Vm) => tracing::warn!(%source, "{note}"),
+                    (Some(note), EngineKind::Vm | EngineKind::Native) => {
+                        tracing::warn!(%source, "{note}");
+                    }
                     (None, _) => {}
                 }
             }

@@ -1,8 +1,8 @@
 //! The request facts leash decides on, owned and free of Envoy's types.
 //!
-//! `attributes` is the OPA-compatible `input.attributes` document, built once at the
-//! edge straight from the protobuf message; the typed fields are what leash itself
-//! reads (body parsing now, token binding and action classification later).
+//! `attributes` builds the OPA-compatible `input.attributes` document straight from
+//! the protobuf message the edge kept, when a policy needs a document at all; the
+//! typed fields are what leash itself reads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use regorus::Value;
 #[derive(Debug, Clone)]
 pub struct RequestView {
     /// `input.attributes`: the CheckRequest's attributes as protojson names and shapes.
-    pub attributes: Value,
+    pub attributes: Attributes,
     pub method: String,
     /// `http` or `https`, as the client spoke to Envoy.
     pub scheme: String,
@@ -30,6 +30,32 @@ pub struct RequestView {
     /// The upstream resource Envoy's route names (`context_extensions.leash_resource`):
     /// what Envoy decided, where the agent wrote `Host`.
     pub route_resource: Option<Arc<str>>,
+}
+
+/// Builds `input.attributes` on demand. Most of a Check's documents are never built:
+/// the shipped library, decided in Rust, reads none of `input.attributes`. The edge
+/// keeps its message here, less the headers and body it moved into the view, and the
+/// builder takes those back from the view.
+#[derive(Clone)]
+pub struct Attributes(Arc<AttributesFn>);
+
+type AttributesFn = dyn Fn(&RequestView) -> Value + Send + Sync;
+
+impl Attributes {
+    pub fn new(build: impl Fn(&RequestView) -> Value + Send + Sync + 'static) -> Self {
+        Self(Arc::new(build))
+    }
+
+    /// Attributes that are a value already.
+    pub fn fixed(value: Value) -> Self {
+        Self::new(move |_| value.clone())
+    }
+}
+
+impl std::fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attributes(..)")
+    }
 }
 
 /// The context extension through which an Envoy route names its upstream resource.
@@ -56,6 +82,11 @@ impl Body {
 }
 
 impl RequestView {
+    /// The `input.attributes` document.
+    pub fn attributes_document(&self) -> Value {
+        (self.attributes.0)(self)
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
@@ -71,7 +102,7 @@ impl RequestView {
         headers: &[(&str, &str)],
     ) -> Self {
         Self {
-            attributes: Value::new_object(),
+            attributes: Attributes::fixed(Value::new_object()),
             method: method.into(),
             scheme: scheme.into(),
             host: host.into(),

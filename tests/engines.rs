@@ -161,10 +161,12 @@ fn empty_object() -> serde_json::Value {
     serde_json::json!({})
 }
 
-/// The embedded library with `data` under `data.leash`, on both engines.
+/// The embedded library with `data` under `data.leash`, on both Rego engines and in
+/// Rust (what `auto` serves).
 struct Library {
     vm: leash::policy::PolicySet,
     interpreter: leash::policy::PolicySet,
+    native: leash::policy::PolicySet,
     _dir: tempfile::TempDir,
 }
 
@@ -185,27 +187,47 @@ impl Library {
             assert!(matches!(store.reload(), ReloadOutcome::Applied(_)));
             store.current().as_ref().unwrap().as_ref().clone()
         };
+        let native = set("auto");
+        assert_eq!(native.info().engine, EngineKind::Native, "{data}");
         Self {
             vm: set("vm"),
             interpreter: set("interpreter"),
+            native,
             _dir: dir,
         }
     }
 
-    /// Whether both engines allow `input`; they must agree.
+    /// Whether the engines allow `input`; they must agree. Where the library in Rust
+    /// decides, its result is the VM's, member for member: the body, the reason and
+    /// the status the client and the decision log see.
     fn allows(&self, input: &serde_json::Value, what: &str) -> bool {
-        let allowed = |set: &leash::policy::PolicySet| {
-            set.evaluate(leash::policy::Value::from(input.clone()))
+        let value = leash::policy::Value::from(input.clone());
+        let allowed = |result: &Result<leash::policy::Value, _>| {
+            result
+                .as_ref()
                 .is_ok_and(|v| v["allowed"] == leash::policy::Value::Bool(true))
         };
-        let (vm, interpreter) = (allowed(&self.vm), allowed(&self.interpreter));
+        let vm = self.vm.evaluate(value.clone());
+        let interpreter = self.interpreter.evaluate(value.clone());
         assert_eq!(
-            vm, interpreter,
+            allowed(&vm),
+            allowed(&interpreter),
             "{what}: the VM and the interpreter disagree"
         );
-        vm
+        if leash::policy::library::Input::read(&value).is_some() {
+            NATIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        assert_eq!(
+            self.native.evaluate(value),
+            vm,
+            "{what}: the library in Rust and the VM disagree"
+        );
+        allowed(&vm)
     }
 }
+
+/// Inputs the library in Rust decided: the comparisons must not pass by never using it.
+static NATIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Objects merge member by member; anything else replaces (Rego's `object.union`).
 fn merge(base: &serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
@@ -486,6 +508,11 @@ fn the_library_never_allows_on_missing_evidence() {
         inputs.len()
     );
     assert!(checked > 5_000, "{checked}");
+    let native = NATIVE.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        native > checked / 2,
+        "the library in Rust decided {native} of {checked}"
+    );
 }
 
 /// regorus's VM does not fail a body on `x := <undefined>`, so `not f(x)` succeeds

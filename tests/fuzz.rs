@@ -291,3 +291,129 @@ fn the_unfuzzed_tool_call_is_allowed() {
     )));
     assert!(common::is_allowed(&resp), "{resp:?}");
 }
+
+/// The shipped library with three kinds of data, as Rego on the VM and in Rust.
+struct Libraries {
+    sets: Vec<(leash::policy::PolicySet, leash::policy::PolicySet)>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+static LIBRARIES: LazyLock<Libraries> = LazyLock::new(|| {
+    let data = [
+        "{}",
+        r#"{"settings": {"max_delegation_depth": 1, "human_required_for": ["destructive"], "allow_unknown_tools": true}}"#,
+        r#"{"grants": {"t-1": {"destructive": ["tool:delete_repo", "host:*"], "export": ["*"]}}, "settings": {"human_required_for": []}}"#,
+    ];
+    let mut sets = Vec::new();
+    let mut dirs = Vec::new();
+    for data in data {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("leash")).unwrap();
+        std::fs::write(dir.path().join("leash/data.json"), data).unwrap();
+        let set = |engine: &str| {
+            let config = Config::from_yaml(
+                "fuzz.yaml",
+                "",
+                &[
+                    ("policy.library", "embedded".into()),
+                    ("policy.dir", dir.path().display().to_string()),
+                    ("policy.engine", engine.into()),
+                ],
+            )
+            .unwrap();
+            let store = leash::app::policy_store(&config);
+            store.reload();
+            store.current().as_ref().unwrap().as_ref().clone()
+        };
+        let native = set("auto");
+        assert_eq!(native.info().engine, leash::policy::EngineKind::Native);
+        sets.push((native, set("vm")));
+        dirs.push(dir);
+    }
+    Libraries { sets, _dirs: dirs }
+});
+
+/// Names as requests and tokens spell them: plain, wildcards, colons, case, Unicode.
+const NAMES: [&str; 8] = [
+    "search",
+    "delete_repo",
+    "*",
+    "",
+    "file:///a:b",
+    "Search",
+    "ſearch",
+    "mcp.example",
+];
+const KINDS: [&str; 6] = ["tool", "resource", "prompt", "rule", "host", "Tool"];
+const CLASSES: [&str; 5] = ["read", "write", "destructive", "admin", ""];
+
+fn pick<'a>(items: &[&'a str], at: u8) -> &'a str {
+    items[usize::from(at) % items.len()]
+}
+
+/// `input.leash` drawn from the pieces requests and tokens are made of: whatever the
+/// library in Rust decides, it decides exactly as the Rego on the VM does, down to the
+/// body and the reason.
+#[test]
+fn library_in_rust_decides_as_the_rego() {
+    bolero::check!()
+        .with_type::<(
+            (u8, u8, u8, bool, Option<u8>, u8),
+            Vec<(u8, u8, u8, u8)>,
+            (u8, u8, Option<(u8, bool)>, Option<u8>),
+        )>()
+        .for_each(|(head, scopes, tail)| {
+            let (data, class, resource, authenticated, human, depth) = *head;
+            let (tags, details, tool, task) = *tail;
+            let kind = pick(&KINDS[..5], resource);
+            let name = pick(&NAMES, resource / 8);
+            // A scope of 1 to 4 parts, or a grant of a kind for a resource.
+            let scopes: Vec<String> = scopes
+                .iter()
+                .map(|&(shape, a, b, c)| match shape % 4 {
+                    0 => format!("{}:{}:{}", pick(&KINDS, a), pick(&NAMES, b), pick(&CLASSES, c)),
+                    1 => format!(
+                        "{}:{}:{}",
+                        pick(&["destructive", "export", "privilege", "tool"], a),
+                        pick(&KINDS, b),
+                        pick(&NAMES, c)
+                    ),
+                    2 => pick(&["destructive:*", "tool:*:read", "x", ""], a).to_owned(),
+                    _ => format!("{}:{}", pick(&KINDS, a), pick(&NAMES, b)),
+                })
+                .collect();
+            let tags: Vec<&str> = ["export", "privilege", "opaque_body", "chaining"]
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| tags & (1 << i) != 0)
+                .map(|(_, t)| t)
+                .collect();
+            let id = format!("{kind}:{name}");
+            let details = match details % 5 {
+                0 => serde_json::Value::Null,
+                1 => serde_json::json!([{"type": "leash", "actions": ["destructive", "export", "privilege"], "identifier": id}]),
+                2 => serde_json::json!([{"type": "leash", "actions": ["destructive"], "identifier": format!("{kind}:*")}]),
+                3 => serde_json::json!(["leash", {"type": "other", "actions": ["export"], "identifier": "*"}]),
+                _ => serde_json::json!({"type": "leash"}),
+            };
+            let input = serde_json::json!({"leash": {
+                "authenticated": authenticated,
+                "human": human.map(|h| pick(&["alice", ""], h)),
+                "task": task.map(|t| pick(&["t-1", "t-2"], t)),
+                "delegation": {"depth": depth % 5},
+                "scopes": scopes,
+                "authorization_details": details,
+                "action": {"class": pick(&CLASSES[..3], class), "tags": tags},
+                "resource": {"kind": kind, "name": name, "id": id},
+                "tool": tool.map(|(n, known)| serde_json::json!({"name": pick(&NAMES, n), "known": known})),
+            }});
+            let value = Value::from(input);
+            let libraries = &LIBRARIES.sets;
+            let (native, vm) = &libraries[usize::from(data) % libraries.len()];
+            assert_eq!(
+                native.evaluate(value.clone()),
+                vm.evaluate(value),
+                "the library in Rust and the Rego decide differently"
+            );
+        });
+}

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 
 use super::protojson;
 use crate::decision::DenyReason;
-use crate::view::{Body, ROUTE_RESOURCE_KEY, RequestView};
+use crate::view::{Attributes, Body, ROUTE_RESOURCE_KEY, RequestView};
 
 /// Why a CheckRequest cannot be decided on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,49 +29,61 @@ impl InvalidCheckRequest {
 impl TryFrom<CheckRequest> for RequestView {
     type Error = InvalidCheckRequest;
 
-    /// Builds `input.attributes` from the message, then moves the fields leash reads
-    /// out of it instead of copying them.
+    /// Moves the headers and body out of the message into the view, copies the small
+    /// fields leash reads, and keeps the rest for `input.attributes`, built only when
+    /// a policy document needs it.
     fn try_from(req: CheckRequest) -> Result<Self, Self::Error> {
         let mut ctx = req.attributes.ok_or(InvalidCheckRequest::NoHttp)?;
-        let attributes = protojson::attributes(&ctx);
         let (source_principal, source_certificate) = ctx
             .source
-            .as_mut()
-            .map(|peer| {
-                (
-                    std::mem::take(&mut peer.principal),
-                    std::mem::take(&mut peer.certificate),
-                )
-            })
+            .as_ref()
+            .map(|peer| (peer.principal.clone(), peer.certificate.clone()))
             .unwrap_or_default();
-        let http = ctx
-            .request
-            .and_then(|r| r.http)
-            .ok_or(InvalidCheckRequest::NoHttp)?;
-        let headers = if http.headers.is_empty() {
-            raw_headers(http.header_map.as_ref())?
-        } else {
-            http.headers
-        };
-        let body = if !http.raw_body.is_empty() {
-            Body::Bytes(http.raw_body)
-        } else if !http.body.is_empty() {
-            Body::Text(http.body)
-        } else {
-            Body::None
-        };
-        let host = headers.get(":authority").cloned().unwrap_or(http.host);
         let route_resource = ctx
             .context_extensions
             .get(ROUTE_RESOURCE_KEY)
             .filter(|name| !name.is_empty())
             .map(|name| std::sync::Arc::from(name.as_str()));
+        let http = ctx
+            .request
+            .as_mut()
+            .and_then(|r| r.http.as_mut())
+            .ok_or(InvalidCheckRequest::NoHttp)?;
+        // With `encode_raw_headers` the document keeps Envoy's `headerMap` and the view
+        // reads a copy; otherwise the view takes the map and lends it back.
+        let lent_headers = !http.headers.is_empty();
+        let headers = if lent_headers {
+            std::mem::take(&mut http.headers)
+        } else {
+            raw_headers(http.header_map.as_ref())?
+        };
+        let body = if !http.raw_body.is_empty() {
+            Body::Bytes(std::mem::take(&mut http.raw_body))
+        } else if !http.body.is_empty() {
+            Body::Text(std::mem::take(&mut http.body))
+        } else {
+            Body::None
+        };
+        let host = headers
+            .get(":authority")
+            .cloned()
+            .unwrap_or_else(|| http.host.clone());
+        let (method, scheme, path) = (http.method.clone(), http.scheme.clone(), http.path.clone());
+        let attributes = Attributes::new(move |view: &RequestView| {
+            protojson::attributes(
+                &ctx,
+                protojson::Lent {
+                    headers: lent_headers.then_some(&view.headers),
+                    body: &view.body,
+                },
+            )
+        });
         Ok(Self {
             attributes,
-            method: http.method,
-            scheme: http.scheme,
+            method,
+            scheme,
             host,
-            path: http.path,
+            path,
             headers,
             body,
             source_principal,

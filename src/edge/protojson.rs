@@ -16,12 +16,21 @@ use std::collections::HashMap;
 
 use crate::document::document_keys;
 use crate::policy::{Object, Value};
+use crate::view::Body;
 
-pub(crate) fn attributes(ctx: &AttributeContext) -> Value {
-    KEYS.with(|k| attributes_with(ctx, k))
+/// What the view took out of the message: the HTTP headers (unless Envoy sent them
+/// as a `headerMap`, which the message keeps) and the body.
+#[derive(Clone, Copy)]
+pub(crate) struct Lent<'a> {
+    pub headers: Option<&'a HashMap<String, String>>,
+    pub body: &'a Body,
 }
 
-fn attributes_with(ctx: &AttributeContext, k: &Keys) -> Value {
+pub(crate) fn attributes(ctx: &AttributeContext, lent: Lent<'_>) -> Value {
+    KEYS.with(|k| attributes_with(ctx, lent, k))
+}
+
+fn attributes_with(ctx: &AttributeContext, lent: Lent<'_>, k: &Keys) -> Value {
     let mut o = Object::new();
     if let Some(source) = &ctx.source {
         o.insert(k.source.clone(), peer(source, k));
@@ -30,7 +39,7 @@ fn attributes_with(ctx: &AttributeContext, k: &Keys) -> Value {
         o.insert(k.destination.clone(), peer(destination, k));
     }
     if let Some(request) = &ctx.request {
-        o.insert(k.request.clone(), self::request(request, k));
+        o.insert(k.request.clone(), self::request(request, lent, k));
     }
     if !ctx.context_extensions.is_empty() {
         o.insert(
@@ -110,13 +119,13 @@ fn address(addr: &Address, k: &Keys) -> Value {
     o.into_value()
 }
 
-fn request(req: &Request, k: &Keys) -> Value {
+fn request(req: &Request, lent: Lent<'_>, k: &Keys) -> Value {
     let mut o = Object::new();
     if let Some(time) = &req.time {
         o.insert(k.time.clone(), timestamp(time, k));
     }
     if let Some(http) = &req.http {
-        o.insert(k.http.clone(), self::http(http, k));
+        o.insert(k.http.clone(), self::http(http, lent, k));
     }
     o.into_value()
 }
@@ -128,12 +137,13 @@ fn timestamp(ts: &pbuf::Timestamp, k: &Keys) -> Value {
     o.into_value()
 }
 
-fn http(http: &HttpRequest, k: &Keys) -> Value {
+fn http(http: &HttpRequest, lent: Lent<'_>, k: &Keys) -> Value {
     let mut o = Object::new();
     put_str(&mut o, &k.id, &http.id);
     put_str(&mut o, &k.method, &http.method);
-    if !http.headers.is_empty() {
-        o.insert(k.headers.clone(), string_map(&http.headers));
+    let headers = lent.headers.unwrap_or(&http.headers);
+    if !headers.is_empty() {
+        o.insert(k.headers.clone(), string_map(headers));
     }
     if let Some(map) = &http.header_map {
         o.insert(k.header_map.clone(), header_map(map, k));
@@ -145,8 +155,13 @@ fn http(http: &HttpRequest, k: &Keys) -> Value {
     put_str(&mut o, &k.fragment, &http.fragment);
     put_int(&mut o, &k.size, http.size);
     put_str(&mut o, &k.protocol, &http.protocol);
-    put_str(&mut o, &k.body, &http.body);
-    put_bytes(&mut o, &k.raw_body, &http.raw_body);
+    let (body, raw_body) = match lent.body {
+        Body::Text(text) => (text.as_str(), http.raw_body.as_slice()),
+        Body::Bytes(bytes) => (http.body.as_str(), bytes.as_slice()),
+        Body::None => (http.body.as_str(), http.raw_body.as_slice()),
+    };
+    put_str(&mut o, &k.body, body);
+    put_bytes(&mut o, &k.raw_body, raw_body);
     o.into_value()
 }
 

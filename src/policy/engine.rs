@@ -54,6 +54,8 @@ pub enum EvalError {
 pub enum EngineKind {
     Vm,
     Interpreter,
+    /// The shipped library in Rust (`policy::library`), the Rego VM beside it.
+    Native,
 }
 
 impl EngineKind {
@@ -61,6 +63,7 @@ impl EngineKind {
         match self {
             Self::Vm => "vm",
             Self::Interpreter => "interpreter",
+            Self::Native => "native",
         }
     }
 }

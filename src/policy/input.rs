@@ -82,7 +82,7 @@ impl Parsed {
 
     fn assemble_with(self, view: &RequestView, leash: Option<Value>, k: &Keys) -> Value {
         let mut object = regorus::value::Object::new();
-        object.insert(k.attributes.clone(), view.attributes.clone());
+        object.insert(k.attributes.clone(), view.attributes_document());
         object.insert(k.parsed_path.clone(), self.path);
         object.insert(k.parsed_query.clone(), self.query);
         object.insert(k.parsed_body.clone(), self.body);

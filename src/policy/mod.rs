@@ -4,6 +4,7 @@
 mod builtins;
 mod engine;
 pub mod input;
+pub mod library;
 pub mod opa;
 pub mod outcome;
 mod problem;

@@ -9,6 +9,7 @@ use regorus::{Engine, Value};
 use sha2::{Digest, Sha256};
 
 use super::engine::{EngineKind, EvalError, EvalLimits, Evaluator, Interpreter, VmProgram};
+use super::library::{self, Library};
 use super::problem::{PolicyLoadError, Problem};
 use super::source::{DataFile, DataFormat, PolicySource, SourceFile, SourceFiles};
 
@@ -128,6 +129,8 @@ const VM_FORCED: &str = "policy.engine is vm: a rule body that raises an error d
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     evaluator: Evaluator,
+    /// The library in Rust, for a set made of the shipped library alone.
+    library: Option<Library>,
     info: Arc<PolicyInfo>,
     data: Value,
     prepared: Option<Prepared>,
@@ -236,6 +239,18 @@ impl PolicySet {
             }
         };
 
+        let (library, library_note) = match native(files, options, &data) {
+            Ok(Some(library)) => match disagreement(&library, &evaluator, warmup) {
+                None => (Some(library), None),
+                Some(why) => (None, Some(why)),
+            },
+            Ok(None) => (None, None),
+            Err(why) => (None, Some(why)),
+        };
+        let engine_note = match (engine_note, library_note) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
         let info = PolicyInfo {
             revision: revision(files, options).into(),
             source: source.describe(),
@@ -246,13 +261,18 @@ impl PolicySet {
                 .chain(files.data.iter().map(|d| d.file.path.clone()))
                 .collect(),
             decision_rule: rule.to_owned(),
-            engine: evaluator.kind(),
+            engine: if library.is_some() {
+                EngineKind::Native
+            } else {
+                evaluator.kind()
+            },
             engine_note,
             loaded_at: SystemTime::now(),
             reads_agent_context: files.modules.iter().any(|m| m.text.contains("leash")),
         };
         Ok(Self {
             evaluator,
+            library,
             info: Arc::new(info),
             data,
             prepared,
@@ -269,8 +289,22 @@ impl PolicySet {
         &self.data
     }
 
+    /// The decision for `input`: the library in Rust when it can say, else the Rego.
     pub fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
-        self.evaluator.evaluate(input)
+        let native = self
+            .library
+            .as_ref()
+            .and_then(|lib| lib.decide(&library::Input::read(&input)?));
+        match native {
+            Some(decision) => Ok(decision),
+            None => self.evaluator.evaluate(input),
+        }
+    }
+
+    /// The library in Rust, when this set is the shipped library alone: the Check
+    /// path gives it typed facts and builds no input document.
+    pub fn library(&self) -> Option<&Library> {
+        self.library.as_ref()
     }
 
     pub fn info(&self) -> &PolicyInfo {
@@ -280,6 +314,40 @@ impl PolicySet {
     pub fn info_arc(&self) -> Arc<PolicyInfo> {
         self.info.clone()
     }
+}
+
+/// The library in Rust for a set it can decide: the shipped library alone (any data
+/// of the operator's beside it), its own decision rule, and `engine: auto`. `Err`
+/// says why a set of the library alone is left to the Rego.
+fn native(
+    files: &SourceFiles,
+    options: &LoadOptions,
+    data: &Value,
+) -> Result<Option<Library>, String> {
+    // Embedded modules are only ever read all together.
+    let library_alone =
+        !files.modules.is_empty() && files.modules.iter().all(SourceFile::is_embedded);
+    if options.engine != EngineChoice::Auto
+        || !library_alone
+        || options.decision != DecisionRule::default()
+    {
+        return Ok(None);
+    }
+    Library::new(data)
+        .map(Some)
+        .map_err(|why| format!("the library is evaluated as Rego: {why}"))
+}
+
+/// Why the library in Rust may not serve: it decides a warm-up input otherwise than
+/// the Rego does.
+fn disagreement(library: &Library, rego: &Evaluator, warmup: &[Value]) -> Option<String> {
+    warmup.iter().find_map(|input| {
+        let native = library.decide(&library::Input::read(input)?)?;
+        (rego.evaluate(input.clone()).ok().as_ref() != Some(&native)).then(|| {
+            "the library is evaluated as Rego: its Rust form decides a warm-up input differently"
+                .to_owned()
+        })
+    })
 }
 
 /// Parses every module and merges every data file, reporting all problems at once.
