@@ -51,13 +51,7 @@ impl App {
         let (audit, audit_rx) =
             AuditSink::new(config.log.decisions, metrics.decision_log_dropped());
         let authz = Arc::new(Authz {
-            decider: Arc::new(Decider {
-                pipeline,
-                metrics: metrics.clone(),
-                audit,
-                key_wait: config.tokens.key_wait,
-                clock: crate::clock::unix_now,
-            }),
+            decider: Arc::new(decider(&config, pipeline, metrics.clone(), audit)),
             egress: EgressOptions {
                 reason_header: config.response.reason_header.clone(),
             },
@@ -353,6 +347,23 @@ fn warn_about_tokens(config: &Config) {
 /// Inputs every candidate policy set is evaluated on before it may serve: built from
 /// real CheckRequests by the pipeline's own steps, with the agent context of a
 /// request that carries no token.
+/// The decision core over `pipeline`, on the wall clock: what `serve` and `leash check`
+/// decide with.
+pub fn decider(
+    config: &Config,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    audit: AuditSink,
+) -> Decider {
+    Decider {
+        pipeline,
+        metrics,
+        audit,
+        key_wait: config.tokens.key_wait,
+        clock: crate::clock::unix_now,
+    }
+}
+
 pub fn warmup_inputs(config: &Config) -> Vec<Value> {
     ingress::sample_requests()
         .into_iter()

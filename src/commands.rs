@@ -2,11 +2,12 @@
 //! Each runs the same code a live Check runs; `main` only prints.
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
 use crate::clock::unix_now;
-use crate::config::Config;
+use crate::config::{AuditLevel, Config};
 use crate::decision::{Decision, Header};
 use crate::edge;
 use crate::pipeline::Verdict;
@@ -70,7 +71,11 @@ pub async fn check(config: &Config, file: &str, text: &str) -> Result<CheckRepor
     } else {
         let request = edge::json::check_request(&doc).map_err(bad)?;
         let view = RequestView::try_from(request).map_err(|e| bad(e.to_string()))?;
-        let (verdict, input) = pipeline.explain(&view, unix_now());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (audit, _) =
+            crate::audit::AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
+        let decider = crate::app::decider(config, Arc::new(pipeline), metrics, audit);
+        let (verdict, input) = decider.explain(&view);
         (input.unwrap_or(Value::Undefined), verdict)
     };
     // The policy's raw result, for authors; none when a hard denial came before policy.

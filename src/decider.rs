@@ -60,6 +60,12 @@ impl Decider {
         self.decide_now(view, arrived)
     }
 
+    /// Decides `view` as a Check would, at the injected clock's time, and returns the
+    /// input document the policy stands for: `leash check`. Nothing is recorded.
+    pub fn explain(&self, view: &RequestView) -> (Verdict, Option<crate::policy::Value>) {
+        self.pipeline.explain(view, (self.clock)())
+    }
+
     /// Denies a request that could not be read at all (not decodable, not a request),
     /// and records it like any other decision.
     pub fn refuse(&self, reason: DenyReason, detail: String, arrived: Option<Instant>) -> Verdict {

@@ -246,7 +246,7 @@ impl Pipeline {
                 if let Some(keep) = keep_input {
                     *keep = Some(input.clone());
                 }
-                set.evaluate(input)
+                set.evaluate_at(input, now)
             }
         };
         let mut decision = decision_of(result);

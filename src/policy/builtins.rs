@@ -9,7 +9,7 @@
 //! As in OPA, a builtin that fails (a malformed token, unusable key material) makes its
 //! expression undefined instead of failing the evaluation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::cell::Cell;
 
 use jsonwebtoken::Algorithm;
 use regorus::{Engine, Value};
@@ -18,6 +18,21 @@ use sha2::{Digest, Sha256};
 use super::opa::{self, hex};
 
 type Builtin = fn(&[Value]) -> Result<Value, String>;
+
+thread_local! {
+    /// The time a Check is decided at (Unix seconds), for the builtins that read "now"
+    /// (`io.jwt.decode_verify` without a `time` constraint): the caller read its clock
+    /// at the edge, and tests pass any time they like. Set for one evaluation.
+    static NOW: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// Runs `evaluate` with the builtins reading `now` as the current time.
+pub(crate) fn at<T>(now: i64, evaluate: impl FnOnce() -> T) -> T {
+    let before = NOW.with(|cell| cell.replace(Some(now)));
+    let out = evaluate();
+    NOW.with(|cell| cell.set(before));
+    out
+}
 
 const VERIFIERS: [(&str, Algorithm); 12] = [
     ("io.jwt.verify_rs256", Algorithm::RS256),
@@ -89,9 +104,14 @@ fn decode_verify(args: &[Value]) -> Result<Value, String> {
         Some(Ok(serde_json::Value::Object(map))) => map,
         _ => return Err("operand 2 must be an object".into()),
     };
-    let now_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1e9);
+    // Evaluations outside a Check (`leash test`, a hand-written input document) are
+    // given no time: theirs is the wall clock, as in OPA.
+    let now = NOW.with(Cell::get).unwrap_or_else(crate::clock::unix_now);
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "OPA's time constraint is a float of ns"
+    )]
+    let now_ns = now as f64 * 1e9;
     let (valid, header, payload) = opa::decode_verify(jwt, &constraints, now_ns)?;
     Ok(Value::from(vec![
         Value::Bool(valid),

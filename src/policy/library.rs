@@ -17,6 +17,15 @@ use std::collections::BTreeSet;
 
 use regorus::Value;
 
+/// The sha256 of the embedded library's modules (path and text) this file implements.
+/// A change to the Rego turns the Rust form off until it is brought along, and a test
+/// fails meanwhile.
+pub const SPECIFICATION: &str = "aadcd6f5c0580694ea4fc4c4f22a6a1e1a095e09d30d0f08a1448186901fa984";
+
+/// Data paths of the library's own rules. Data there clashes with a rule: the VM
+/// refuses it and the interpreter lets it override the rule.
+const RULE_PATHS: [(&str, &str); 3] = [("leash", "lib"), ("leash", "gates"), ("envoy", "authz")];
+
 /// An action's class, in the library's order: a scope for one covers those below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Class {
@@ -179,9 +188,25 @@ impl Library {
         let leash = member(data, "leash");
         let settings = leash.and_then(|l| member(l, "settings"));
         let setting = |name| settings.and_then(|s| member(s, name));
+        if let Some((a, b)) = RULE_PATHS
+            .iter()
+            .find(|(a, b)| member(data, a).and_then(|d| member(d, b)).is_some())
+        {
+            return Err(format!(
+                "data.{a}.{b} is set, where the library's rules are"
+            ));
+        }
+        // regorus prints a negative or fractional number with `%d` unlike Rust; only
+        // whole numbers written without a fraction are taken.
         let max_delegation_depth = match setting("max_delegation_depth") {
             Some(value @ Value::Number(_)) => integer(value)
-                .ok_or("data.leash.settings.max_delegation_depth is not an integer".to_owned())?,
+                .filter(|n| {
+                    *n >= 0 && serde_json::to_string(value).is_ok_and(|s| s == n.to_string())
+                })
+                .ok_or(
+                    "data.leash.settings.max_delegation_depth is not a whole number of 0 or more"
+                        .to_owned(),
+                )?,
             _ => 2,
         };
         let human_required_for = match setting("human_required_for") {

@@ -239,7 +239,11 @@ impl PolicySet {
             }
         };
 
+        // The Rust form stands for the library as the VM serves it: when the VM could
+        // not (data clashing with a rule's path fails there), neither does it.
+        let vm_serves = evaluator.kind() == EngineKind::Vm && engine_note.is_none();
         let (library, library_note) = match native(files, options, &data) {
+            Ok(Some(_)) if !vm_serves => (None, None),
             Ok(Some(library)) => match disagreement(&library, &evaluator, warmup) {
                 None => (Some(library), None),
                 Some(why) => (None, Some(why)),
@@ -301,6 +305,12 @@ impl PolicySet {
         }
     }
 
+    /// [`evaluate`](Self::evaluate) for a Check decided at `now` (Unix seconds): the
+    /// time builtins such as `io.jwt.decode_verify` read.
+    pub fn evaluate_at(&self, input: Value, now: i64) -> Result<Value, EvalError> {
+        super::builtins::at(now, || self.evaluate(input))
+    }
+
     /// The library in Rust, when this set is the shipped library alone: the Check
     /// path gives it typed facts and builds no input document.
     pub fn library(&self) -> Option<&Library> {
@@ -332,6 +342,20 @@ fn native(
         || options.decision != DecisionRule::default()
     {
         return Ok(None);
+    }
+    let mut hash = Sha256::new();
+    for module in &files.modules {
+        hash.update(module.path.as_bytes());
+        hash.update([0]);
+        hash.update(module.text.as_bytes());
+        hash.update([0]);
+    }
+    let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if digest != library::SPECIFICATION {
+        return Err(format!(
+            "the library is evaluated as Rego: its modules (sha256 {digest}) are not the ones \
+             policy/library.rs implements"
+        ));
     }
     Library::new(data)
         .map(Some)
@@ -524,4 +548,21 @@ pub(crate) fn revision(files: &SourceFiles, options: &LoadOptions) -> String {
     hash.update([options.rego_version as u8]);
     let digest = hash.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_in_rust_implements_the_embedded_modules() {
+        let files = PolicySource::Embedded.read().unwrap();
+        let native = native(&files, &LoadOptions::default(), &Value::new_object());
+        assert!(
+            matches!(native, Ok(Some(_))),
+            "{:?}: a change to rego/ must be brought to policy/library.rs, and its \
+             SPECIFICATION updated",
+            native.err()
+        );
+    }
 }
