@@ -1,7 +1,7 @@
 //! OPA's `io.jwt.*` and `crypto.*` builtins, as leash provides them to regorus, checked
 //! against OPA's documented behaviour with real keys.
 
-mod common;
+use crate::common;
 
 use common::keys::{client_certificate, jwks, signing_key};
 use jsonwebtoken::Algorithm;
@@ -237,4 +237,33 @@ fn crypto_hashes_match_known_values() {
         mac,
         Value::from("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     );
+}
+
+/// A Check decided at a time of the caller's: `io.jwt.decode_verify` without a `time`
+/// constraint reads that time, not the wall clock, so expiry is tested without waiting.
+#[test]
+fn decode_verify_reads_the_time_the_check_is_decided_at() {
+    let issued = 1_700_000_000;
+    let key = signing_key(Algorithm::RS256);
+    let cert = jwks(&[(&key, "a")]);
+    let token = key.sign(&claims(issued), Some("a"), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.rego"),
+        "package envoy.authz\nimport rego.v1\nallow := io.jwt.decode_verify(input.t, {\"cert\": input.c, \"aud\": \"tools\"})[0]\n",
+    )
+    .unwrap();
+    let set = PolicySet::load(
+        &PolicySource::Dir(dir.path().to_owned()),
+        &Default::default(),
+        &[],
+    )
+    .unwrap();
+    let input = Value::from(json!({"t": token, "c": cert}));
+    let valid_at = |now: i64| set.evaluate_at(input.clone(), now).unwrap() == Value::Bool(true);
+    assert!(valid_at(issued), "within its lifetime");
+    assert!(!valid_at(issued + 61), "past exp");
+    assert!(!valid_at(issued - 61), "before nbf");
+    // Without a time of its own, an evaluation reads the wall clock: long after exp.
+    assert_eq!(set.evaluate(input).unwrap(), Value::Bool(false));
 }

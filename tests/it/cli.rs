@@ -1,6 +1,6 @@
 //! The policy author's commands, run as the `leash` binary.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -4,7 +4,7 @@
 //! `fixtures/opa-envoy-input.json` was captured from OPA's plugin v1.9.0 behind
 //! Envoy 1.40 for `curl -H 'x-agent-id: a1' 'http://127.0.0.1:10000/a/b%20c/d?x=1&x=2&y=z'`.
 
-mod common;
+use crate::common;
 
 use common::captured_request;
 use leash::policy::input::{InputLimits, build};
@@ -13,7 +13,7 @@ use leash::view::RequestView;
 #[test]
 fn the_input_document_matches_opas_plugin_field_for_field() {
     let expected: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/opa-envoy-input.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/opa-envoy-input.json")).unwrap();
     let view = RequestView::try_from(captured_request()).unwrap();
     let input = build(&view, &InputLimits::default()).unwrap();
     let got = serde_json::to_value(&input).unwrap();

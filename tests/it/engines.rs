@@ -1,7 +1,7 @@
 //! Decision fixtures (`cases/decisions.yaml`) run on the bytecode VM and on the
 //! interpreter: same decisions, same reasons, same responses.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -67,7 +67,7 @@ fn without_id(decision: &Decision) -> String {
 
 #[test]
 fn vm_and_interpreter_decide_every_fixture_identically() {
-    let cases: Vec<Case> = yaml_serde::from_str(include_str!("cases/decisions.yaml")).unwrap();
+    let cases: Vec<Case> = yaml_serde::from_str(include_str!("../cases/decisions.yaml")).unwrap();
     for case in cases {
         let dir = tempfile::tempdir().unwrap();
         if case.embedded {
@@ -439,7 +439,7 @@ fn random_leash(rng: &mut XorShift) -> serde_json::Value {
 #[test]
 fn the_library_decides_its_shared_cases_on_both_engines() {
     let cases: LibraryCases =
-        yaml_serde::from_str(include_str!("../rego/leash/testcases/cases_test.yaml")).unwrap();
+        yaml_serde::from_str(include_str!("../../rego/leash/testcases/cases_test.yaml")).unwrap();
     let mut libraries: BTreeMap<String, Library> = BTreeMap::new();
     for case in &cases.cases {
         let library = libraries
@@ -461,7 +461,7 @@ fn the_library_decides_its_shared_cases_on_both_engines() {
 #[test]
 fn the_library_never_allows_on_missing_evidence() {
     let cases: LibraryCases =
-        yaml_serde::from_str(include_str!("../rego/leash/testcases/cases_test.yaml")).unwrap();
+        yaml_serde::from_str(include_str!("../../rego/leash/testcases/cases_test.yaml")).unwrap();
     let mut inputs: Vec<(String, serde_json::Value, serde_json::Value)> = cases
         .cases
         .iter()
@@ -617,4 +617,37 @@ deny contains "at most 100 results" if to_number(input.leash.tool.arguments.limi
         call(r#""0x1388""#).reason().map(|r| r.code()),
         Some("policy.error")
     );
+}
+
+/// Data under the library's own rule paths clashes with its rules: the VM refuses it
+/// and the interpreter lets it override a rule (`data.leash.lib.max_delegation_depth`
+/// of 0 denies a chain of one). The library in Rust would not see it, so it must not
+/// serve such a set; nor a depth limit `%d` prints otherwise than Rust does.
+#[test]
+fn data_the_library_in_rust_cannot_stand_for_leaves_the_decision_to_the_rego() {
+    for (path, text) in [
+        ("leash/lib/data.json", r#"{"max_delegation_depth": 0}"#),
+        ("leash/gates/data.json", r#"{"unmet": []}"#),
+        ("envoy/authz/data.json", r#"{"allow": true}"#),
+        (
+            "leash/data.json",
+            r#"{"settings": {"max_delegation_depth": -1}}"#,
+        ),
+        (
+            "leash/data.json",
+            r#"{"settings": {"max_delegation_depth": 1.5}}"#,
+        ),
+        ("leash/data.json", r#"{"grants": {"t-1": ["tool:x"]}}"#),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, text).unwrap();
+        let mut config = config(dir.path(), "auto");
+        config.policy.source = leash::policy::PolicySource::Layered(dir.path().to_owned());
+        let store = leash::app::policy_store(&config);
+        if let ReloadOutcome::Applied(info) = store.reload() {
+            assert_ne!(info.engine, EngineKind::Native, "{path}: {text}");
+        }
+    }
 }

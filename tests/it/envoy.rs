@@ -1,7 +1,7 @@
 //! End to end through a real Envoy 1.40: the shipped bootstrap, the `leash` binary,
 //! and an upstream that records what reached it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

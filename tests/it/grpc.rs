@@ -1,7 +1,7 @@
 //! leash's gRPC surface in process: ext_authz Check on bad input and failing
 //! policies, grpc.health.v1, the control API, and the admin endpoints.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -785,13 +785,22 @@ async fn a_reload_whose_caller_gives_up_is_still_counted() {
 #[tokio::test]
 async fn a_load_past_its_time_limit_is_abandoned_and_the_old_set_serves() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
-    let leash = leash_with(&policy, &[("policy.load_timeout", "20ms")]).await;
+    // No watcher: only the reload asked for below may load the slow files.
+    let leash = leash_with(
+        &policy,
+        &[
+            ("policy.load_timeout", "20ms"),
+            ("policy.watch_interval", "0s"),
+        ],
+    )
+    .await;
     let mut control = ControlClient::new(common::channel(leash.control).await);
-    // Nested literals are slow to parse (within the nesting limit, still many ms).
+    // Nested literals are slow to parse: 20 of them, within the nesting budget, take
+    // far longer than the limit (5 did not always, on a fast run).
     let nested = format!("{}1{}", "[".repeat(12), "]".repeat(12));
     let slow = format!(
         "package envoy.authz\nimport rego.v1\nallow := true\n{}",
-        (0..5)
+        (0..20)
             .map(|i| format!("x{i} := {nested}\n"))
             .collect::<String>()
     );

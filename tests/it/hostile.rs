@@ -4,7 +4,7 @@
 //! shipped bootstrap and on the same bootstrap without its hardening. The tool behind
 //! Envoy records what reaches it: no header of the client's under `x-leash-` ever may.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const CASES: &str = include_str!("cases/hostile.yaml");
+const CASES: &str = include_str!("../cases/hostile.yaml");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,7 @@
 //! against an identity provider's JWKS served over HTTPS, binds them to the
 //! certificate and the task, and decides with the embedded governance library.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

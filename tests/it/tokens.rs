@@ -1,7 +1,7 @@
 //! Token verification and binding with real keys: every hard-denial reason, the
 //! delegation chain, DPoP, transaction tokens and the verified-token cache.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
