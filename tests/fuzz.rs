@@ -238,9 +238,10 @@ fn object_of(pairs: &[(String, String)]) -> serde_json::Value {
 }
 
 fn check_effects(answer: Result<PolicyAnswer, leash::policy::outcome::OutcomeError>) {
-    let Ok(PolicyAnswer::Allow { mutations, .. }) = answer else {
+    let Ok(PolicyAnswer::Allow(permit)) = answer else {
         return;
     };
+    let mutations = permit.mutations();
     for h in mutations
         .headers
         .iter()

@@ -1,5 +1,5 @@
 use super::*;
-use crate::decision::{DenyReason, DenyResponse, HttpStatus, Mutations, PolicyAnswer};
+use crate::decision::{DenyReason, DenyResponse, HttpStatus, PolicyAnswer};
 
 fn verdict(decision: Decision) -> Verdict {
     Verdict {
@@ -34,18 +34,18 @@ fn metadata_string(resp: &CheckResponse, key: &str) -> Option<String> {
 #[test]
 #[allow(deprecated, reason = "asserting the field Envoy reads")]
 fn an_allow_sets_headers_then_appends_repeats() {
-    let mut metadata = Metadata::new();
-    metadata.insert("route".into(), serde_json::json!("r1"));
-    let decision = Decision::from_policy(PolicyAnswer::Allow {
-        mutations: Mutations {
-            headers: vec![header("x-a", "1"), header("x-a", "2"), header("x-b", "3")],
-            response_headers_to_add: vec![header("x-r", "r")],
-            request_headers_to_remove: vec!["authorization".into()],
-            query_parameters_to_set: vec![("q".into(), "1".into())],
-            query_parameters_to_remove: vec!["s".into()],
-        },
-        metadata,
-    });
+    // Only a policy's result, read, makes a permit.
+    let answer = crate::policy::outcome::read(
+        &crate::policy::Value::from_json_str(
+            r#"{"allowed": true, "headers": {"x-a": ["1", "2"], "x-b": "3"},
+                "response_headers_to_add": {"x-r": "r"}, "request_headers_to_remove": ["authorization"],
+                "query_parameters_to_set": {"q": "1"}, "query_parameters_to_remove": ["s"],
+                "dynamic_metadata": {"route": "r1"}}"#,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let decision = Decision::from_policy(answer);
     let resp = response(&verdict(decision), &EgressOptions::default());
     assert_eq!(resp.status.as_ref().unwrap().code, 0);
     let Some(HttpResponse::OkResponse(ok)) = &resp.http_response else {

@@ -5,10 +5,107 @@
 use regorus::Value;
 use regorus::value::Object;
 
-use crate::decision::{
-    DenyReason, DenyResponse, Header, HttpStatus, Metadata, Mutations, PolicyAnswer,
-    is_leash_header,
+use crate::effects::{
+    DenyResponse, Header, HttpStatus, Metadata, Mutations, Vouched, is_leash_header,
 };
+use crate::reason::DenyReason;
+
+/// A policy's result once its shape has been checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyAnswer {
+    Allow(Permit),
+    Deny {
+        response: DenyResponse,
+        metadata: Metadata,
+        /// The policy's own explanation (`reason` in its result), for the decision log.
+        stated_reason: Option<String>,
+    },
+}
+
+/// Proof that a policy allowed the request. Its fields are private to this module:
+/// nothing but [`read`] makes one, and no other code can, in leash or outside it:
+///
+/// ```compile_fail
+/// let forged = leash::decision::Permit {
+///     mutations: Default::default(),
+///     metadata: Default::default(),
+///     vouched: Default::default(),
+/// };
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Permit {
+    mutations: Mutations,
+    metadata: Metadata,
+    vouched: Vouched,
+}
+
+impl Permit {
+    fn new(mutations: Mutations, metadata: Metadata) -> Self {
+        Self {
+            mutations,
+            metadata,
+            vouched: Vouched::default(),
+        }
+    }
+
+    pub fn mutations(&self) -> &Mutations {
+        &self.mutations
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The identity leash vouches for to the tool.
+    pub fn vouched(&self) -> &Vouched {
+        &self.vouched
+    }
+
+    /// Every header set on the upstream request, in order: leash's own first, so that
+    /// each replaces what the client sent under that name, then the policy's.
+    pub fn upstream_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let vouched = self
+            .vouched
+            .headers()
+            .map(|(name, value)| (name as &str, value));
+        vouched.chain(
+            self.mutations
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+        )
+    }
+
+    /// Vouches for `vouched` and removes every other header of the client's under
+    /// leash's prefix. Envoy applies removals after sets, so a vouched name is
+    /// overwritten rather than removed.
+    pub(crate) fn vouch<'a>(
+        &mut self,
+        vouched: Vouched,
+        client_headers: impl Iterator<Item = &'a str>,
+    ) {
+        let policy_removals = self.mutations.request_headers_to_remove.len();
+        for name in client_headers {
+            if matches!(name.as_bytes().first(), Some(b'x' | b'X'))
+                && is_leash_header(name)
+                && !vouched.headers().any(|(set, _)| set == name)
+            {
+                self.mutations
+                    .request_headers_to_remove
+                    .push(name.to_owned());
+            }
+        }
+        // The client's headers come in hash order; the response is the same every time.
+        if let Some(added) = self
+            .mutations
+            .request_headers_to_remove
+            .get_mut(policy_removals..)
+        {
+            added.sort_unstable();
+        }
+        self.vouched = vouched;
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutcomeError {
@@ -33,10 +130,10 @@ impl OutcomeError {
 pub fn read(result: &Value) -> Result<PolicyAnswer, OutcomeError> {
     match result {
         Value::Undefined => Err(OutcomeError::Undefined),
-        Value::Bool(true) => Ok(PolicyAnswer::Allow {
-            mutations: Mutations::default(),
-            metadata: Metadata::new(),
-        }),
+        Value::Bool(true) => Ok(PolicyAnswer::Allow(Permit::new(
+            Mutations::default(),
+            Metadata::new(),
+        ))),
         Value::Bool(false) => Ok(PolicyAnswer::Deny {
             response: DenyResponse::default(),
             metadata: Metadata::new(),
@@ -125,8 +222,8 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
                 h.name
             )));
         }
-        return Ok(PolicyAnswer::Allow {
-            mutations: Mutations {
+        return Ok(PolicyAnswer::Allow(Permit::new(
+            Mutations {
                 headers,
                 response_headers_to_add: header_list(
                     f.response_headers_to_add,
@@ -143,7 +240,7 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
                 )?)?,
             },
             metadata,
-        });
+        )));
     }
     let status = match f.http_status {
         None => HttpStatus::FORBIDDEN,

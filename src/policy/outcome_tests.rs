@@ -16,7 +16,7 @@ fn header(name: &str, value: &str) -> Header {
 fn bools_allow_and_deny() {
     assert!(matches!(
         read(&Value::Bool(true)),
-        Ok(PolicyAnswer::Allow { .. })
+        Ok(PolicyAnswer::Allow(_))
     ));
     let Ok(PolicyAnswer::Deny { response, .. }) = read(&Value::Bool(false)) else {
         panic!()
@@ -37,15 +37,11 @@ fn an_allow_object_carries_every_mutation() {
             "http_status": 999, "body": "ignored on allow"}"#,
     )
     .unwrap();
-    let PolicyAnswer::Allow {
-        mutations,
-        metadata,
-    } = answer
-    else {
+    let PolicyAnswer::Allow(permit) = answer else {
         panic!()
     };
     assert_eq!(
-        mutations,
+        *permit.mutations(),
         Mutations {
             headers: vec![
                 header("x-agent", "a1"),
@@ -63,7 +59,7 @@ fn an_allow_object_carries_every_mutation() {
         }
     );
     assert_eq!(
-        serde_json::Value::Object(metadata),
+        serde_json::Value::Object(permit.metadata().clone()),
         serde_json::json!({"k": {"n": 1}})
     );
 }
