@@ -52,7 +52,7 @@ impl Decider {
         arrived: Instant,
     ) -> Verdict {
         let issuer = &missing.issuer;
-        if let Some(fetched) = issuer.refetch() {
+        if let Some(fetched) = issuer.refetch(arrived) {
             if tokio::time::timeout(self.key_wait, fetched).await.is_err() {
                 tracing::warn!(issuer = %issuer.config.issuer, "keys did not arrive within {:?}", self.key_wait);
             }

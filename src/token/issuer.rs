@@ -150,20 +150,24 @@ impl Issuer {
         self.refresh.is_some()
     }
 
-    /// Asks for a fetch because a token named a key the set lacks. Returns a future
-    /// that resolves when that fetch is done, or `None` when the last on-demand
-    /// fetch was too recent (tokens with made-up key ids must not hammer the IdP).
-    pub fn refetch(self: &Arc<Self>) -> Option<impl Future<Output = ()> + Send + 'static> {
+    /// Asks for a fetch because a token named a key the set lacks, for a request that
+    /// arrived at `now` (the caller's clock). Returns a future that resolves when that
+    /// fetch is done, or `None` when the last on-demand fetch was too recent (tokens
+    /// with made-up key ids must not hammer the IdP).
+    pub fn refetch(
+        self: &Arc<Self>,
+        now: Instant,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let refresh = self.refresh.as_ref()?;
         {
             let mut last = refresh
                 .last_on_demand
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_some_and(|at| at.elapsed() < self.config.min_refetch) {
+            if last.is_some_and(|at| now.saturating_duration_since(at) < self.config.min_refetch) {
                 return None;
             }
-            *last = Some(Instant::now());
+            *last = Some(now);
         }
         let mut attempts = refresh.attempts.subscribe();
         let seen = *attempts.borrow_and_update();
