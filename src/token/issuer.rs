@@ -364,6 +364,23 @@ mod tests {
         );
     }
 
+    /// Tokens naming made-up keys ask for a fetch each; at most one per `min_refetch`
+    /// goes out, measured on the requests' own arrival times (no sleeping here).
+    #[test]
+    fn on_demand_fetches_are_spaced_by_min_refetch_on_the_callers_clock() {
+        let yaml = "tokens:\n  issuers:\n    - { issuer: https://idp, audiences: [tools], algorithms: [RS256], jwks_file: /nonexistent/jwks.json, min_refetch: 10s }\n";
+        let config = crate::config::Config::from_yaml("t.yaml", yaml, &[]).unwrap();
+        let issuer = Arc::new(Issuer::new(config.tokens.settings.issuers[0].clone()).unwrap());
+        let start = std::time::Instant::now();
+        let at = |secs: u64| start + std::time::Duration::from_secs(secs);
+        assert!(issuer.refetch(at(0)).is_some(), "the first asks");
+        assert!(issuer.refetch(at(9)).is_none(), "within min_refetch");
+        assert!(issuer.refetch(at(10)).is_some(), "once it has passed");
+        assert!(issuer.refetch(at(15)).is_none());
+        // A caller whose arrival predates the last fetch is not let through either.
+        assert!(issuer.refetch(at(3)).is_none());
+    }
+
     #[test]
     fn urls_are_logged_without_userinfo_query_or_fragment() {
         assert_eq!(
