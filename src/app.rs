@@ -35,6 +35,8 @@ pub struct App {
     pub store: Arc<PolicyStore>,
     pub reloader: Reloader,
     pub authz: Arc<Authz>,
+    /// Who may call the control API, when it listens.
+    control_access: Option<crate::access::Access>,
     audit_rx: Option<tokio::sync::mpsc::Receiver<audit::DecisionRecord>>,
 }
 
@@ -56,12 +58,24 @@ impl App {
                 reason_header: config.response.reason_header.clone(),
             },
         });
+        // Credentials are read (or the admin token written) before anything listens.
+        let control_access = config
+            .listen
+            .control
+            .map(|_| {
+                crate::access::Access::load(
+                    &config.control.tokens,
+                    config.control.admin_token_file.as_deref(),
+                )
+            })
+            .transpose()?;
         Ok(Self {
             config,
             metrics,
             store,
             reloader,
             authz,
+            control_access,
             audit_rx: Some(audit_rx),
         })
     }
@@ -168,7 +182,11 @@ impl App {
 
         if let Some(control) = listeners.control {
             tracing::info!(addr = %control.local_addr()?, "control API (leash.v1.Control) listening");
-            let service = ControlService::new(self.reloader.clone(), self.metrics.clone());
+            let access = self
+                .control_access
+                .clone()
+                .context("the control API has no credentials loaded")?;
+            let service = ControlService::new(self.reloader.clone(), self.metrics.clone(), access);
             tasks.spawn(serve::grpc(
                 slots("control").tcp(control),
                 Routes::new(ControlServer::new(service)),

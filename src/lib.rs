@@ -28,6 +28,7 @@
     reason = "a panic on the Check path would drop a decision; errors deny instead"
 )]
 
+pub mod access;
 pub mod action;
 pub mod app;
 pub mod audit;

@@ -59,6 +59,25 @@ pub struct RawConfig {
     pub tokens: RawTokens,
     pub actions: ActionsConfig,
     pub mcp: RawMcp,
+    pub control: RawControl,
+}
+
+/// Who may call the control API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawControl {
+    /// Bearer tokens, each read from a file, with the role it grants.
+    pub tokens: Vec<RawControlToken>,
+    /// Where the admin token is written and read when `tokens` is empty.
+    pub admin_token_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControlToken {
+    pub name: String,
+    pub file: String,
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +247,15 @@ pub struct Config {
     pub actions: Actions,
     /// Routes whose requests are MCP requests, compiled.
     pub mcp_routes: Vec<RouteMatcher>,
+    pub control: ControlConfig,
+}
+
+/// Who may call the control API: the configured token files, or else the admin token
+/// file (`None` when neither `control.admin_token_file` nor a home folder names one).
+#[derive(Debug, Clone, Default)]
+pub struct ControlConfig {
+    pub tokens: Vec<crate::access::TokenFile>,
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// How leash reads a request before anything else.
@@ -689,7 +717,42 @@ impl RawConfig {
                 "must be shorter than listen.request_timeout, or every Check waiting for keys is cut off",
             ));
         }
+        let control = ControlConfig {
+            tokens: self
+                .control
+                .tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let role = crate::access::Role::parse(&t.role).ok_or_else(|| {
+                        invalid(
+                            &format!("control.tokens[{i}].role"),
+                            &t.role,
+                            "use viewer, operator, approver or admin",
+                        )
+                    })?;
+                    if t.file.is_empty() || t.name.is_empty() {
+                        return Err(invalid(
+                            &format!("control.tokens[{i}]"),
+                            &t.name,
+                            "each token needs a name and a file",
+                        ));
+                    }
+                    Ok(crate::access::TokenFile {
+                        name: t.name.clone(),
+                        file: PathBuf::from(&t.file),
+                        role,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            admin_token_file: if self.control.admin_token_file.is_empty() {
+                crate::access::default_admin_token_file()
+            } else {
+                Some(PathBuf::from(&self.control.admin_token_file))
+            },
+        };
         Ok(Config {
+            control,
             tokens,
             actions,
             mcp_routes,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
+use crate::access::{Access, Refusal, Role};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyInfo, ReloadOutcome};
 use crate::reload::{Reloader, unix_seconds};
@@ -24,15 +25,41 @@ pub use proto::control_server::ControlServer;
 pub struct ControlService {
     reloader: Reloader,
     metrics: Arc<Metrics>,
+    access: Access,
     started: Instant,
 }
 
 impl ControlService {
-    pub fn new(reloader: Reloader, metrics: Arc<Metrics>) -> Self {
+    pub fn new(reloader: Reloader, metrics: Arc<Metrics>, access: Access) -> Self {
         Self {
             reloader,
             metrics,
+            access,
             started: Instant::now(),
+        }
+    }
+
+    /// The caller's name if its bearer token grants `needed`; else the gRPC refusal
+    /// (nothing has changed yet). Refusals are logged without the token.
+    fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<String, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match self.access.authorize(header, needed) {
+            Ok(caller) => Ok(caller.name.clone()),
+            Err(refusal) => {
+                tracing::warn!(
+                    needed = needed.name(),
+                    "control API call refused: {refusal}"
+                );
+                Err(match refusal {
+                    Refusal::Missing | Refusal::Unknown => {
+                        Status::unauthenticated(refusal.to_string())
+                    }
+                    Refusal::Forbidden { .. } => Status::permission_denied(refusal.to_string()),
+                })
+            }
         }
     }
 }
@@ -53,8 +80,9 @@ fn policy_status(info: &PolicyInfo) -> proto::PolicyStatus {
 impl Control for ControlService {
     async fn status(
         &self,
-        _request: Request<proto::StatusRequest>,
+        request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
+        self.authorize(&request, Role::Viewer)?;
         let (allowed, denied, by_reason) = self.metrics.decision_counts();
         let serving = self.reloader.store().current();
         Ok(Response::new(proto::StatusResponse {
@@ -74,8 +102,10 @@ impl Control for ControlService {
 
     async fn reload_policy(
         &self,
-        _request: Request<proto::ReloadPolicyRequest>,
+        request: Request<proto::ReloadPolicyRequest>,
     ) -> Result<Response<proto::ReloadPolicyResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        tracing::info!(%caller, "policy reload asked for through the control API");
         let outcome = self.reloader.reload("control api").await;
         let serving = self.reloader.store().current();
         let policy = serving.as_ref().map(|set| policy_status(set.info()));

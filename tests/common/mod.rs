@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use leash::config::Config;
+use leash::edge::control::proto::control_client::ControlClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -23,11 +24,33 @@ pub mod jwks;
 pub mod keys;
 pub mod pki;
 
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A control API client with a token.
+pub type Control = ControlClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
 /// A leash serving in this process until dropped.
 pub struct Leash {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     pub control: SocketAddr,
+    /// The admin token leash wrote for its control API.
+    pub control_token: String,
+    _state: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -40,7 +63,10 @@ impl Leash {
 
     /// Starts leash from the configuration `yaml` with `overrides` on top.
     pub async fn start_yaml(yaml: &str, overrides: &[(&str, &str)]) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let token_file = state.path().join("control.token");
         let mut all: Vec<(&str, String)> = vec![
+            ("control.admin_token_file", token_file.display().to_string()),
             ("listen.grpc", "127.0.0.1:0".into()),
             ("listen.admin", "127.0.0.1:0".into()),
             ("listen.control", "127.0.0.1:0".into()),
@@ -62,13 +88,26 @@ impl Leash {
         let task = tokio::spawn(app.serve(listeners, async {
             let _ = stopped.await;
         }));
+        // Written when the app was built, unless the configuration lists tokens.
+        let control_token = std::fs::read_to_string(&token_file)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         Self {
             grpc,
             admin,
             control,
+            control_token,
+            _state: state,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// A control API client that presents the admin token on every call.
+    pub async fn control_client(&self) -> Control {
+        let token = format!("Bearer {}", self.control_token).parse().unwrap();
+        ControlClient::with_interceptor(channel(self.control).await, Bearer(token))
     }
 
     pub async fn client(&self) -> AuthorizationClient<Channel> {
@@ -272,6 +311,13 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
 }
 
 /// The `leash` binary running as a child process, logging JSON to a captured stdout.
+/// A name no other process of this test run picks.
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 pub struct LeashProcess {
     child: tokio::process::Child,
     pub grpc: SocketAddr,
@@ -297,6 +343,17 @@ impl LeashProcess {
             )
             // Tests of token handling turn it back on (a later --set wins).
             .args(["--set", "tokens.mode=off"])
+            // The control API's admin token goes beside the process, not in $HOME.
+            .args([
+                "--set".to_owned(),
+                format!(
+                    "control.admin_token_file={}",
+                    std::env::temp_dir()
+                        .join(format!("leash-test-{}", std::process::id()))
+                        .join(format!("control-{:x}.token", rand_suffix()))
+                        .display()
+                ),
+            ])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

@@ -208,7 +208,7 @@ async fn without_a_loadable_policy_every_check_denies_until_one_loads() {
     );
     assert_eq!(health(&leash).await, ServingStatus::NotServing);
 
-    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let mut control = leash.control_client().await;
     let reply = reload(&mut control).await;
     assert!(!reply.applied);
     assert!(
@@ -232,7 +232,7 @@ async fn without_a_loadable_policy_every_check_denies_until_one_loads() {
 async fn a_broken_reload_is_reported_with_file_and_line_and_the_old_set_serves() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
     let leash = leash_with(&policy, &[]).await;
-    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let mut control = leash.control_client().await;
     let before = control
         .status(StatusRequest {})
         .await
@@ -348,7 +348,7 @@ async fn status_and_metrics_count_decisions() {
         leash.check(request("GET", "/", &[])).await;
     }
     leash.check(request("POST", "/", &[])).await;
-    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let mut control = leash.control_client().await;
     let status = control.status(StatusRequest {}).await.unwrap().into_inner();
     let counts = status.decisions.unwrap();
     assert_eq!((counts.allowed, counts.denied), (3, 1));
@@ -409,7 +409,7 @@ async fn the_embedded_policy_serves_with_no_setup() {
     );
 }
 
-async fn reload(control: &mut ControlClient<tonic::transport::Channel>) -> ReloadPolicyResponse {
+async fn reload(control: &mut common::Control) -> ReloadPolicyResponse {
     control
         .reload_policy(ReloadPolicyRequest {})
         .await
@@ -726,7 +726,7 @@ async fn a_path_with_a_newline_stays_on_its_decision_line() {
 async fn a_reload_waits_for_files_being_written() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
     let leash = leash_with(&policy, &[]).await;
-    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let mut control = leash.control_client().await;
     // The first half of the new file is a policy of its own, and it allows everything.
     let path = policy.path().join("authz.rego");
     std::fs::write(&path, "package envoy.authz\nimport rego.v1\nallow := true").unwrap();
@@ -758,7 +758,7 @@ async fn a_reload_waits_for_files_being_written() {
 async fn a_reload_whose_caller_gives_up_is_still_counted() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
     let leash = leash_with(&policy, &[]).await;
-    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let mut control = leash.control_client().await;
     let applied = r#"leash_policy_reloads_total{result="applied"}"#;
     let before = leash.metric(applied).await;
     // Fresh files make the reload wait for them to settle: longer than the caller waits.
@@ -794,7 +794,7 @@ async fn a_load_past_its_time_limit_is_abandoned_and_the_old_set_serves() {
         ],
     )
     .await;
-    let mut control = ControlClient::new(common::channel(leash.control).await);
+    let mut control = leash.control_client().await;
     // Nested literals are slow to parse: 20 of them, within the nesting budget, take
     // far longer than the limit (5 did not always, on a fast run).
     let nested = format!("{}1{}", "[".repeat(12), "]".repeat(12));
@@ -821,7 +821,7 @@ async fn a_load_past_its_time_limit_is_abandoned_and_the_old_set_serves() {
 async fn concurrent_reload_requests_share_a_reload() {
     let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
     let leash = leash_with(&policy, &[]).await;
-    let control = ControlClient::new(common::channel(leash.control).await);
+    let control = leash.control_client().await;
     let count = async || {
         let mut n = 0.0;
         for result in ["applied", "unchanged", "rejected"] {
@@ -877,4 +877,99 @@ async fn a_token_denial_records_the_action_and_the_revision() {
         line["revision"].as_str().is_some_and(|r| !r.is_empty()),
         "{line}"
     );
+}
+
+/// The gRPC code of a call's outcome.
+fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> tonic::Code {
+    match result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The control API answers only callers with a known token, each within its role, and
+/// a refused call changes nothing.
+#[tokio::test]
+async fn the_control_api_refuses_callers_without_a_token_or_without_the_role() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = |name: &str, token: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, token).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    let (viewer, operator) = ("v".repeat(43), "o".repeat(43));
+    let yaml = format!(
+        "control:\n  tokens:\n    - {{ name: dashboard, file: {}, role: viewer }}\n    - {{ name: oncall, file: {}, role: operator }}\n",
+        token_file("viewer", &viewer),
+        token_file("operator", &operator)
+    );
+    let policy = PolicyDir::new(&[("authz.rego", ALLOW_GETS)]);
+    let dir = policy.path_str();
+    let leash = Leash::start_yaml(
+        &yaml,
+        &[
+            ("policy.dir", dir.as_str()),
+            ("policy.watch_interval", "0s"),
+        ],
+    )
+    .await;
+    let mut control = ControlClient::new(common::channel(leash.control).await);
+
+    assert_eq!(
+        code(control.status(StatusRequest {}).await),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        code(
+            control
+                .status(with_token(StatusRequest {}, &"x".repeat(43)))
+                .await
+        ),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        code(control.status(with_token(StatusRequest {}, &viewer)).await),
+        tonic::Code::Ok
+    );
+
+    // A new policy that allows every POST, which only an operator may load.
+    policy.write(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow := true\n",
+    );
+    let post = || request("POST", "/", &[]);
+    assert_eq!(
+        code(control.reload_policy(ReloadPolicyRequest {}).await),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        code(
+            control
+                .reload_policy(with_token(ReloadPolicyRequest {}, &viewer))
+                .await
+        ),
+        tonic::Code::PermissionDenied
+    );
+    assert!(
+        !is_allowed(&leash.check(post()).await),
+        "a refused reload loaded nothing"
+    );
+    let reply = control
+        .reload_policy(with_token(ReloadPolicyRequest {}, &operator))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.applied, "{reply:?}");
+    assert!(is_allowed(&leash.check(post()).await));
 }

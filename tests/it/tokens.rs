@@ -695,7 +695,11 @@ fn the_pipeline_decides_at_the_time_it_is_given() {
         "tokens:\n  issuers:\n    - {{ issuer: {ISS}, audiences: [{AUD}], algorithms: [RS256], jwks: {}, require_workload_binding: false }}\n",
         jwks(&[(&f.rsa, "rsa-1")])
     );
-    let app = leash::app::App::build(Config::from_yaml("t.yaml", &yaml, &[]).unwrap()).unwrap();
+    // No control API: nothing here calls it, and it would write a token.
+    let app = leash::app::App::build(
+        Config::from_yaml("t.yaml", &yaml, &[("listen.control", String::new())]).unwrap(),
+    )
+    .unwrap();
     let token = f.token(|_| {});
     let headers = [
         ("authorization", bearer(&token)),

@@ -1,0 +1,384 @@
+//! Who may use the control API: callers that present a bearer token read from a file,
+//! each with a role. Protocol-free: the edge reads the `authorization` header and asks.
+//!
+//! With no token configured, leash writes a random admin token to a file only its user
+//! can read, once, and keeps using it: `serve` needs no setup and nothing on the host
+//! can change leash's state without reading that file. The token itself is never
+//! logged; only digests are kept in memory.
+
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+/// What a caller may do. An `admin` may do everything; an `operator` or an `approver`
+/// may also read what a `viewer` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Approver,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "viewer" => Some(Self::Viewer),
+            "operator" => Some(Self::Operator),
+            "approver" => Some(Self::Approver),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Approver => "approver",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Whether a caller with this role may do what `needed` may.
+    pub fn covers(self, needed: Role) -> bool {
+        self == needed || self == Self::Admin || needed == Self::Viewer
+    }
+}
+
+/// A bearer token file and the role it grants, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFile {
+    /// Names the caller in the log.
+    pub name: String,
+    pub file: PathBuf,
+    pub role: Role,
+}
+
+/// A caller leash knows: a name, a role and the digest of its token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+    digest: [u8; 32],
+}
+
+/// Why a call is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no bearer token: send `authorization: Bearer <token>`")]
+    Missing,
+    #[error("the bearer token is not one leash knows")]
+    Unknown,
+    #[error("{caller} has the role {role}, and this needs {needed}")]
+    Forbidden {
+        caller: String,
+        role: &'static str,
+        needed: &'static str,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("control token file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(
+        "the control API needs a credential and no folder for one is known (neither \
+         XDG_RUNTIME_DIR nor HOME is set): set control.admin_token_file, or list control.tokens"
+    )]
+    NoCredential,
+}
+
+/// Tokens shorter than this are refused when read: a guessable token is no lock.
+const MIN_TOKEN_BYTES: usize = 32;
+
+/// The callers of the control API.
+#[derive(Debug, Clone)]
+pub struct Access {
+    callers: Vec<Caller>,
+}
+
+impl Access {
+    /// Reads every configured token file; with none configured, reads the admin token
+    /// at `admin_file`, writing a new one there first if there is none.
+    pub fn load(configured: &[TokenFile], admin_file: Option<&Path>) -> Result<Self, AccessError> {
+        let mut callers = Vec::with_capacity(configured.len().max(1));
+        for entry in configured {
+            callers.push(Caller {
+                name: entry.name.clone(),
+                role: entry.role,
+                digest: digest(&read_token(&entry.file)?),
+            });
+        }
+        if callers.is_empty() {
+            let admin_file = admin_file.ok_or(AccessError::NoCredential)?;
+            let created = ensure_admin_token(admin_file)?;
+            if created {
+                tracing::warn!(
+                    path = %admin_file.display(),
+                    "no control token configured: wrote a new admin token for the control API \
+                     to this file (readable by this user only); `control.tokens` configures others"
+                );
+            } else {
+                tracing::info!(path = %admin_file.display(), "control API admin token read from this file");
+            }
+            callers.push(Caller {
+                name: "admin".to_owned(),
+                role: Role::Admin,
+                digest: digest(&read_token(admin_file)?),
+            });
+        }
+        Ok(Self { callers })
+    }
+
+    /// The caller an `authorization` header value names, if it may do what `needed` may.
+    pub fn authorize(&self, authorization: Option<&str>, needed: Role) -> Result<&Caller, Refusal> {
+        let token = authorization
+            .and_then(|h| {
+                h.get(..7)
+                    .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                    .map(|_| h.get(7..).unwrap_or_default().trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(Refusal::Missing)?;
+        let presented = digest(token);
+        // Every digest is compared, in constant time, whichever matches.
+        let mut found = None;
+        for caller in &self.callers {
+            let same =
+                aws_lc_rs::constant_time::verify_slices_are_equal(&caller.digest, &presented)
+                    .is_ok();
+            if same && found.is_none() {
+                found = Some(caller);
+            }
+        }
+        let caller = found.ok_or(Refusal::Unknown)?;
+        if caller.role.covers(needed) {
+            Ok(caller)
+        } else {
+            Err(Refusal::Forbidden {
+                caller: caller.name.clone(),
+                role: caller.role.name(),
+                needed: needed.name(),
+            })
+        }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn file_error(path: &Path, message: impl Into<String>) -> AccessError {
+    AccessError::File {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A token file's one token. The file must be a regular file no one else can read or
+/// write: a token others can read is theirs too.
+fn read_token(path: &Path) -> Result<String, AccessError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| file_error(path, e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(file_error(
+            path,
+            "is not a regular file (a link is not followed)",
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(file_error(
+            path,
+            format!(
+                "is readable or writable by others (mode {:o}); chmod 600 it",
+                meta.mode() & 0o777
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
+    let token = text.trim();
+    if token.len() < MIN_TOKEN_BYTES || token.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(file_error(
+            path,
+            format!("must hold one token of at least {MIN_TOKEN_BYTES} characters and no spaces"),
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+/// Writes a random admin token to `path` unless a file is there; says whether it wrote.
+/// A folder it creates is private to this user.
+fn ensure_admin_token(path: &Path) -> Result<bool, AccessError> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(false);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| file_error(path, e.to_string()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| file_error(path, e.to_string()))?;
+        }
+    }
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| file_error(path, "the system's random source failed"))?;
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_error(path, e.to_string()))?;
+    file.write_all(format!("{token}\n").as_bytes())
+        .map_err(|e| file_error(path, e.to_string()))?;
+    Ok(true)
+}
+
+/// Where the admin token lives when `control.admin_token_file` is not set: the user's
+/// runtime folder, else their state folder. `None` when neither is known.
+pub fn default_admin_token_file() -> Option<PathBuf> {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from("XDG_RUNTIME_DIR")
+        .map(|dir| dir.join("leash"))
+        .or_else(|| from("HOME").map(|home| home.join(".local/state/leash")))
+        .map(|dir| dir.join("control.token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn callers_are_known_by_token_and_held_to_their_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let viewer = "v".repeat(40);
+        let operator = "o".repeat(40);
+        let access = Access::load(
+            &[
+                TokenFile {
+                    name: "dash".into(),
+                    file: write(dir.path(), "v", &format!("{viewer}\n"), 0o600),
+                    role: Role::Viewer,
+                },
+                TokenFile {
+                    name: "ops".into(),
+                    file: write(dir.path(), "o", &operator, 0o400),
+                    role: Role::Operator,
+                },
+            ],
+            Some(&dir.path().join("unused")),
+        )
+        .unwrap();
+        let bearer = |t: &str| format!("Bearer {t}");
+        assert_eq!(
+            access
+                .authorize(Some(&bearer(&viewer)), Role::Viewer)
+                .unwrap()
+                .name,
+            "dash"
+        );
+        assert!(matches!(
+            access.authorize(Some(&bearer(&viewer)), Role::Operator),
+            Err(Refusal::Forbidden { .. })
+        ));
+        assert_eq!(
+            access
+                .authorize(Some(&format!("bearer {operator}")), Role::Operator)
+                .unwrap()
+                .name,
+            "ops"
+        );
+        assert_eq!(
+            access
+                .authorize(Some(&bearer(&operator)), Role::Approver)
+                .err()
+                .map(|e| matches!(e, Refusal::Forbidden { .. })),
+            Some(true)
+        );
+        assert_eq!(
+            access.authorize(None, Role::Viewer).err(),
+            Some(Refusal::Missing)
+        );
+        assert_eq!(
+            access.authorize(Some("Bearer "), Role::Viewer).err(),
+            Some(Refusal::Missing)
+        );
+        assert_eq!(
+            access.authorize(Some(&viewer), Role::Viewer).err(),
+            Some(Refusal::Missing)
+        );
+        assert_eq!(
+            access
+                .authorize(Some(&bearer(&"x".repeat(40))), Role::Viewer)
+                .err(),
+            Some(Refusal::Unknown)
+        );
+        assert!(
+            !dir.path().join("unused").exists(),
+            "no admin token when tokens are configured"
+        );
+    }
+
+    #[test]
+    fn token_files_others_can_read_or_short_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text, mode) in [
+            ("open", "t".repeat(40), 0o644),
+            ("short", "t".repeat(8), 0o600),
+            (
+                "spaced",
+                format!("{} {}", "a".repeat(20), "b".repeat(20)),
+                0o600,
+            ),
+        ] {
+            let file = write(dir.path(), name, &text, mode);
+            let configured = [TokenFile {
+                name: name.into(),
+                file,
+                role: Role::Admin,
+            }];
+            assert!(
+                Access::load(&configured, Some(Path::new("/unused"))).is_err(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_no_token_configured_an_admin_token_is_written_once_for_this_user_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/leash/control.token");
+        let first = Access::load(&[], Some(&path)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
+        let token = std::fs::read_to_string(&path).unwrap();
+        let header = format!("Bearer {}", token.trim());
+        assert_eq!(
+            first.authorize(Some(&header), Role::Admin).unwrap().name,
+            "admin"
+        );
+        // A restart reads the same token: `leash ctl` keeps working.
+        let again = Access::load(&[], Some(&path)).unwrap();
+        assert!(again.authorize(Some(&header), Role::Operator).is_ok());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+    }
+}
