@@ -7,7 +7,7 @@
 //! logged; only digests are kept in memory.
 
 use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -87,6 +87,10 @@ pub enum AccessError {
     #[error("control token file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error(
+        "control tokens {first} and {second} share a name or a token: each caller needs its own"
+    )]
+    Duplicate { first: String, second: String },
+    #[error(
         "the control API needs a credential and no folder for one is known (neither \
          XDG_RUNTIME_DIR nor HOME is set): set control.admin_token_file, or list control.tokens"
     )]
@@ -111,8 +115,20 @@ impl Access {
             callers.push(Caller {
                 name: entry.name.clone(),
                 role: entry.role,
-                digest: digest(&read_token(&entry.file)?),
+                digest: digest(&read_token(&entry.file, Owner::LeashOrRoot)?),
             });
+        }
+        for (i, caller) in callers.iter().enumerate() {
+            if let Some(twin) = callers.get(..i).and_then(|before| {
+                before
+                    .iter()
+                    .find(|c| c.name == caller.name || c.digest == caller.digest)
+            }) {
+                return Err(AccessError::Duplicate {
+                    first: twin.name.clone(),
+                    second: caller.name.clone(),
+                });
+            }
         }
         if callers.is_empty() {
             let admin_file = admin_file.ok_or(AccessError::NoCredential)?;
@@ -129,7 +145,7 @@ impl Access {
             callers.push(Caller {
                 name: "admin".to_owned(),
                 role: Role::Admin,
-                digest: digest(&read_token(admin_file)?),
+                digest: digest(&read_token(admin_file, Owner::Leash)?),
             });
         }
         Ok(Self { callers })
@@ -180,26 +196,76 @@ fn file_error(path: &Path, message: impl Into<String>) -> AccessError {
     }
 }
 
-/// A token file's one token. The file must be a regular file no one else can read or
-/// write: a token others can read is theirs too.
-fn read_token(path: &Path) -> Result<String, AccessError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| file_error(path, e.to_string()))?;
+/// Who may own a token file.
+#[derive(Clone, Copy)]
+enum Owner {
+    /// The file leash writes itself: leash's user, readable by no one else, and never
+    /// reached through a link.
+    Leash,
+    /// A file the operator names (a mounted Secret is a link, owned by root): leash's
+    /// user or root, writable by no one else and readable by no one but its group.
+    LeashOrRoot,
+}
+
+/// The most a token file may hold; a larger one is not a token file.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// A token file's one token, read from the file that was opened and checked: not a
+/// link (for leash's own file), a regular file, owned and open to others only as
+/// `owner` says. Another user cannot plant
+/// a file leash would accept, nor swap one in between the check and the read.
+fn read_token(path: &Path, owner: Owner) -> Result<String, AccessError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    let nofollow = match owner {
+        Owner::Leash => libc::O_NOFOLLOW,
+        Owner::LeashOrRoot => 0,
+    };
+    // Non-blocking, so a FIFO planted at the path cannot hang the start.
+    options.custom_flags(nofollow | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    let file = options
+        .open(path)
+        .map_err(|e| file_error(path, format!("{e} (a link is not followed here)")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| file_error(path, e.to_string()))?;
     if !meta.file_type().is_file() {
+        return Err(file_error(path, "is not a regular file"));
+    }
+    let me = effective_uid().map_err(|e| file_error(path, e))?;
+    let owned = match owner {
+        Owner::Leash => meta.uid() == me,
+        Owner::LeashOrRoot => meta.uid() == me || meta.uid() == 0,
+    };
+    if !owned {
         return Err(file_error(
             path,
-            "is not a regular file (a link is not followed)",
+            format!("is owned by user {}, not by leash's user {me}", meta.uid()),
         ));
     }
-    if meta.mode() & 0o077 != 0 {
+    let others = match owner {
+        Owner::Leash => 0o077,
+        // A Secret mounted for a non-root leash is group-readable (fsGroup).
+        Owner::LeashOrRoot => 0o027,
+    };
+    if meta.mode() & others != 0 {
         return Err(file_error(
             path,
             format!(
-                "is readable or writable by others (mode {:o}); chmod 600 it",
+                "is open to others (mode {:o}); chmod 600 it",
                 meta.mode() & 0o777
             ),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
+    if meta.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(file_error(path, "is larger than a token file"));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, MAX_TOKEN_FILE_BYTES),
+        &mut text,
+    )
+    .map_err(|e| file_error(path, e.to_string()))?;
     let token = text.trim();
     if token.len() < MIN_TOKEN_BYTES || token.bytes().any(|b| b.is_ascii_whitespace()) {
         return Err(file_error(
@@ -210,32 +276,55 @@ fn read_token(path: &Path) -> Result<String, AccessError> {
     Ok(token.to_owned())
 }
 
+/// The user leash runs as: the owner of its own `/proc` entry.
+fn effective_uid() -> Result<u32, String> {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .map_err(|e| format!("cannot tell which user leash runs as (/proc/self: {e})"))
+}
+
 /// Writes a random admin token to `path` unless a file is there; says whether it wrote.
-/// A folder it creates is private to this user.
+/// Folders it creates are private to this user, and the file appears whole or not at
+/// all: it is written beside the path, then linked into place.
 fn ensure_admin_token(path: &Path) -> Result<bool, AccessError> {
     if std::fs::symlink_metadata(path).is_ok() {
         return Ok(false);
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| file_error(path, e.to_string()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| file_error(path, e.to_string()))?;
-        }
-    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| file_error(path, e.to_string()))?;
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| file_error(path, "the system's random source failed"))?;
     let token = URL_SAFE_NO_PAD.encode(bytes);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| file_error(path, e.to_string()))?;
-    file.write_all(format!("{token}\n").as_bytes())
-        .map_err(|e| file_error(path, e.to_string()))?;
-    Ok(true)
+    let mut suffix = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut suffix)
+        .map_err(|_| file_error(path, "the system's random source failed"))?;
+    let staged = dir.join(format!(".control-token-{}", URL_SAFE_NO_PAD.encode(suffix)));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&staged)?;
+        file.write_all(format!("{token}\n").as_bytes())?;
+        file.sync_all()?;
+        // Fails if a file appeared at the path meanwhile: that one is checked on read.
+        std::fs::hard_link(&staged, path)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(file_error(path, e.to_string())),
+    }
 }
 
 /// Where the admin token lives when `control.admin_token_file` is not set: the user's
@@ -254,6 +343,8 @@ pub fn default_admin_token_file() -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
@@ -357,6 +448,53 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// What another user could plant at the admin token's path: a link to a token of
+    /// theirs, a FIFO to hang the start, a file too large to be a token. None is read.
+    #[test]
+    fn planted_admin_token_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = write(dir.path(), "theirs", &"a".repeat(43), 0o600);
+        let link = dir.path().join("link.token");
+        std::os::unix::fs::symlink(&theirs, &link).unwrap();
+        let err = Access::load(&[], Some(&link)).unwrap_err().to_string();
+        assert!(err.contains("link"), "{err}");
+
+        let fifo = dir.path().join("fifo.token");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = Access::load(&[], Some(&fifo)).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+
+        let big = write(dir.path(), "big.token", &"a".repeat(10_000), 0o600);
+        assert!(Access::load(&[], Some(&big)).is_err());
+        // The operator's own file may be a link (a mounted Secret is one).
+        let configured = [TokenFile {
+            name: "secret".into(),
+            file: link,
+            role: Role::Viewer,
+        }];
+        assert!(Access::load(&configured, None).is_ok());
+    }
+
+    #[test]
+    fn two_callers_with_one_name_or_one_token_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), "a", &"a".repeat(43), 0o600);
+        let b = write(dir.path(), "b", &"a".repeat(43), 0o600);
+        let entry = |name: &str, file: &PathBuf| TokenFile {
+            name: name.into(),
+            file: file.clone(),
+            role: Role::Viewer,
+        };
+        assert!(Access::load(&[entry("x", &a), entry("y", &b)], None).is_err());
+        let c = write(dir.path(), "c", &"c".repeat(43), 0o600);
+        assert!(Access::load(&[entry("x", &a), entry("x", &c)], None).is_err());
+        assert!(Access::load(&[entry("x", &a), entry("y", &c)], None).is_ok());
     }
 
     #[test]

@@ -311,13 +311,6 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
 }
 
 /// The `leash` binary running as a child process, logging JSON to a captured stdout.
-/// A name no other process of this test run picks.
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
 pub struct LeashProcess {
     child: tokio::process::Child,
     pub grpc: SocketAddr,
@@ -325,12 +318,14 @@ pub struct LeashProcess {
     pub control: SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _state: tempfile::TempDir,
 }
 
 impl LeashProcess {
     /// Runs `leash serve` on ephemeral ports with `args`, and waits until it is ready.
     pub async fn start(args: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
+        let state = tempfile::tempdir().unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
             .arg("serve")
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
@@ -343,15 +338,12 @@ impl LeashProcess {
             )
             // Tests of token handling turn it back on (a later --set wins).
             .args(["--set", "tokens.mode=off"])
-            // The control API's admin token goes beside the process, not in $HOME.
+            // The control API's admin token goes in a folder of this test's, not $HOME.
             .args([
                 "--set".to_owned(),
                 format!(
                     "control.admin_token_file={}",
-                    std::env::temp_dir()
-                        .join(format!("leash-test-{}", std::process::id()))
-                        .join(format!("control-{:x}.token", rand_suffix()))
-                        .display()
+                    state.path().join("control.token").display()
                 ),
             ])
             .args(args)
@@ -410,6 +402,7 @@ impl LeashProcess {
             control,
             log,
             lines,
+            _state: state,
         }
     }
 
