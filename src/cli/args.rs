@@ -29,6 +29,31 @@ pub(crate) enum Command {
     Token(TokenCommand),
     /// Print a complete, commented configuration file
     Config,
+    /// Call a running leash's control API (status, reload)
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CtlArgs {
+    /// The control API's address
+    #[arg(long, default_value = "127.0.0.1:9193")]
+    pub(crate) addr: String,
+    /// A file holding a control token [default: the admin token `serve` writes]
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CtlCommand {
+    /// What the sidecar serves: version, policy revision and engine, decision counts
+    Status,
+    /// Load the policy source again (needs an operator token)
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! prints. `anyhow` stops here; the library below reports typed errors.
 
 mod args;
+mod ctl;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => test(&args),
         Command::Policy(PolicyCommand::Validate(args)) => validate(args),
         Command::Token(command) => token(command),
+        Command::Ctl(args) => block_on(ctl::run(args))?,
         Command::Config => {
             print!("{}", leash::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -318,7 +318,7 @@ pub struct LeashProcess {
     pub control: SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl LeashProcess {
@@ -402,8 +402,13 @@ impl LeashProcess {
             control,
             log,
             lines,
-            _state: state,
+            state,
         }
+    }
+
+    /// The admin token file `serve` wrote for its control API.
+    pub fn control_token_file(&self) -> PathBuf {
+        self.state.path().join("control.token")
     }
 
     /// Every line of standard output so far, as written.

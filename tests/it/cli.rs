@@ -471,3 +471,61 @@ fn validate_follows_links_only_inside_the_directory_and_once() {
     let out = leash(&["policy", "validate", &configmap.path_str()]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `leash ctl` calls a running leash's control API with the admin token `serve` wrote:
+/// text for people, JSON for scripts, and a clear refusal for a token it does not know.
+#[tokio::test]
+async fn ctl_reads_status_and_reloads_with_the_admin_token() {
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let dir = policy.path_str();
+    let serving = common::LeashProcess::start(&["--policy", &dir]).await;
+    let addr = serving.control.to_string();
+    let token = serving.control_token_file().display().to_string();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            leash(&args)
+        })
+    };
+    let ctl = |rest: &[&str]| {
+        let mut args: Vec<String> = ["ctl", "--addr", &addr, "--token-file", &token]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.extend(rest.iter().map(|s| (*s).to_owned()));
+        args
+    };
+
+    let out = run(ctl(&["status"])).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    has(&stdout(&out), "policy:   revision");
+    has(&stdout(&out), "engine:   interpreter");
+
+    let out = run(ctl(&["--json", "status"])).await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["policy"]["engine"], "interpreter");
+
+    policy.write(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow if {\n",
+    );
+    let out = run(ctl(&["reload"])).await.unwrap();
+    assert!(!out.status.success(), "a rejected reload fails");
+    has(&stdout(&out), "rejected; the serving set stays");
+    has(&stdout(&out), "authz.rego:");
+
+    let stranger = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(stranger.path(), "s".repeat(43)).unwrap();
+    let out = run(vec![
+        "ctl".into(),
+        "--addr".into(),
+        addr.clone(),
+        "--token-file".into(),
+        stranger.path().display().to_string(),
+        "status".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    has(&stderr(&out), "Unauthenticated");
+}
