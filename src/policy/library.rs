@@ -173,7 +173,9 @@ fn member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
 #[derive(Debug, Clone)]
 pub struct Library {
     max_delegation_depth: i64,
-    human_required_for: Vec<Value>,
+    /// Whether each class, in [`Class`] order, needs a human: `human_required_for`
+    /// read once, so a Check compares no values.
+    human_required_for: [bool; 3],
     allow_unknown_tools: bool,
     /// `data.leash.grants`: task -> grant kind -> names.
     grants: Value,
@@ -209,10 +211,15 @@ impl Library {
                 )?,
             _ => 2,
         };
-        let human_required_for = match setting("human_required_for") {
-            Some(Value::Array(classes)) => classes.as_slice().to_vec(),
-            _ => vec![Value::from("write"), Value::from("destructive")],
+        let needs_human = |class: Class| match setting("human_required_for") {
+            Some(Value::Array(classes)) => classes.as_slice().contains(&Value::from(class.name())),
+            _ => class != Class::Read,
         };
+        let human_required_for = [
+            needs_human(Class::Read),
+            needs_human(Class::Write),
+            needs_human(Class::Destructive),
+        ];
         let allow_unknown_tools = matches!(setting("allow_unknown_tools"), Some(Value::Bool(true)));
         let grants = leash
             .and_then(|l| member(l, "grants"))
@@ -288,7 +295,12 @@ impl Library {
         } else if input.class != Class::Read {
             reasons.insert("unauthenticated requests may only read".to_owned());
         }
-        let needs_human = self.human_required_for.contains(&Value::from(class));
+        let [read, write, destructive] = self.human_required_for;
+        let needs_human = match input.class {
+            Class::Read => read,
+            Class::Write => write,
+            Class::Destructive => destructive,
+        };
         if needs_human && input.human.is_none() {
             reasons.insert(format!(
                 "{class} actions need a human on whose behalf the agent acts"
