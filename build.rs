@@ -11,9 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// A vendored protoc keeps the build free of system packages.
 fn compile_control_api() -> Result<(), Box<dyn std::error::Error>> {
+    // The policy library's own rerun lines would otherwise leave the proto unwatched.
+    println!("cargo:rerun-if-changed=proto");
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
+        // `leash ctl --json` prints the replies as they are.
+        .type_attribute(".leash.v1", "#[derive(serde::Serialize)]")
         .build_client(true)
         .build_server(true)
         .compile_with_config(config, &["proto/leash/v1/control.proto"], &["proto"])?;

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
 use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value};
 use crate::reload::Reloader;
+use crate::state::{RedbStore, Sighting, Updater};
 use crate::token::{Authenticator, TokenMode};
 
 /// The parts of a running leash, built from a [`Config`] before anything listens.
@@ -37,6 +38,9 @@ pub struct App {
     pub authz: Arc<Authz>,
     /// Who may call the control API, when it listens.
     control_access: Option<crate::access::Access>,
+    /// The live context's write side, and what Checks saw for it to record.
+    pub updater: Arc<Updater>,
+    sightings: Option<tokio::sync::mpsc::Receiver<Sighting>>,
     audit_rx: Option<tokio::sync::mpsc::Receiver<audit::DecisionRecord>>,
 }
 
@@ -48,7 +52,22 @@ impl App {
         let reloader = Reloader::new(store.clone(), metrics.clone());
         tracing::info!(source = %store.source().describe(), "loading policy");
         reloader.reload_now("start");
-        let pipeline = Arc::new(pipeline(&config, store.clone())?);
+        tracing::info!(path = %config.state_path.display(), "opening the live context store");
+        let (updater, sightings) = Updater::open(Box::new(RedbStore::open(&config.state_path)?))?;
+        let [tasks, tokens, subjects, sessions, risk] = updater.state().snapshot().counts();
+        tracing::info!(
+            tasks,
+            revoked_tokens = tokens,
+            revoked_subjects = subjects,
+            sessions,
+            risk_signals = risk,
+            seq = updater.state().snapshot().seq,
+            "live context loaded"
+        );
+        let pipeline = Arc::new(
+            pipeline(&config, store.clone())?
+                .with_state(updater.state().clone(), updater.sightings()),
+        );
         warn_about_tokens(&config);
         let (audit, audit_rx) =
             AuditSink::new(config.log.decisions, metrics.decision_log_dropped());
@@ -76,6 +95,8 @@ impl App {
             reloader,
             authz,
             control_access,
+            updater,
+            sightings: Some(sightings),
             audit_rx: Some(audit_rx),
         })
     }
@@ -186,7 +207,13 @@ impl App {
                 .control_access
                 .clone()
                 .context("the control API has no credentials loaded")?;
-            let service = ControlService::new(self.reloader.clone(), self.metrics.clone(), access);
+            let service = ControlService::new(
+                self.reloader.clone(),
+                self.metrics.clone(),
+                access,
+                self.updater.clone(),
+                self.config.tokens.settings.max_lifetime(),
+            );
             tasks.spawn(serve::grpc(
                 slots("control").tcp(control),
                 Routes::new(ControlServer::new(service)),
@@ -208,6 +235,12 @@ impl App {
         }
 
         spawn_reload_triggers(&self.reloader, self.config.policy.watch_interval);
+        // Both hold the store open; serve waits for them, so it is closed on return.
+        let mut keepers = tokio::task::JoinSet::new();
+        if let Some(sightings) = self.sightings.take() {
+            keepers.spawn(self.updater.clone().record_sightings(sightings, stopped()));
+        }
+        keepers.spawn(sweep(self.updater.clone(), stopped()));
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: draining in-flight Checks"),
@@ -221,10 +254,34 @@ impl App {
         while let Some(result) = tasks.join_next().await {
             result.context("a server task panicked while draining")?;
         }
+        while keepers.join_next().await.is_some() {}
         if let Some(path) = &self.config.listen.grpc_uds {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
+    }
+}
+
+/// How often entries with nothing left to hold are removed from the live context.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Removes expired revocations, risk signals and pauses now and then, until `stop`.
+/// A Check never relies on it: expired entries are ignored on read.
+async fn sweep(updater: Arc<Updater>, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let updater = updater.clone();
+        let now = crate::clock::unix_now();
+        match tokio::task::spawn_blocking(move || updater.sweep_blocking(now)).await {
+            Ok(Err(err)) => tracing::error!("could not sweep the live context: {err}"),
+            Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
     }
 }
 
@@ -362,9 +419,6 @@ fn warn_about_tokens(config: &Config) {
     }
 }
 
-/// Inputs every candidate policy set is evaluated on before it may serve: built from
-/// real CheckRequests by the pipeline's own steps, with the agent context of a
-/// request that carries no token.
 /// The decision core over `pipeline`, on the wall clock: what `serve` and `leash check`
 /// decide with.
 pub fn decider(
@@ -382,6 +436,9 @@ pub fn decider(
     }
 }
 
+/// Inputs every candidate policy set is evaluated on before it may serve: built from
+/// real CheckRequests by the pipeline's own steps, with the agent context of a
+/// request that carries no token.
 pub fn warmup_inputs(config: &Config) -> Vec<Value> {
     ingress::sample_requests()
         .into_iter()

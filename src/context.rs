@@ -19,6 +19,12 @@
 //! tool                 {name, arguments, known} of an MCP tools/call, or null
 //! mcp                  {method} of an MCP request, or null
 //! request              {scheme, host, port, path, segments}: the canonical target
+//! context              the live context: {task, session, risk}
+//!   task               {id, status, human, agents, first_seen, ended}, or null when the
+//!                      request names no task or the task is not recorded yet
+//!   session            {agent, task, first_seen}, or null
+//!   risk               per subject kind (agent, human, workload, task):
+//!                      {max, signals: [{kind, score, source, expires_at}]}, live signals only
 //! ```
 
 use crate::action::{Action, ActionSource, ToolCall};
@@ -27,6 +33,7 @@ use crate::mcp::Message;
 use crate::policy::Value;
 use crate::policy::library::{self, Class};
 use crate::request::Target;
+use crate::state::{Live, RiskSignal, RiskSubject, Task};
 use crate::token::Identity;
 use crate::view::RequestView;
 
@@ -44,7 +51,10 @@ document_keys! {
     tags = "tags", source = "source", tool = "tool", name = "name", arguments = "arguments",
     known = "known", resource = "resource", kind = "kind", id = "id", mcp = "mcp",
     method = "method", request = "request", scheme = "scheme", host = "host", port = "port",
-    path = "path", segments = "segments",
+    path = "path", segments = "segments", context = "context", status = "status",
+    agents = "agents", first_seen = "first_seen", ended = "ended", session = "session",
+    risk = "risk", max = "max", signals = "signals", score = "score",
+    expires_at = "expires_at",
 }
 
 /// What the pipeline established about a request before identity: the document
@@ -57,6 +67,10 @@ pub struct Established<'a> {
     pub action: &'a Action,
     pub tool: Option<&'a ToolCall>,
     pub mcp: Option<&'a Message>,
+    /// What the live context holds about the request (`None` without an identity).
+    pub live: Option<&'a Live<'a>>,
+    /// When the Check is decided, Unix seconds: risk signals live until then count.
+    pub now: i64,
 }
 
 thread_local! {
@@ -115,6 +129,8 @@ fn document(facts: &Established<'_>, k: &Keys) -> Value {
         action,
         tool,
         mcp,
+        live,
+        now,
     } = *facts;
     let doc = identity.map(|id| &id.token.document);
     let from_token = |pick: fn(&crate::token::TokenDocument) -> &Value| {
@@ -253,5 +269,67 @@ fn document(facts: &Established<'_>, k: &Keys) -> Value {
             }),
         ),
         (k.request.clone(), request),
+        (k.context.clone(), live_document(live, now, k)),
+    ])
+}
+
+fn live_document(live: Option<&Live<'_>>, now: i64, k: &Keys) -> Value {
+    let text = |s: &Option<std::sync::Arc<str>>| s.as_deref().map_or(Value::Null, Value::from);
+    let task = live.and_then(|l| l.task).map_or(Value::Null, |t: &Task| {
+        object([
+            (k.id.clone(), Value::from(&*t.id)),
+            (k.status.clone(), Value::from(t.status.name())),
+            (k.human.clone(), text(&t.human)),
+            (
+                k.agents.clone(),
+                Value::from(
+                    t.agents
+                        .iter()
+                        .map(|a| Value::from(&**a))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (k.first_seen.clone(), Value::from(t.first_seen)),
+            (k.ended.clone(), t.ended.map_or(Value::Null, Value::from)),
+        ])
+    });
+    let session = live.and_then(|l| l.session).map_or(Value::Null, |s| {
+        object([
+            (k.agent.clone(), Value::from(&*s.agent)),
+            (k.task.clone(), Value::from(&*s.task)),
+            (k.first_seen.clone(), Value::from(s.first_seen)),
+        ])
+    });
+    let risk = object(RiskSubject::ALL.into_iter().map(|subject| {
+        let signals: Vec<&RiskSignal> = live
+            .map(|l| l.risk(subject))
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s.live(now))
+            .collect();
+        let max = signals.iter().map(|s| s.score).max().unwrap_or(0);
+        let listed = signals
+            .iter()
+            .map(|s| {
+                object([
+                    (k.kind.clone(), Value::from(&*s.kind)),
+                    (k.score.clone(), Value::from(u64::from(s.score))),
+                    (k.source.clone(), Value::from(&*s.source)),
+                    (k.expires_at.clone(), Value::from(s.expires_at)),
+                ])
+            })
+            .collect::<Vec<_>>();
+        (
+            Value::from(subject.name()),
+            object([
+                (k.max.clone(), Value::from(u64::from(max))),
+                (k.signals.clone(), Value::from(listed)),
+            ]),
+        )
+    }));
+    object([
+        (k.task.clone(), task),
+        (k.session.clone(), session),
+        (k.risk.clone(), risk),
     ])
 }

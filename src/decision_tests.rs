@@ -15,7 +15,11 @@ fn reason_codes_are_unique_and_dotted() {
     for code in codes {
         let (family, name) = code.split_once('.').unwrap();
         assert!(
-            ["policy", "request", "token", "binding", "dpop", "mcp"].contains(&family),
+            [
+                "policy", "request", "token", "binding", "dpop", "mcp", "agent", "human",
+                "workload", "subject", "task", "session",
+            ]
+            .contains(&family),
             "{code}"
         );
         assert!(

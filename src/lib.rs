@@ -52,5 +52,6 @@ pub mod quote;
 pub mod reason;
 pub mod reload;
 pub mod request;
+pub mod state;
 pub mod token;
 pub mod view;

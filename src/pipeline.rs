@@ -4,15 +4,18 @@
 //! RequestView -> 1. the request's own shape: canonical target, limits, parsed path,
 //!                   query and body, MCP read strictly     (request.*, mcp.*)
 //!             -> 2. identity: token verification and binding (token.*, binding.*, dpop.*)
-//!             -> 3. policy: action classification, input document (+ input.leash),
+//!             -> 3. live context: revocations, the task, the session
+//!                   (token.revoked, agent.revoked, ..., task.completed, session.paused)
+//!             -> 4. policy: action classification, input document (+ input.leash),
 //!                   evaluation, result shape -> Decision  (policy.*)
 //!             -> the headers leash vouches for, on an allow
 //! ```
 //!
 //! The first failing step's code is the reason: a malformed MCP call without a token
-//! is refused as `mcp.invalid_request`, not `token.missing`. Live context (task state,
-//! session, risk) will slot in beside identity. `check` never fails: every error
-//! becomes a denial with a reason code.
+//! is refused as `mcp.invalid_request`, not `token.missing`. The live context is read
+//! after identity, from the snapshot serving when the Check arrives, so a revocation
+//! holds on the very next Check even for a token found in the verified-token cache.
+//! `check` never fails: every error becomes a denial with a reason code.
 
 use std::sync::Arc;
 
@@ -25,6 +28,7 @@ use crate::mcp::{self, Message};
 use crate::policy::input::{self, InputError, Parsed};
 use crate::policy::{EvalError, PolicyStore, Prepare, Prepared, Value, outcome};
 use crate::request::{HeaderNotes, Target};
+use crate::state::{Hold, Live, Sighting, State, Who};
 use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
 use crate::view::RequestView;
 
@@ -79,6 +83,9 @@ pub struct Pipeline {
     auth: Arc<Authenticator>,
     unauthenticated: Vec<RouteMatcher>,
     mcp_routes: Vec<RouteMatcher>,
+    state: Arc<State>,
+    /// Where tasks and sessions seen for the first time are sent to be recorded.
+    sightings: Option<tokio::sync::mpsc::Sender<Sighting>>,
 }
 
 /// What step 1 established: the request leash decides on, read one way.
@@ -104,7 +111,21 @@ impl Pipeline {
             auth,
             unauthenticated,
             mcp_routes,
+            state: Arc::default(),
+            sightings: None,
         }
+    }
+
+    /// Reads the live context from `state`, and reports what it lacks to `sightings`.
+    #[must_use]
+    pub fn with_state(
+        mut self,
+        state: Arc<State>,
+        sightings: tokio::sync::mpsc::Sender<Sighting>,
+    ) -> Self {
+        self.state = state;
+        self.sightings = Some(sightings);
+        self
     }
 
     pub fn policy(&self) -> &Arc<PolicyStore> {
@@ -198,7 +219,23 @@ impl Pipeline {
             }
         }
 
-        // 3. Policy.
+        // 3. Live context.
+        let snapshot = self.state.snapshot();
+        let live = match facts.identity.as_ref() {
+            Some(identity) => {
+                let who = who(identity, view);
+                match snapshot.standing(&who, now) {
+                    Ok(live) => {
+                        self.sight(&who, &live, now);
+                        Some(live)
+                    }
+                    Err(hold) => return deny(held(&hold), facts),
+                }
+            }
+            None => None,
+        };
+
+        // 4. Policy.
         let Some(set) = set else {
             return deny(
                 Decision::deny(
@@ -225,6 +262,8 @@ impl Pipeline {
             action: &action,
             tool: tool.as_ref(),
             mcp: shape.mcp.as_ref(),
+            live: live.as_ref(),
+            now,
         };
         // The shipped library alone is decided in Rust from the typed facts, with no
         // input document; `leash check` still shows the document it stands for.
@@ -258,6 +297,25 @@ impl Pipeline {
             );
         }
         Ok(Verdict::new(decision, revision, facts))
+    }
+
+    /// Sends what this Check saw and the state has not recorded: its task, the agent
+    /// on it, the session. Never waits: when the updater is behind, a later Check
+    /// sends it again.
+    fn sight(&self, who: &Who<'_>, live: &Live<'_>, now: i64) {
+        let (Some(sightings), Some(task)) = (&self.sightings, who.task) else {
+            return;
+        };
+        let known = live.task.is_some_and(|t| t.knows(who.agent))
+            && (who.agent.is_none() || live.session.is_some());
+        if !known {
+            let _ = sightings.try_send(Sighting {
+                task: Arc::from(task),
+                human: who.human.map(Arc::from),
+                agent: who.agent.map(Arc::from),
+                at: now,
+            });
+        }
     }
 
     /// Evaluates an input document as given with the serving policy set.
@@ -327,6 +385,77 @@ fn classify(
     })
 }
 
+/// Who a verified request speaks for, as the live context reads it.
+fn who<'a>(identity: &'a Identity, view: &'a RequestView) -> Who<'a> {
+    let claims = &identity.token.claims;
+    Who {
+        issuer: &identity.token.issuer.config.issuer,
+        jti: claims.jti.as_deref(),
+        iat: claims.iat,
+        subject: claims.subject.as_deref(),
+        agent: claims.agent.as_deref(),
+        human: claims.human.as_deref(),
+        workload: Some(view.source_principal.as_str())
+            .filter(|p| !p.is_empty())
+            .or(claims.workload.as_deref()),
+        task: identity.binding.task.as_deref(),
+    }
+}
+
+/// The denial for what the live context holds against a request.
+fn held(hold: &Hold<'_>) -> Decision {
+    use crate::state::{SubjectKind, TaskStatus};
+    match hold {
+        Hold::TokenRevoked(rev) => Decision::deny(
+            DenyReason::TokenRevoked,
+            format!("the token was revoked by {} ({})", rev.by, rev.reason),
+        ),
+        Hold::SubjectRevoked(rev) => Decision::deny(
+            match rev.kind {
+                SubjectKind::Agent => DenyReason::AgentRevoked,
+                SubjectKind::Human => DenyReason::HumanRevoked,
+                SubjectKind::Workload => DenyReason::WorkloadRevoked,
+                SubjectKind::Subject => DenyReason::SubjectRevoked,
+            },
+            format!(
+                "{} {:?} was revoked for tokens issued at or before {} by {} ({})",
+                rev.kind.name(),
+                rev.id,
+                rev.after,
+                rev.by,
+                rev.reason
+            ),
+        ),
+        Hold::TaskEnded(task) => Decision::deny(
+            if task.status == TaskStatus::Revoked {
+                DenyReason::TaskRevoked
+            } else {
+                DenyReason::TaskCompleted
+            },
+            format!(
+                "task {:?} is {} since {} ({})",
+                task.id,
+                task.status.name(),
+                task.ended.unwrap_or_default(),
+                task.end_reason.as_deref().unwrap_or("no reason given")
+            ),
+        ),
+        Hold::SessionPaused(session) => {
+            let pause = session.pause.as_ref();
+            Decision::deny(
+                DenyReason::SessionPaused,
+                format!(
+                    "the session of agent {:?} on task {:?} is paused by {}: {}",
+                    session.agent,
+                    session.task,
+                    pause.map_or("?", |p| p.by.as_str()),
+                    pause.map_or("", |p| p.reason.as_str())
+                ),
+            )
+        }
+    }
+}
+
 /// Who acts, from the verified identity, for `x-leash-agent`, `x-leash-human` and
 /// `x-leash-task`.
 fn vouched(identity: Option<&Identity>) -> Vouched {
@@ -364,6 +493,8 @@ pub fn warmup_input(
         action: &action,
         tool: tool.as_ref(),
         mcp: shape.mcp.as_ref(),
+        live: None,
+        now: 0,
     });
     Some(shape.parsed.assemble(view, Some(leash)))
 }

@@ -82,6 +82,22 @@ pub enum DenyReason {
     McpInvalidRequest,
     /// An MCP request whose `Mcp-Method`/`Mcp-Name` headers disagree with its body.
     McpHeaderMismatch,
+    /// A token revoked by its `jti`.
+    TokenRevoked,
+    /// A token of an agent revoked at or after the token was issued.
+    AgentRevoked,
+    /// A token on behalf of a human revoked at or after the token was issued.
+    HumanRevoked,
+    /// A token of a workload revoked at or after the token was issued.
+    WorkloadRevoked,
+    /// A token whose issuer's subject was revoked at or after it was issued.
+    SubjectRevoked,
+    /// A token bound to a task that was completed.
+    TaskCompleted,
+    /// A token bound to a task that was revoked.
+    TaskRevoked,
+    /// The agent's session on this task is paused.
+    SessionPaused,
 }
 
 impl DenyReason {
@@ -135,6 +151,14 @@ impl DenyReason {
             Self::DpopReplayCacheFull => "dpop.replay_cache_full",
             Self::McpInvalidRequest => "mcp.invalid_request",
             Self::McpHeaderMismatch => "mcp.header_mismatch",
+            Self::TokenRevoked => "token.revoked",
+            Self::AgentRevoked => "agent.revoked",
+            Self::HumanRevoked => "human.revoked",
+            Self::WorkloadRevoked => "workload.revoked",
+            Self::SubjectRevoked => "subject.revoked",
+            Self::TaskCompleted => "task.completed",
+            Self::TaskRevoked => "task.revoked",
+            Self::SessionPaused => "session.paused",
         }
     }
 }

@@ -40,12 +40,21 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         "log: {{ decisions: off }}\ntokens:\n  mode: required\n  issuers:\n    - {{ issuer: {ISS}, audiences: [tools], algorithms: [EdDSA], jwks_file: {},\n        require_workload_binding: false }}\nactions:\n  tools: {{ search: {{ class: read }}, delete_repo: {{ class: destructive }} }}\n",
         jwks_file.display()
     );
+    let stores = std::sync::atomic::AtomicUsize::new(0);
     let app = |overrides: &[(&str, String)]| {
+        // Each app its own state store: a store file serves one leash at a time.
+        let n = stores.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = dir
+            .path()
+            .join(format!("state-{n}.redb"))
+            .display()
+            .to_string();
         // No control API: the fuzz targets never serve, and it would write a token.
-        let overrides: Vec<(&str, String)> = [("listen.control", String::new())]
-            .into_iter()
-            .chain(overrides.iter().cloned())
-            .collect();
+        let overrides: Vec<(&str, String)> =
+            [("listen.control", String::new()), ("state.path", store)]
+                .into_iter()
+                .chain(overrides.iter().cloned())
+                .collect();
         let config = Config::from_yaml("fuzz.yaml", &yaml, &overrides).unwrap();
         leash::app::App::build(config).unwrap()
     };

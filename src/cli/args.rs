@@ -29,7 +29,7 @@ pub(crate) enum Command {
     Token(TokenCommand),
     /// Print a complete, commented configuration file
     Config,
-    /// Call a running leash's control API (status, reload)
+    /// Call a running leash's control API: status, reload, tasks, revocations, pauses, risk
     Ctl(CtlArgs),
 }
 
@@ -54,6 +54,105 @@ pub(crate) enum CtlCommand {
     Status,
     /// Load the policy source again (needs an operator token)
     Reload,
+    /// End a task: every token bound to it is denied from the next Check
+    CompleteTask {
+        task: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// End it as revoked (task.revoked) rather than completed
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Refuse one token by its issuer and jti
+    RevokeToken {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        jti: String,
+        /// The token's exp (Unix seconds), so the revocation is kept just as long
+        #[arg(long, default_value_t = 0)]
+        expires_at: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Refuse the tokens of an agent, human, workload or issuer subject issued until now
+    RevokeSubject {
+        /// agent, human, workload or subject
+        kind: String,
+        id: String,
+        /// The issuer, for kind subject
+        #[arg(long, default_value = "")]
+        issuer: String,
+        /// Refuse tokens issued at or before this Unix time [default: now]
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Pause an agent on a task (or on every task without --task)
+    Pause {
+        agent: String,
+        #[arg(long, default_value = "")]
+        task: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Lift the pause by itself after this long (e.g. 10m) [default: until resumed]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Lift a pause
+    Resume {
+        agent: String,
+        #[arg(long, default_value = "")]
+        task: String,
+    },
+    /// Report a risk signal about an agent, human, workload or task
+    ReportRisk {
+        /// agent, human, workload or task
+        subject_kind: String,
+        subject_id: String,
+        /// What the signal is about, e.g. credential_leak
+        #[arg(long)]
+        kind: String,
+        /// 0 to 100
+        #[arg(long)]
+        score: u32,
+        #[arg(long)]
+        source: String,
+        /// How long it holds, e.g. 15m
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Withdraw a risk signal
+    ClearRisk {
+        subject_kind: String,
+        subject_id: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        source: String,
+    },
+    /// One task and its status
+    Task { task: String },
+    /// The recorded tasks
+    Tasks {
+        /// Only active, completed or revoked tasks
+        #[arg(long, default_value = "")]
+        status: String,
+    },
+    /// The recorded sessions and their pauses
+    Sessions {
+        #[arg(long, default_value = "")]
+        agent: String,
+        #[arg(long, default_value = "")]
+        task: String,
+    },
+    /// Print state changes as they happen (Ctrl-C to stop)
+    Watch {
+        /// First replay the changes after this sequence number
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

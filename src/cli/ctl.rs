@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use leash::edge::control::proto::control_client::ControlClient;
 use leash::edge::control::proto::{
-    PolicyStatus, ReloadPolicyRequest, ReloadPolicyResponse, StatusRequest, StatusResponse,
+    ChangeResponse, ClearRiskSignalRequest, CompleteTaskRequest, GetTaskRequest,
+    ListSessionsRequest, ListTasksRequest, PauseSessionRequest, PolicyStatus, ReloadPolicyRequest,
+    ReloadPolicyResponse, ReportRiskSignalRequest, ResumeSessionRequest, RevokeSubjectRequest,
+    RevokeTokenRequest, SessionInfo, StatusRequest, StatusResponse, TaskInfo, WatchEventsRequest,
 };
 use serde_json::{Value as Json, json};
 
@@ -45,7 +48,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             status.message()
         )
     };
-    match args.command {
+    let reply = match args.command {
         CtlCommand::Status => {
             let status = client
                 .status(StatusRequest {})
@@ -57,7 +60,7 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             } else {
                 print_status(&status);
             }
-            Ok(ExitCode::SUCCESS)
+            return Ok(ExitCode::SUCCESS);
         }
         CtlCommand::Reload => {
             let reply = client
@@ -70,13 +73,217 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             } else {
                 print_reload(&reply);
             }
-            Ok(if reply.problems.is_empty() {
+            return Ok(if reply.problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            })
+            });
         }
+        CtlCommand::Task { task } => {
+            let t = client
+                .get_task(GetTaskRequest { task })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            return show(args.json, &t, || print_task(&t));
+        }
+        CtlCommand::Tasks { status } => {
+            let list = client
+                .list_tasks(ListTasksRequest { status })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            return show(args.json, &list, || list.tasks.iter().for_each(print_task));
+        }
+        CtlCommand::Sessions { agent, task } => {
+            let list = client
+                .list_sessions(ListSessionsRequest { agent, task })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            return show(args.json, &list, || {
+                list.sessions.iter().for_each(print_session);
+            });
+        }
+        CtlCommand::Watch { after } => {
+            let mut events = client
+                .watch_events(WatchEventsRequest { after_seq: after })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            while let Some(event) = events.message().await.map_err(refused)? {
+                if args.json {
+                    println!("{}", serde_json::to_string(&event)?);
+                } else if event.missed > 0 {
+                    println!("(missed {} events: this watcher fell behind)", event.missed);
+                } else {
+                    println!(
+                        "#{} {} {} {} by {} {}",
+                        event.seq, event.op, event.table, event.key, event.by, event.record_json
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        // The verbs that change the live context, each answered with a ChangeResponse.
+        CtlCommand::CompleteTask {
+            task,
+            reason,
+            revoke,
+        } => {
+            client
+                .complete_task(CompleteTaskRequest {
+                    task,
+                    reason,
+                    revoke,
+                })
+                .await
+        }
+        CtlCommand::RevokeToken {
+            issuer,
+            jti,
+            expires_at,
+            reason,
+        } => {
+            client
+                .revoke_token(RevokeTokenRequest {
+                    issuer,
+                    jti,
+                    expires_at,
+                    reason,
+                })
+                .await
+        }
+        CtlCommand::RevokeSubject {
+            kind,
+            id,
+            issuer,
+            after,
+            reason,
+        } => {
+            client
+                .revoke_subject(RevokeSubjectRequest {
+                    kind,
+                    id,
+                    issuer,
+                    revoked_after: after,
+                    reason,
+                })
+                .await
+        }
+        CtlCommand::Pause {
+            agent,
+            task,
+            reason,
+            ttl,
+        } => {
+            client
+                .pause_session(PauseSessionRequest {
+                    agent,
+                    task,
+                    reason,
+                    ttl_seconds: ttl.map_or(0, |d| d.as_secs().max(1)),
+                })
+                .await
+        }
+        CtlCommand::Resume { agent, task } => {
+            client
+                .resume_session(ResumeSessionRequest { agent, task })
+                .await
+        }
+        CtlCommand::ReportRisk {
+            subject_kind,
+            subject_id,
+            kind,
+            score,
+            source,
+            ttl,
+        } => {
+            client
+                .report_risk_signal(ReportRiskSignalRequest {
+                    subject_kind,
+                    subject_id,
+                    kind,
+                    score,
+                    source,
+                    ttl_seconds: ttl.as_secs().max(1),
+                })
+                .await
+        }
+        CtlCommand::ClearRisk {
+            subject_kind,
+            subject_id,
+            kind,
+            source,
+        } => {
+            client
+                .clear_risk_signal(ClearRiskSignalRequest {
+                    subject_kind,
+                    subject_id,
+                    kind,
+                    source,
+                })
+                .await
+        }
+    };
+    let reply: ChangeResponse = reply.map_err(refused)?.into_inner();
+    show(args.json, &reply, || {
+        println!(
+            "done: durable and in force from the next Check (seq {})",
+            reply.seq
+        );
+    })
+}
+
+/// Prints `value` as JSON, or as `text` prints it.
+fn show(
+    json: bool,
+    value: &impl serde::Serialize,
+    text: impl FnOnce(),
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        text();
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_task(t: &TaskInfo) {
+    let human = if t.human.is_empty() { "-" } else { &t.human };
+    print!(
+        "{}  {}  human {}  agents [{}]  since {}",
+        t.id,
+        t.status,
+        human,
+        t.agents.join(", "),
+        t.first_seen
+    );
+    if t.ended > 0 {
+        print!("  ended {} by {}: {}", t.ended, t.ended_by, t.end_reason);
+    }
+    println!();
+}
+
+fn print_session(s: &SessionInfo) {
+    let task = if s.task.is_empty() {
+        "(every task)"
+    } else {
+        &s.task
+    };
+    print!("{}  on {}  since {}", s.agent, task, s.first_seen);
+    if s.paused {
+        let until = if s.paused_until > 0 {
+            s.paused_until.to_string()
+        } else {
+            "resumed".to_owned()
+        };
+        print!(
+            "  PAUSED by {} until {}: {}",
+            s.paused_by, until, s.pause_reason
+        );
+    }
+    println!();
 }
 
 fn policy_json(policy: Option<&PolicyStatus>) -> Json {

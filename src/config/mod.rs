@@ -60,6 +60,16 @@ pub struct RawConfig {
     pub actions: ActionsConfig,
     pub mcp: RawMcp,
     pub control: RawControl,
+    pub state: RawState,
+}
+
+/// Where the live context (tasks, revocations, sessions, risk) is kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawState {
+    /// The store file; empty means `$XDG_STATE_HOME/leash/state.redb`, else
+    /// `~/.local/state/leash/state.redb`.
+    pub path: String,
 }
 
 /// Who may call the control API.
@@ -248,6 +258,8 @@ pub struct Config {
     /// Routes whose requests are MCP requests, compiled.
     pub mcp_routes: Vec<RouteMatcher>,
     pub control: ControlConfig,
+    /// The live context's store file.
+    pub state_path: PathBuf,
 }
 
 /// Who may call the control API: the configured token files, or else the admin token
@@ -751,7 +763,19 @@ impl RawConfig {
                 Some(PathBuf::from(&self.control.admin_token_file))
             },
         };
+        let state_path = if self.state.path.is_empty() {
+            crate::state::store::default_path().ok_or_else(|| {
+                invalid(
+                    "state.path",
+                    "",
+                    "neither XDG_STATE_HOME nor HOME is set: name the state store file",
+                )
+            })?
+        } else {
+            PathBuf::from(&self.state.path)
+        };
         Ok(Config {
+            state_path,
             control,
             tokens,
             actions,

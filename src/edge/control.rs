@@ -1,14 +1,18 @@
 //! `leash.v1.Control`: status and policy reload for operators.
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::access::{Access, Refusal, Role};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyInfo, ReloadOutcome};
 use crate::reload::{Reloader, unix_seconds};
+use crate::state::ops::{self, By};
+use crate::state::{Change, Session, Snapshot, Task, UpdateError, Updater};
 
 #[allow(
     clippy::allow_attributes_without_reason,
@@ -26,17 +30,59 @@ pub struct ControlService {
     reloader: Reloader,
     metrics: Arc<Metrics>,
     access: Access,
+    updater: Arc<Updater>,
+    /// How long a token revoked without its `exp` is kept revoked.
+    longest_token: i64,
     started: Instant,
 }
 
 impl ControlService {
-    pub fn new(reloader: Reloader, metrics: Arc<Metrics>, access: Access) -> Self {
+    pub fn new(
+        reloader: Reloader,
+        metrics: Arc<Metrics>,
+        access: Access,
+        updater: Arc<Updater>,
+        longest_token: Duration,
+    ) -> Self {
         Self {
             reloader,
             metrics,
             access,
+            updater,
+            longest_token: i64::try_from(longest_token.as_secs()).unwrap_or(i64::MAX),
             started: Instant::now(),
         }
+    }
+
+    /// Makes the change `build` returns from the serving snapshot, durably, for
+    /// `caller`, and logs it.
+    async fn change<F>(
+        &self,
+        caller: String,
+        verb: &str,
+        build: F,
+    ) -> Result<Response<proto::ChangeResponse>, Status>
+    where
+        F: FnOnce(&Snapshot, By<'_>) -> Result<Vec<Change>, UpdateError> + Send + 'static,
+    {
+        let now = crate::clock::unix_now();
+        let who = caller.clone();
+        let seq = self
+            .updater
+            .update(&caller, now, move |snapshot| {
+                build(snapshot, By { caller: &who, now })
+            })
+            .await
+            .map_err(|err| match err {
+                UpdateError::Invalid(why) => Status::invalid_argument(why),
+                UpdateError::NotFound(why) => Status::not_found(why),
+                other => {
+                    tracing::error!(%caller, verb, "live context change failed: {other}");
+                    Status::unavailable(format!("the change was not made: {other}"))
+                }
+            })?;
+        tracing::info!(%caller, verb, seq, "live context changed");
+        Ok(Response::new(proto::ChangeResponse { seq }))
     }
 
     /// The caller's name if its bearer token grants `needed`; else the gRPC refusal
@@ -64,6 +110,18 @@ impl ControlService {
     }
 }
 
+/// A stream fed by a task through a small channel: when the watcher stops reading,
+/// the task blocks, then ends when the watcher goes away.
+fn async_stream<F, Fut>(produce: F) -> EventStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<proto::Event, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 fn policy_status(info: &PolicyInfo) -> proto::PolicyStatus {
     proto::PolicyStatus {
         revision: info.revision.to_string(),
@@ -76,8 +134,252 @@ fn policy_status(info: &PolicyInfo) -> proto::PolicyStatus {
     }
 }
 
+fn task_info(t: &Task) -> proto::TaskInfo {
+    proto::TaskInfo {
+        id: t.id.to_string(),
+        status: t.status.name().to_owned(),
+        human: t.human.as_deref().unwrap_or_default().to_owned(),
+        agents: t.agents.iter().map(ToString::to_string).collect(),
+        first_seen: t.first_seen,
+        ended: t.ended.unwrap_or_default(),
+        ended_by: t.ended_by.clone().unwrap_or_default(),
+        end_reason: t.end_reason.clone().unwrap_or_default(),
+    }
+}
+
+fn session_info(s: &Session) -> proto::SessionInfo {
+    let pause = s.pause.as_ref();
+    proto::SessionInfo {
+        agent: s.agent.to_string(),
+        task: s.task.to_string(),
+        first_seen: s.first_seen,
+        paused: pause.is_some(),
+        pause_reason: pause.map(|p| p.reason.clone()).unwrap_or_default(),
+        paused_by: pause.map(|p| p.by.clone()).unwrap_or_default(),
+        paused_until: pause.and_then(|p| p.until).unwrap_or_default(),
+    }
+}
+
+fn event(seq: u64, at: i64, by: &str, change: &Change) -> proto::Event {
+    let key = change.key();
+    let (op, record_json) = match change {
+        Change::Put(record) => ("put", serde_json::to_string(record).unwrap_or_default()),
+        Change::Delete(_) => ("delete", String::new()),
+    };
+    proto::Event {
+        seq,
+        at,
+        by: by.to_owned(),
+        op: op.to_owned(),
+        table: key.table.name().to_owned(),
+        key: key.parts().collect::<Vec<_>>().join("/"),
+        record_json,
+        missed: 0,
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Control for ControlService {
+    type WatchEventsStream = EventStream;
+
+    async fn complete_task(
+        &self,
+        request: Request<proto::CompleteTaskRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        let r = request.into_inner();
+        self.change(caller, "CompleteTask", move |snap, by| {
+            ops::complete_task(snap, &r.task, &r.reason, r.revoke, by)
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<proto::RevokeTokenRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        let r = request.into_inner();
+        let longest = self.longest_token;
+        self.change(caller, "RevokeToken", move |_, by| {
+            ops::revoke_token(&r.issuer, &r.jti, r.expires_at, &r.reason, longest, by)
+        })
+        .await
+    }
+
+    async fn revoke_subject(
+        &self,
+        request: Request<proto::RevokeSubjectRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        let r = request.into_inner();
+        self.change(caller, "RevokeSubject", move |_, by| {
+            ops::revoke_subject(&r.kind, &r.id, &r.issuer, r.revoked_after, &r.reason, by)
+        })
+        .await
+    }
+
+    async fn pause_session(
+        &self,
+        request: Request<proto::PauseSessionRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        let r = request.into_inner();
+        self.change(caller, "PauseSession", move |snap, by| {
+            ops::pause_session(snap, &r.agent, &r.task, &r.reason, r.ttl_seconds, by)
+        })
+        .await
+    }
+
+    async fn resume_session(
+        &self,
+        request: Request<proto::ResumeSessionRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        let r = request.into_inner();
+        self.change(caller, "ResumeSession", move |snap, _| {
+            ops::resume_session(snap, &r.agent, &r.task)
+        })
+        .await
+    }
+
+    async fn report_risk_signal(
+        &self,
+        request: Request<proto::ReportRiskSignalRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        let r = request.into_inner();
+        self.change(caller, "ReportRiskSignal", move |_, by| {
+            ops::report_risk(
+                &ops::Report {
+                    subject_kind: &r.subject_kind,
+                    subject_id: &r.subject_id,
+                    kind: &r.kind,
+                    score: r.score,
+                    source: &r.source,
+                    ttl_seconds: r.ttl_seconds,
+                },
+                by,
+            )
+        })
+        .await
+    }
+
+    async fn clear_risk_signal(
+        &self,
+        request: Request<proto::ClearRiskSignalRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Operator)?;
+        let r = request.into_inner();
+        self.change(caller, "ClearRiskSignal", move |snap, _| {
+            ops::clear_risk(snap, &r.subject_kind, &r.subject_id, &r.kind, &r.source)
+        })
+        .await
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<proto::GetTaskRequest>,
+    ) -> Result<Response<proto::TaskInfo>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let id = &request.get_ref().task;
+        let snapshot = self.updater.state().snapshot();
+        snapshot
+            .task(id)
+            .map(|t| Response::new(task_info(t)))
+            .ok_or_else(|| Status::not_found(format!("no task {id:?} is recorded")))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<proto::ListTasksRequest>,
+    ) -> Result<Response<proto::ListTasksResponse>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let status = &request.get_ref().status;
+        let snapshot = self.updater.state().snapshot();
+        let mut tasks: Vec<proto::TaskInfo> = snapshot
+            .tasks()
+            .filter(|t| status.is_empty() || t.status.name() == status)
+            .map(task_info)
+            .collect();
+        tasks.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
+        Ok(Response::new(proto::ListTasksResponse { tasks }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<proto::ListSessionsRequest>,
+    ) -> Result<Response<proto::ListSessionsResponse>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let r = request.get_ref();
+        let snapshot = self.updater.state().snapshot();
+        let mut sessions: Vec<proto::SessionInfo> = snapshot
+            .sessions()
+            .filter(|s| r.agent.is_empty() || *s.agent == *r.agent)
+            .filter(|s| r.task.is_empty() || *s.task == *r.task)
+            .map(session_info)
+            .collect();
+        sessions.sort_by(|a, b| (&a.agent, &a.task).cmp(&(&b.agent, &b.task)));
+        Ok(Response::new(proto::ListSessionsResponse { sessions }))
+    }
+
+    async fn watch_events(
+        &self,
+        request: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let after = request.get_ref().after_seq;
+        // Subscribe before reading the feed, so nothing falls between the two.
+        let mut live = self.updater.watch();
+        let mut replay = Vec::new();
+        if after > 0 {
+            let updater = self.updater.clone();
+            let feed = tokio::task::spawn_blocking(move || updater.store().changes_since(after))
+                .await
+                .map_err(|_| Status::unavailable("the state store stopped"))?
+                .map_err(|err| Status::unavailable(err.to_string()))?;
+            match feed {
+                Some(changes) => replay.extend(
+                    changes
+                        .iter()
+                        .map(|(seq, change)| event(*seq, 0, "", change)),
+                ),
+                None => {
+                    return Err(Status::out_of_range(format!(
+                        "the store no longer keeps the changes after {after}"
+                    )));
+                }
+            }
+        }
+        let mut last = replay.last().map_or(after, |e| e.seq);
+        let stream = async_stream(move |tx| async move {
+            for e in replay {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let next = match live.recv().await {
+                    Ok(e) if e.seq <= last => continue,
+                    Ok(e) => {
+                        last = e.seq;
+                        event(e.seq, e.at, &e.by, &e.change)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => proto::Event {
+                        missed,
+                        ..Default::default()
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(Ok(next)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
     async fn status(
         &self,
         request: Request<proto::StatusRequest>,

@@ -30,6 +30,8 @@ pub struct AgentClaims {
     pub exp: Option<i64>,
     pub iat: Option<i64>,
     pub nbf: Option<i64>,
+    /// The token's id, by which it can be revoked.
+    pub jti: Option<Arc<str>>,
 }
 
 impl AgentClaims {
@@ -104,6 +106,7 @@ impl AgentClaims {
             workload: workload_claim.and_then(text),
             exp: time("exp"),
             iat: time("iat"),
+            jti: text("jti").map(Arc::from),
             nbf: time("nbf"),
             subject,
         })

@@ -65,6 +65,18 @@ pub struct TokenSettings {
     pub paths: PathAllowances,
 }
 
+impl TokenSettings {
+    /// The longest any trusted token can stay valid from now: the largest issuer
+    /// `max_lifetime` plus its leeway (15 minutes when no issuer is configured).
+    pub fn max_lifetime(&self) -> std::time::Duration {
+        self.issuers
+            .iter()
+            .map(|i| i.max_lifetime + i.leeway)
+            .max()
+            .unwrap_or(std::time::Duration::from_secs(900))
+    }
+}
+
 /// How the primary token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presentation {

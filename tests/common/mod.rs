@@ -67,6 +67,10 @@ impl Leash {
         let token_file = state.path().join("control.token");
         let mut all: Vec<(&str, String)> = vec![
             ("control.admin_token_file", token_file.display().to_string()),
+            (
+                "state.path",
+                state.path().join("state.redb").display().to_string(),
+            ),
             ("listen.grpc", "127.0.0.1:0".into()),
             ("listen.admin", "127.0.0.1:0".into()),
             ("listen.control", "127.0.0.1:0".into()),
@@ -274,6 +278,22 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .unwrap()
 }
 
+/// One Check against the ext_authz port at `addr`.
+pub async fn check_at(addr: SocketAddr, req: CheckRequest) -> CheckResponse {
+    AuthorizationClient::new(channel(addr).await)
+        .check(req)
+        .await
+        .expect("Check")
+        .into_inner()
+}
+
+/// A control API client at `addr` presenting the token in `token_file`.
+pub async fn control_at(addr: SocketAddr, token_file: &Path) -> Control {
+    let token = std::fs::read_to_string(token_file).expect("the admin token file");
+    let token = format!("Bearer {}", token.trim()).parse().unwrap();
+    ControlClient::with_interceptor(channel(addr).await, Bearer(token))
+}
+
 pub fn is_allowed(resp: &CheckResponse) -> bool {
     resp.status.as_ref().is_some_and(|s| s.code == 0)
         && matches!(resp.http_response, Some(HttpResponse::OkResponse(_)))
@@ -345,6 +365,10 @@ impl LeashProcess {
                     "control.admin_token_file={}",
                     state.path().join("control.token").display()
                 ),
+            ])
+            .args([
+                "--set".to_owned(),
+                format!("state.path={}", state.path().join("state.redb").display()),
             ])
             .args(args)
             .stdout(std::process::Stdio::piped())
@@ -457,7 +481,12 @@ impl LeashProcess {
         assert!(status.success());
     }
 
+    /// `kill -9`: no shutdown, no flush.
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    pub async fn control_client(&self) -> Control {
+        control_at(self.control, &self.control_token_file()).await
     }
 }

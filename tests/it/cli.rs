@@ -250,8 +250,12 @@ fn config_prints_a_complete_commented_example() {
 fn a_port_in_use_names_the_flag_that_moves_it() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
+    let state = tempfile::tempdir().unwrap();
+    let state_path = format!("state.path={}", state.path().join("s.redb").display());
     let out = leash(&[
         "serve",
+        "--set",
+        &state_path,
         "--grpc-addr",
         &addr,
         "--admin-addr",

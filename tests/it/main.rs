@@ -13,4 +13,5 @@ mod envoy;
 mod grpc;
 mod hostile;
 mod identity;
+mod live;
 mod tokens;

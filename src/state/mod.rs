@@ -1,0 +1,383 @@
+//! Live context: what is true right now about tasks, revocations, sessions and risk.
+//!
+//! A Check reads one [`Snapshot`] without a lock. Only the [`Updater`] changes it:
+//! every change is written to the [`Store`] first, then published as a new snapshot.
+//! The maps are persistent (structurally shared), so publishing a change copies a
+//! path, never the whole state, and a burst of writes stays linear.
+
+pub mod ops;
+mod record;
+pub mod revocations;
+pub mod risk;
+pub mod sessions;
+pub mod store;
+pub mod tasks;
+mod updater;
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use imbl::HashMap;
+
+pub use record::{Change, Key, Record, Table};
+pub use revocations::{SubjectKind, SubjectRevocation, TokenRevocation};
+pub use risk::{RiskSignal, RiskSubject};
+pub use sessions::{Pause, Session};
+pub use store::{RedbStore, Store, StoreError, Stored};
+pub use tasks::{Task, TaskStatus};
+pub use updater::{Event, Sighting, UpdateError, Updater};
+
+type Map<V> = HashMap<Arc<str>, V>;
+
+/// Everything live, at one sequence number.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The sequence number of the last change applied.
+    pub seq: u64,
+    tasks: Map<Task>,
+    /// By `jti`, then issuer.
+    tokens: Map<Map<TokenRevocation>>,
+    /// By kind: agents, humans, workloads; `subjects` by `sub`, then issuer.
+    agents: Map<SubjectRevocation>,
+    humans: Map<SubjectRevocation>,
+    workloads: Map<SubjectRevocation>,
+    subjects: Map<Map<SubjectRevocation>>,
+    /// By agent, then task ("" for every task).
+    sessions: Map<Map<Session>>,
+    /// By subject kind, then id: the signals, one per (kind, source).
+    risk: [Map<Arc<[RiskSignal]>>; 4],
+}
+
+/// Who a verified request speaks for, as the state reads it. Plain strings: the state
+/// knows nothing of tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Who<'a> {
+    pub issuer: &'a str,
+    pub jti: Option<&'a str>,
+    pub iat: Option<i64>,
+    pub subject: Option<&'a str>,
+    pub agent: Option<&'a str>,
+    pub human: Option<&'a str>,
+    pub workload: Option<&'a str>,
+    pub task: Option<&'a str>,
+}
+
+/// Why the live context refuses a request before policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold<'a> {
+    TokenRevoked(&'a TokenRevocation),
+    SubjectRevoked(&'a SubjectRevocation),
+    TaskEnded(&'a Task),
+    SessionPaused(&'a Session),
+}
+
+/// What the live context holds about a request that it does not refuse: what the
+/// policy sees under `input.leash.context`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live<'a> {
+    pub task: Option<&'a Task>,
+    pub session: Option<&'a Session>,
+    /// Per [`RiskSubject`] (in `ALL` order), the subject's signals, live or not.
+    pub risk: [Option<&'a [RiskSignal]>; 4],
+}
+
+impl<'a> Live<'a> {
+    /// The signals about the request's subject of one kind, live or not.
+    pub fn risk(&self, subject: RiskSubject) -> &'a [RiskSignal] {
+        let [agent, human, workload, task] = self.risk;
+        match subject {
+            RiskSubject::Agent => agent,
+            RiskSubject::Human => human,
+            RiskSubject::Workload => workload,
+            RiskSubject::Task => task,
+        }
+        .unwrap_or_default()
+    }
+}
+
+impl Snapshot {
+    /// The live context of `who` at `now`, or why it is refused. The order is fixed:
+    /// the token, then its subjects, then the task, then the session.
+    pub fn standing<'s>(&'s self, who: &Who<'_>, now: i64) -> Result<Live<'s>, Hold<'s>> {
+        if let Some(rev) = who
+            .jti
+            .and_then(|jti| self.tokens.get(jti))
+            .and_then(|by_issuer| by_issuer.get(who.issuer))
+        {
+            return Err(Hold::TokenRevoked(rev));
+        }
+        let subject = who
+            .subject
+            .and_then(|sub| self.subjects.get(sub))
+            .and_then(|by_issuer| by_issuer.get(who.issuer));
+        for rev in [
+            who.agent.and_then(|a| self.agents.get(a)),
+            who.human.and_then(|h| self.humans.get(h)),
+            who.workload.and_then(|w| self.workloads.get(w)),
+            subject,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if rev.covers(who.iat) {
+                return Err(Hold::SubjectRevoked(rev));
+            }
+        }
+        let task = who.task.and_then(|t| self.tasks.get(t));
+        if let Some(task) = task.filter(|t| t.status != TaskStatus::Active) {
+            return Err(Hold::TaskEnded(task));
+        }
+        let sessions = who.agent.and_then(|a| self.sessions.get(a));
+        let session = sessions.and_then(|s| s.get(who.task.unwrap_or("")));
+        let everywhere = sessions.and_then(|s| s.get(""));
+        for held in [session, everywhere].into_iter().flatten() {
+            if held.paused(now).is_some() {
+                return Err(Hold::SessionPaused(held));
+            }
+        }
+        let ids = [who.agent, who.human, who.workload, who.task];
+        let mut risk = [None; 4];
+        for ((slot, map), id) in risk.iter_mut().zip(&self.risk).zip(ids) {
+            *slot = id.and_then(|id| map.get(id)).map(|s| &**s);
+        }
+        Ok(Live {
+            task,
+            session,
+            risk,
+        })
+    }
+
+    /// The signals about one kind of subject, by id.
+    fn risk_of(&mut self, subject: RiskSubject) -> &mut Map<Arc<[RiskSignal]>> {
+        let [agents, humans, workloads, tasks] = &mut self.risk;
+        match subject {
+            RiskSubject::Agent => agents,
+            RiskSubject::Human => humans,
+            RiskSubject::Workload => workloads,
+            RiskSubject::Task => tasks,
+        }
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values().flat_map(|by_task| by_task.values())
+    }
+
+    pub fn session(&self, agent: &str, task: &str) -> Option<&Session> {
+        self.sessions.get(agent).and_then(|s| s.get(task))
+    }
+
+    pub fn risk_signals(&self) -> impl Iterator<Item = &RiskSignal> {
+        self.risk
+            .iter()
+            .flat_map(|by_id| by_id.values().flat_map(|s| s.iter()))
+    }
+
+    /// How many entries each kind holds: tasks, token revocations, subject revocations,
+    /// sessions, risk signals.
+    pub fn counts(&self) -> [usize; 5] {
+        let nested = |m: &Map<Map<_>>| m.values().map(HashMap::len).sum::<usize>();
+        [
+            self.tasks.len(),
+            self.tokens.values().map(HashMap::len).sum(),
+            self.agents.len() + self.humans.len() + self.workloads.len() + nested(&self.subjects),
+            self.sessions.values().map(HashMap::len).sum(),
+            self.risk
+                .iter()
+                .map(|m| m.values().map(|s| s.len()).sum::<usize>())
+                .sum(),
+        ]
+    }
+
+    /// Every record, for a store to compare with or a listing.
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        let tasks = self.tasks.values().cloned().map(Record::Task);
+        let tokens = self
+            .tokens
+            .values()
+            .flat_map(|m| m.values().cloned().map(Record::Token));
+        let subjects = [&self.agents, &self.humans, &self.workloads]
+            .into_iter()
+            .flat_map(|m| m.values().cloned())
+            .chain(self.subjects.values().flat_map(|m| m.values().cloned()))
+            .map(Record::Subject);
+        tasks
+            .chain(tokens)
+            .chain(subjects)
+            .chain(self.sessions().cloned().map(Record::Session))
+            .chain(self.risk_signals().cloned().map(Record::Risk))
+    }
+
+    /// Applies one change in place: the updater does this on its own copy, which
+    /// shares every untouched branch with the snapshot being read.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Put(record) => self.put(record.clone()),
+            Change::Delete(key) => self.delete(key),
+        }
+    }
+
+    fn put(&mut self, record: Record) {
+        match record {
+            Record::Task(task) => {
+                self.tasks.insert(task.id.clone(), task);
+            }
+            Record::Token(rev) => {
+                self.tokens
+                    .entry(rev.jti.clone())
+                    .or_default()
+                    .insert(rev.issuer.clone(), rev);
+            }
+            Record::Subject(rev) => match (rev.kind, rev.issuer.clone()) {
+                (SubjectKind::Subject, Some(issuer)) => {
+                    self.subjects
+                        .entry(rev.id.clone())
+                        .or_default()
+                        .insert(issuer, rev);
+                }
+                // A subject revocation always names its issuer; the control API checks.
+                (SubjectKind::Subject, None) => {}
+                (kind, _) => {
+                    if let Some(map) = self.by_kind(kind) {
+                        map.insert(rev.id.clone(), rev);
+                    }
+                }
+            },
+            Record::Session(session) => {
+                self.sessions
+                    .entry(session.agent.clone())
+                    .or_default()
+                    .insert(session.task.clone(), session);
+            }
+            Record::Risk(signal) => {
+                let map = self.risk_of(signal.subject);
+                let mut signals: Vec<RiskSignal> =
+                    map.get(&*signal.id).map(|s| s.to_vec()).unwrap_or_default();
+                signals.retain(|s| (&s.kind, &s.source) != (&signal.kind, &signal.source));
+                let id = signal.id.clone();
+                signals.push(signal);
+                map.insert(id, signals.into());
+            }
+        }
+    }
+
+    /// The map of a kind keyed by id alone; one issuer's subjects are nested apart.
+    fn by_kind(&mut self, kind: SubjectKind) -> Option<&mut Map<SubjectRevocation>> {
+        match kind {
+            SubjectKind::Agent => Some(&mut self.agents),
+            SubjectKind::Human => Some(&mut self.humans),
+            SubjectKind::Workload => Some(&mut self.workloads),
+            SubjectKind::Subject => None,
+        }
+    }
+
+    fn delete(&mut self, key: &Key) {
+        let parts: Vec<&str> = key.parts().collect();
+        fn remove_nested<V: Clone>(map: &mut Map<Map<V>>, outer: &str, inner: &str) {
+            if let Some(m) = map.get_mut(outer) {
+                m.remove(inner);
+                if m.is_empty() {
+                    map.remove(outer);
+                }
+            }
+        }
+        match (key.table, parts.as_slice()) {
+            (Table::Tasks, [id]) => {
+                self.tasks.remove(*id);
+            }
+            (Table::Tokens, [issuer, jti]) => remove_nested(&mut self.tokens, jti, issuer),
+            (Table::Subjects, ["subject", issuer, id]) => {
+                remove_nested(&mut self.subjects, id, issuer);
+            }
+            (Table::Subjects, [kind, id]) => {
+                if let Some(map) = SubjectKind::parse(kind).and_then(|k| self.by_kind(k)) {
+                    map.remove(*id);
+                }
+            }
+            (Table::Sessions, [agent, task]) => remove_nested(&mut self.sessions, agent, task),
+            (Table::Risk, [subject, id, kind, source]) => {
+                let Some(subject) = RiskSubject::parse(subject) else {
+                    return;
+                };
+                let map = self.risk_of(subject);
+                if let Some(signals) = map.get(*id) {
+                    let kept: Vec<RiskSignal> = signals
+                        .iter()
+                        .filter(|s| (&*s.kind, &*s.source) != (*kind, *source))
+                        .cloned()
+                        .collect();
+                    if kept.is_empty() {
+                        map.remove(*id);
+                    } else {
+                        map.insert(Arc::from(*id), kept.into());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The keys of every entry with nothing left to hold at `now`: token revocations
+    /// past their token's expiry, subject revocations no valid token can fall under,
+    /// expired risk signals, and sessions whose pause ran out.
+    pub fn expired(&self, now: i64) -> Vec<Change> {
+        let mut gone: Vec<Change> = Vec::new();
+        for rec in self.records() {
+            let drop = match &rec {
+                Record::Token(rev) => rev.until <= now,
+                Record::Subject(rev) => rev.until <= now,
+                Record::Risk(signal) => !signal.live(now),
+                Record::Session(s) => s
+                    .pause
+                    .as_ref()
+                    .is_some_and(|p| p.until.is_some_and(|u| u <= now)),
+                Record::Task(_) => false,
+            };
+            if drop {
+                gone.push(match rec {
+                    // A session outlives its pause: only the pause goes.
+                    Record::Session(mut s) => {
+                        s.pause = None;
+                        Change::Put(Record::Session(s))
+                    }
+                    other => Change::Delete(other.key()),
+                });
+            }
+        }
+        gone
+    }
+}
+
+/// The read side: one snapshot, swapped whole. Cheap to share.
+#[derive(Debug, Default)]
+pub struct State {
+    current: ArcSwap<Snapshot>,
+}
+
+impl State {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The snapshot serving now: no lock, no copy.
+    pub fn snapshot(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! The unit a store keeps and a change carries: one record under one key. A fleet
+//! store (Redis) keeps the same records under the same keys.
+
+use serde::{Deserialize, Serialize};
+
+use super::{RiskSignal, Session, SubjectKind, SubjectRevocation, Task, TokenRevocation};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Not `kind`: risk signals and subject revocations have a field of that name.
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    Task(Task),
+    Token(TokenRevocation),
+    Subject(SubjectRevocation),
+    Session(Session),
+    Risk(RiskSignal),
+}
+
+/// Where a record lives. The names are the store's table names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    Tasks,
+    Tokens,
+    Subjects,
+    Sessions,
+    Risk,
+}
+
+impl Table {
+    pub const ALL: [Self; 5] = [
+        Self::Tasks,
+        Self::Tokens,
+        Self::Subjects,
+        Self::Sessions,
+        Self::Risk,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tasks => "tasks",
+            Self::Tokens => "tokens",
+            Self::Subjects => "subjects",
+            Self::Sessions => "sessions",
+            Self::Risk => "risk",
+        }
+    }
+}
+
+/// A record's key: its table and its id parts joined by U+001F, which no id may hold
+/// (the control API refuses control characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Key {
+    pub table: Table,
+    pub id: String,
+}
+
+const SEPARATOR: char = '\u{1f}';
+
+impl Key {
+    fn new<'a>(table: Table, parts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut id = String::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                id.push(SEPARATOR);
+            }
+            id.push_str(part);
+        }
+        Self { table, id }
+    }
+
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.id.split(SEPARATOR)
+    }
+
+    pub fn task(id: &str) -> Self {
+        Self::new(Table::Tasks, [id])
+    }
+
+    pub fn token(issuer: &str, jti: &str) -> Self {
+        Self::new(Table::Tokens, [issuer, jti])
+    }
+
+    pub fn subject(kind: SubjectKind, issuer: Option<&str>, id: &str) -> Self {
+        match (kind, issuer) {
+            (SubjectKind::Subject, Some(issuer)) => {
+                Self::new(Table::Subjects, [kind.name(), issuer, id])
+            }
+            _ => Self::new(Table::Subjects, [kind.name(), id]),
+        }
+    }
+
+    pub fn session(agent: &str, task: &str) -> Self {
+        Self::new(Table::Sessions, [agent, task])
+    }
+
+    pub fn risk(signal: &RiskSignal) -> Self {
+        Self::new(
+            Table::Risk,
+            [
+                signal.subject.name(),
+                &*signal.id,
+                &*signal.kind,
+                &*signal.source,
+            ],
+        )
+    }
+}
+
+impl Record {
+    pub fn key(&self) -> Key {
+        match self {
+            Self::Task(t) => Key::task(&t.id),
+            Self::Token(r) => Key::token(&r.issuer, &r.jti),
+            Self::Subject(r) => Key::subject(r.kind, r.issuer.as_deref(), &r.id),
+            Self::Session(s) => Key::session(&s.agent, &s.task),
+            Self::Risk(s) => Key::risk(s),
+        }
+    }
+}
+
+/// One change to the state: a record written whole, or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    Put(Record),
+    Delete(Key),
+}
+
+impl Change {
+    pub fn key(&self) -> Key {
+        match self {
+            Self::Put(record) => record.key(),
+            Self::Delete(key) => key.clone(),
+        }
+    }
+}

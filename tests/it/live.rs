@@ -1,0 +1,395 @@
+//! The live context through leash's own gRPC ports: tasks recorded from tokens, pauses,
+//! revocations, risk signals and ended tasks holding from the next Check, the
+//! `WatchEvents` stream, and durability across a restart and a `kill -9`.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::keys::{bearer, claims, jwks, signing_key};
+use common::{Leash, LeashProcess, PolicyDir, eventually, is_allowed, reason, request};
+use jsonwebtoken::Algorithm;
+use leash::edge::control::proto::{
+    ClearRiskSignalRequest, CompleteTaskRequest, GetTaskRequest, ListSessionsRequest,
+    ListTasksRequest, PauseSessionRequest, ReportRiskSignalRequest, ResumeSessionRequest,
+    RevokeSubjectRequest, RevokeTokenRequest, WatchEventsRequest,
+};
+use leash::token::mint::SigningKey;
+use serde_json::json;
+
+const ISS: &str = "https://idp.live";
+
+/// Allows an authenticated request while the agent's risk stays under 50.
+const POLICY: &str = "package envoy.authz
+import rego.v1
+default allow := false
+allow if {
+	input.leash.authenticated
+	input.leash.context.risk.agent.max < 50
+}
+";
+
+struct Issuer {
+    key: SigningKey,
+    yaml: String,
+}
+
+fn issuer() -> Issuer {
+    let key = signing_key(Algorithm::EdDSA);
+    let yaml = format!(
+        "tokens:\n  mode: required\n  issuers:\n    - issuer: {ISS}\n      audiences: [tools]\n      algorithms: [EdDSA]\n      require_workload_binding: false\n      jwks: {}\n",
+        jwks(&[(&key, "k1")])
+    );
+    Issuer { key, yaml }
+}
+
+impl Issuer {
+    /// A token of agent `planner` for human `alice` on `task`, issued `age` seconds ago.
+    fn token(&self, jti: &str, task: &str, age: i64) -> String {
+        let now = leash::clock::unix_now();
+        let claims = claims(json!({
+            "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
+            "task_id": task, "jti": jti, "iat": now - age, "exp": now - age + 600,
+        }));
+        self.key.sign(&claims, Some("k1"), None).unwrap()
+    }
+}
+
+fn call(token: &str, task: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    request(
+        "GET",
+        "/repos",
+        &[("authorization", &bearer(token)), ("x-agent-task", task)],
+    )
+}
+
+async fn start(issuer: &Issuer, policy: &PolicyDir, state: &str) -> Leash {
+    let dir = policy.path_str();
+    Leash::start_yaml(
+        &issuer.yaml,
+        &[
+            ("tokens.mode", "required"),
+            ("policy.dir", dir.as_str()),
+            ("policy.watch_interval", "0s"),
+            ("state.path", state),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn each_change_holds_from_the_next_check_and_lifts_as_it_should() {
+    let issuer = issuer();
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("state.redb").display().to_string();
+    let leash = start(&issuer, &policy, &path).await;
+    let mut control = leash.control_client().await;
+    let first = issuer.token("jti-1", "t-1", 10);
+    let second = issuer.token("jti-2", "t-1", 10);
+
+    let resp = leash.check(call(&first, "t-1")).await;
+    assert!(is_allowed(&resp), "{:?}", reason(&resp));
+
+    // The task is recorded from the token, with its human and agent.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            control
+                .get_task(GetTaskRequest { task: "t-1".into() })
+                .await
+                .is_ok_and(|t| t.get_ref().agents == ["planner"])
+        })
+        .await
+    );
+    let task = control
+        .get_task(GetTaskRequest { task: "t-1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (task.status.as_str(), task.human.as_str()),
+        ("active", "alice")
+    );
+    let sessions = control
+        .list_sessions(ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        (sessions[0].agent.as_str(), sessions[0].task.as_str()),
+        ("planner", "t-1")
+    );
+
+    // Pause and resume.
+    control
+        .pause_session(PauseSessionRequest {
+            agent: "planner".into(),
+            task: "t-1".into(),
+            reason: "looks off".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap();
+    let resp = leash.check(call(&first, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("session.paused"));
+    control
+        .resume_session(ResumeSessionRequest {
+            agent: "planner".into(),
+            task: "t-1".into(),
+        })
+        .await
+        .unwrap();
+    assert!(is_allowed(&leash.check(call(&first, "t-1")).await));
+
+    // One token revoked; its sibling still passes.
+    control
+        .revoke_token(RevokeTokenRequest {
+            issuer: ISS.into(),
+            jti: "jti-1".into(),
+            expires_at: 0,
+            reason: "leaked".into(),
+        })
+        .await
+        .unwrap();
+    let resp = leash.check(call(&first, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("token.revoked"));
+    assert!(is_allowed(&leash.check(call(&second, "t-1")).await));
+
+    // A risk signal the policy reads, then cleared.
+    control
+        .report_risk_signal(ReportRiskSignalRequest {
+            subject_kind: "agent".into(),
+            subject_id: "planner".into(),
+            kind: "anomalous_volume".into(),
+            score: 80,
+            source: "detector".into(),
+            ttl_seconds: 600,
+        })
+        .await
+        .unwrap();
+    let resp = leash.check(call(&second, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("policy.denied"));
+    control
+        .clear_risk_signal(ClearRiskSignalRequest {
+            subject_kind: "agent".into(),
+            subject_id: "planner".into(),
+            kind: "anomalous_volume".into(),
+            source: "detector".into(),
+        })
+        .await
+        .unwrap();
+    assert!(is_allowed(&leash.check(call(&second, "t-1")).await));
+
+    // The agent revoked as of 5 s ago: older tokens refused, a newer one passes.
+    let now = leash::clock::unix_now();
+    control
+        .revoke_subject(RevokeSubjectRequest {
+            kind: "agent".into(),
+            id: "planner".into(),
+            issuer: String::new(),
+            revoked_after: now - 5,
+            reason: "compromised".into(),
+        })
+        .await
+        .unwrap();
+    let resp = leash.check(call(&second, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("agent.revoked"));
+    let fresh = issuer.token("jti-3", "t-1", 1);
+    assert!(is_allowed(&leash.check(call(&fresh, "t-1")).await));
+
+    // Completing the task cuts every token bound to it, the fresh one too.
+    control
+        .complete_task(CompleteTaskRequest {
+            task: "t-1".into(),
+            reason: "done".into(),
+            revoke: false,
+        })
+        .await
+        .unwrap();
+    let resp = leash.check(call(&fresh, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("task.completed"));
+    let completed = control
+        .list_tasks(ListTasksRequest {
+            status: "completed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(completed.len(), 1);
+    assert!(!completed[0].ended_by.is_empty());
+    leash.stop().await;
+
+    // Restarted on the same store: every change is still there.
+    let leash = start(&issuer, &policy, &path).await;
+    let resp = leash.check(call(&second, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("agent.revoked"));
+    let other_task = issuer.token("jti-4", "t-2", 1);
+    assert!(is_allowed(&leash.check(call(&other_task, "t-2")).await));
+    let resp = leash.check(call(&fresh, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("task.completed"));
+}
+
+#[tokio::test]
+async fn bad_changes_are_refused_and_change_nothing() {
+    let issuer = issuer();
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("state.redb").display().to_string();
+    let leash = start(&issuer, &policy, &path).await;
+    let mut control = leash.control_client().await;
+    let code = |r: Result<_, tonic::Status>| r.err().map(|s| s.code());
+
+    let bad_score = control
+        .report_risk_signal(ReportRiskSignalRequest {
+            subject_kind: "agent".into(),
+            subject_id: "planner".into(),
+            kind: "x".into(),
+            score: 101,
+            source: "s".into(),
+            ttl_seconds: 60,
+        })
+        .await;
+    assert_eq!(code(bad_score), Some(tonic::Code::InvalidArgument));
+    let no_ttl = control
+        .report_risk_signal(ReportRiskSignalRequest {
+            subject_kind: "agent".into(),
+            subject_id: "planner".into(),
+            kind: "x".into(),
+            score: 10,
+            source: "s".into(),
+            ttl_seconds: 0,
+        })
+        .await;
+    assert_eq!(code(no_ttl), Some(tonic::Code::InvalidArgument));
+    let control_char = control
+        .pause_session(PauseSessionRequest {
+            agent: "plan\u{1f}ner".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(control_char), Some(tonic::Code::InvalidArgument));
+    let unknown_kind = control
+        .revoke_subject(RevokeSubjectRequest {
+            kind: "robot".into(),
+            id: "r".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(unknown_kind), Some(tonic::Code::InvalidArgument));
+    let not_paused = control
+        .resume_session(ResumeSessionRequest {
+            agent: "planner".into(),
+            task: "t-1".into(),
+        })
+        .await;
+    assert_eq!(code(not_paused), Some(tonic::Code::NotFound));
+
+    // Without a token: refused, and the task is not ended.
+    let mut anonymous = leash::edge::control::proto::control_client::ControlClient::new(
+        common::channel(leash.control).await,
+    );
+    let refused = anonymous
+        .complete_task(CompleteTaskRequest {
+            task: "t-1".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(refused), Some(tonic::Code::Unauthenticated));
+    let token = issuer.token("jti-1", "t-1", 1);
+    assert!(is_allowed(&leash.check(call(&token, "t-1")).await));
+}
+
+#[tokio::test]
+async fn watchers_see_every_change_in_order_and_can_replay_what_they_missed() {
+    let issuer = issuer();
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("state.redb").display().to_string();
+    let leash = start(&issuer, &policy, &path).await;
+    let mut control = leash.control_client().await;
+    let mut watch = control
+        .watch_events(WatchEventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    for agent in ["a", "b", "c"] {
+        control
+            .pause_session(PauseSessionRequest {
+                agent: agent.into(),
+                reason: "test".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap();
+        seen.push((event.seq, event.table, event.key, event.op));
+    }
+    let seqs: Vec<u64> = seen.iter().map(|e| e.0).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    let keys: Vec<&str> = seen.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(keys, ["a/", "b/", "c/"]);
+    assert!(seen.iter().all(|e| e.1 == "sessions" && e.3 == "put"));
+
+    // A new watcher asks for what came after the first change.
+    let mut replay = control
+        .watch_events(WatchEventsRequest { after_seq: seqs[0] })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut replayed = Vec::new();
+    for _ in 0..2 {
+        replayed.push(replay.message().await.unwrap().unwrap().seq);
+    }
+    assert_eq!(replayed, seqs[1..]);
+}
+
+/// A revocation acknowledged, then `kill -9`: after a restart it still holds.
+#[tokio::test]
+async fn an_acknowledged_revocation_survives_kill_9() {
+    let issuer = issuer();
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(&config, &issuer.yaml).unwrap();
+    let store = format!("state.path={}", dir.path().join("state.redb").display());
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--policy",
+        &policy.path_str(),
+        "--set",
+        "tokens.mode=required",
+        "--set",
+        &store,
+    ];
+    let token = issuer.token("jti-k", "t-k", 1);
+
+    let mut first = LeashProcess::start(&args).await;
+    let resp = common::check_at(first.grpc, call(&token, "t-k")).await;
+    assert!(is_allowed(&resp), "{:?}", reason(&resp));
+    let mut control = first.control_client().await;
+    control
+        .revoke_token(RevokeTokenRequest {
+            issuer: ISS.into(),
+            jti: "jti-k".into(),
+            expires_at: 0,
+            reason: "leaked".into(),
+        })
+        .await
+        .unwrap();
+    first.kill().await;
+
+    let second = LeashProcess::start(&args).await;
+    let resp = common::check_at(second.grpc, call(&token, "t-k")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("token.revoked"));
+}
