@@ -118,6 +118,15 @@ pub fn library_input<'a>(facts: &Established<'a>) -> Option<library::Input<'a>> 
         task: identity.and_then(|id| id.binding.task.as_deref()),
         depth,
         tool: tool.map(|t| (t.name.as_str(), t.known)),
+        risk: facts.live.map_or(0, |live| {
+            RiskSubject::ALL
+                .into_iter()
+                .flat_map(|subject| live.risk(subject))
+                .filter(|s| s.live(facts.now))
+                .map(|s| i64::from(s.score))
+                .max()
+                .unwrap_or(0)
+        }),
     })
 }
 

@@ -318,6 +318,7 @@ static LIBRARIES: LazyLock<Libraries> = LazyLock::new(|| {
         "{}",
         r#"{"settings": {"max_delegation_depth": 1, "human_required_for": ["destructive"], "allow_unknown_tools": true}}"#,
         r#"{"grants": {"t-1": {"destructive": ["tool:delete_repo", "host:*"], "export": ["*"]}}, "settings": {"human_required_for": []}}"#,
+        r#"{"settings": {"max_risk": {"read": 60, "destructive": 0}}}"#,
     ];
     let mut sets = Vec::new();
     let mut dirs = Vec::new();
@@ -376,10 +377,14 @@ fn library_in_rust_decides_as_the_rego() {
             (u8, u8, u8, bool, Option<u8>, u8),
             Vec<(u8, u8, u8, u8)>,
             (u8, u8, Option<(u8, bool)>, Option<u8>),
+            [u8; 4],
         )>()
-        .for_each(|(head, scopes, tail)| {
+        .for_each(|(head, scopes, tail, risk)| {
             let (data, class, resource, authenticated, human, depth) = *head;
             let (tags, details, tool, task) = *tail;
+            // Scores around every default limit (20, 50, 80) and the ends.
+            const SCORES: [u8; 12] = [0, 19, 20, 21, 49, 50, 51, 60, 79, 80, 81, 100];
+            let score = |i: usize| SCORES[usize::from(risk[i]) % SCORES.len()];
             let kind = pick(&KINDS[..5], resource);
             let name = pick(&NAMES, resource / 8);
             // A scope of 1 to 4 parts, or a grant of a kind for a resource.
@@ -421,6 +426,12 @@ fn library_in_rust_decides_as_the_rego() {
                 "action": {"class": pick(&CLASSES[..3], class), "tags": tags},
                 "resource": {"kind": kind, "name": name, "id": id},
                 "tool": tool.map(|(n, known)| serde_json::json!({"name": pick(&NAMES, n), "known": known})),
+                "context": {"risk": {
+                    "agent": {"max": score(0), "signals": []},
+                    "human": {"max": score(1), "signals": []},
+                    "workload": {"max": score(2), "signals": []},
+                    "task": {"max": score(3), "signals": []},
+                }},
             }});
             let value = Value::from(input);
             let libraries = &LIBRARIES.sets;

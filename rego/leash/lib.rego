@@ -31,6 +31,30 @@ allow_unknown_tools := a if {
 	is_boolean(a)
 }
 
+# The highest live risk score (0 to 100) each class tolerates: reads more than
+# writes, destructive actions least. A class the setting leaves out tolerates none.
+default max_risk := {"read": 80, "write": 50, "destructive": 20}
+
+max_risk := m if {
+	m := data.leash.settings.max_risk
+	is_object(m)
+}
+
+# Who or what a risk signal can be about; leash reports each in
+# input.leash.context.risk, with the highest live score as `max` (0 with none).
+risk_subjects := ["agent", "human", "workload", "task"]
+
+# The highest live risk score about the request: defined only when leash reported
+# every subject kind, so a missing report is no evidence of low risk.
+risk_score := max(scores) if {
+	scores := [score |
+		some subject in risk_subjects
+		score := input.leash.context.risk[subject].max
+		is_number(score)
+	]
+	count(scores) == count(risk_subjects)
+}
+
 # How much each class may do; a scope for a class covers the classes below it.
 levels := {"read": 1, "write": 2, "destructive": 3}
 

@@ -20,7 +20,7 @@ use regorus::Value;
 /// The sha256 of the embedded library's modules (path and text) this file implements.
 /// A change to the Rego turns the Rust form off until it is brought along, and a test
 /// fails meanwhile.
-pub const SPECIFICATION: &str = "aadcd6f5c0580694ea4fc4c4f22a6a1e1a095e09d30d0f08a1448186901fa984";
+pub const SPECIFICATION: &str = "15cdafd454981fe353db091d73de6b74b03ac6c062ce3e0649d901b626244e91";
 
 /// Data paths of the library's own rules. Data there clashes with a rule: the VM
 /// refuses it and the interpreter lets it override the rule.
@@ -80,6 +80,8 @@ pub struct Input<'a> {
     pub depth: i64,
     /// `tool.name` and `tool.known`, when `tool` is an object with both.
     pub tool: Option<(&'a str, bool)>,
+    /// The highest live risk score in `context.risk` across the subject kinds.
+    pub risk: i64,
 }
 
 impl<'a> Input<'a> {
@@ -116,8 +118,29 @@ impl<'a> Input<'a> {
             task: member(leash, "task").and_then(string),
             depth: integer(member(member(leash, "delegation")?, "depth")?)?,
             tool,
+            risk: risk_score(member(member(leash, "context")?, "risk")?)?,
         })
     }
+}
+
+/// `data.leash.lib.risk_score`: the highest `max` of the four subject kinds, each a
+/// whole number; `None` (left to the Rego) for any other shape.
+fn risk_score(risk: &Value) -> Option<i64> {
+    let mut highest = i64::MIN;
+    for subject in RISK_SUBJECTS {
+        highest = highest.max(integer(member(member(risk, subject)?, "max")?)?);
+    }
+    Some(highest)
+}
+
+/// `data.leash.lib.risk_subjects`.
+const RISK_SUBJECTS: [&str; 4] = ["agent", "human", "workload", "task"];
+
+/// A whole number of 0 or more written without a fraction: one regorus prints with
+/// `%d` as Rust prints an `i64` (a negative or fractional one it prints otherwise).
+fn whole(value: &Value) -> Option<i64> {
+    integer(value)
+        .filter(|n| *n >= 0 && serde_json::to_string(value).is_ok_and(|s| s == n.to_string()))
 }
 
 /// `human` as the library defines it: a non-empty string.
@@ -177,6 +200,9 @@ pub struct Library {
     /// read once, so a Check compares no values.
     human_required_for: [bool; 3],
     allow_unknown_tools: bool,
+    /// The highest risk score each class tolerates, in [`Class`] order; `None` where
+    /// the setting names no number for the class (the requirement is then unmet).
+    max_risk: [Option<i64>; 3],
     /// `data.leash.grants`: task -> grant kind -> names.
     grants: Value,
     /// The allow results, one per class, built once.
@@ -201,14 +227,10 @@ impl Library {
         // regorus prints a negative or fractional number with `%d` unlike Rust; only
         // whole numbers written without a fraction are taken.
         let max_delegation_depth = match setting("max_delegation_depth") {
-            Some(value @ Value::Number(_)) => integer(value)
-                .filter(|n| {
-                    *n >= 0 && serde_json::to_string(value).is_ok_and(|s| s == n.to_string())
-                })
-                .ok_or(
-                    "data.leash.settings.max_delegation_depth is not a whole number of 0 or more"
-                        .to_owned(),
-                )?,
+            Some(value @ Value::Number(_)) => whole(value).ok_or(
+                "data.leash.settings.max_delegation_depth is not a whole number of 0 or more"
+                    .to_owned(),
+            )?,
             _ => 2,
         };
         let needs_human = |class: Class| match setting("human_required_for") {
@@ -221,6 +243,25 @@ impl Library {
             needs_human(Class::Destructive),
         ];
         let allow_unknown_tools = matches!(setting("allow_unknown_tools"), Some(Value::Bool(true)));
+        let max_risk = match setting("max_risk") {
+            Some(limits @ Value::Object(_)) => {
+                let limit = |class: Class| match member(limits, class.name()) {
+                    Some(value @ Value::Number(_)) => whole(value).map(Some).ok_or_else(|| {
+                        format!(
+                            "data.leash.settings.max_risk.{} is not a whole number of 0 or more",
+                            class.name()
+                        )
+                    }),
+                    _ => Ok(None),
+                };
+                [
+                    limit(Class::Read)?,
+                    limit(Class::Write)?,
+                    limit(Class::Destructive)?,
+                ]
+            }
+            _ => [Some(80), Some(50), Some(20)],
+        };
         let grants = leash
             .and_then(|l| member(l, "grants"))
             .cloned()
@@ -252,6 +293,7 @@ impl Library {
             max_delegation_depth,
             human_required_for,
             allow_unknown_tools,
+            max_risk,
             grants,
             allows: [
                 allow(Class::Read),
@@ -338,6 +380,24 @@ impl Library {
                 "tool {} is not in the operator's tool table",
                 input.name
             ));
+        }
+        let [read, write, destructive] = self.max_risk;
+        let limit = match input.class {
+            Class::Read => read,
+            Class::Write => write,
+            Class::Destructive => destructive,
+        };
+        match limit {
+            Some(limit) if input.risk <= limit => {}
+            Some(limit) => {
+                reasons.insert(format!(
+                    "risk score {} is above the {class} limit of {limit}",
+                    input.risk
+                ));
+            }
+            None => {
+                reasons.insert("requirement risk is not met".to_owned());
+            }
         }
         if input.opaque_body {
             reasons.insert(format!(

@@ -24,6 +24,7 @@ requirements := {
 	"privilege_human", # a delegating human for a privilege change
 	"known_tool", # a tool from the operator's tool table
 	"readable_body", # a body leash could read, or a rule that takes any
+	"risk", # live risk signals within what the class tolerates
 }
 
 unmet := requirements - met
@@ -47,6 +48,7 @@ met contains "shape" if {
 	is_array(data.leash.lib.tags)
 	is_object(data.leash.lib.resource)
 	is_number(input.leash.delegation.depth)
+	is_number(data.leash.lib.risk_score)
 }
 
 explain("shape") := "input.leash is incomplete: leash builds it for every request, so this input did not come from leash"
@@ -181,4 +183,18 @@ met contains "readable_body" if {
 
 explain("readable_body") := sprintf("cannot tell what this %s request to %s does: leash could not read its body; send JSON or a form, or name the route in an actions rule with allow_opaque_body", [data.leash.lib.class, data.leash.lib.resource_id]) if {
 	"opaque_body" in data.leash.lib.tags
+}
+
+met contains "risk" if {
+	limit := data.leash.lib.max_risk[data.leash.lib.class]
+	is_number(limit)
+	data.leash.lib.risk_score <= limit
+}
+
+explain("risk") := sprintf("risk score %d is above the %s limit of %d", [score, class, limit]) if {
+	score := data.leash.lib.risk_score
+	class := data.leash.lib.class
+	limit := data.leash.lib.max_risk[class]
+	is_number(limit)
+	score > limit
 }
