@@ -393,3 +393,191 @@ async fn an_acknowledged_revocation_survives_kill_9() {
     let resp = common::check_at(second.grpc, call(&token, "t-k")).await;
     assert_eq!(reason(&resp).as_deref(), Some("token.revoked"));
 }
+
+/// Through a real Envoy on the shipped bootstrap, leash on its embedded library: the
+/// live context decides the next request the agent sends.
+#[tokio::test]
+async fn through_envoy_the_live_context_decides_the_next_request() {
+    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
+    use leash::edge::control::proto::Event;
+
+    let Some(envoy_bin) = require_envoy() else {
+        return;
+    };
+    let issuer = issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(&config, &issuer.yaml).unwrap();
+    let leash = LeashProcess::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "tokens.mode=required",
+        "--set",
+        "response.reason_header=x-leash-reason",
+    ])
+    .await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
+    let mut control = leash.control_client().await;
+    let mut watch = control
+        .watch_events(WatchEventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The library needs a scope for the host and, for writes, a delegating human.
+    let mint = |jti: &str, age: i64| {
+        let now = leash::clock::unix_now();
+        issuer
+            .key
+            .sign(
+                &claims(json!({
+                    "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
+                    "task_id": "t-1", "jti": jti, "scope": "host:*:write",
+                    "iat": now - age, "exp": now - age + 600,
+                })),
+                Some("k1"),
+                None,
+            )
+            .unwrap()
+    };
+    let old = mint("e-1", 30);
+    let send = |method: &'static str, token: String| {
+        let envoy = &envoy;
+        async move {
+            let auth = bearer(&token);
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("x-agent-task", "t-1"),
+                ("content-type", "application/json"),
+            ];
+            let body = if method == "POST" {
+                r#"{"name":"x"}"#
+            } else {
+                ""
+            };
+            let resp = envoy.send(method, "/items", &headers, body).await;
+            (
+                resp.status,
+                resp.header("x-leash-reason").map(str::to_owned),
+            )
+        }
+    };
+    assert_eq!(send("GET", old.clone()).await, (200, None));
+    assert_eq!(send("POST", old.clone()).await, (200, None));
+
+    // A risk signal above the write limit (50) and under the read limit (80): writes
+    // are refused, reads pass, and its expiry lifts it.
+    control
+        .report_risk_signal(ReportRiskSignalRequest {
+            subject_kind: "agent".into(),
+            subject_id: "planner".into(),
+            kind: "anomalous_volume".into(),
+            score: 60,
+            source: "detector".into(),
+            ttl_seconds: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(send("GET", old.clone()).await, (200, None));
+    assert_eq!(
+        send("POST", old.clone()).await,
+        (403, Some("policy.denied".to_owned()))
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || send("POST", old.clone())
+            .await
+            .0
+            == 200)
+        .await,
+        "the signal expired"
+    );
+
+    // Pause, then resume.
+    control
+        .pause_session(PauseSessionRequest {
+            agent: "planner".into(),
+            task: "t-1".into(),
+            reason: "review".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        send("GET", old.clone()).await,
+        (403, Some("session.paused".to_owned()))
+    );
+    control
+        .resume_session(ResumeSessionRequest {
+            agent: "planner".into(),
+            task: "t-1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(send("GET", old.clone()).await, (200, None));
+
+    // The agent revoked 5 s ago: its older token is refused, a newer one passes.
+    control
+        .revoke_subject(RevokeSubjectRequest {
+            kind: "agent".into(),
+            id: "planner".into(),
+            issuer: String::new(),
+            revoked_after: leash::clock::unix_now() - 5,
+            reason: "rotated".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        send("GET", old.clone()).await,
+        (403, Some("agent.revoked".to_owned()))
+    );
+    let new = mint("e-2", 0);
+    assert_eq!(send("GET", new.clone()).await, (200, None));
+
+    // Completing the task cuts the agent off on its next request.
+    control
+        .complete_task(CompleteTaskRequest {
+            task: "t-1".into(),
+            reason: "done".into(),
+            revoke: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        send("GET", new).await,
+        (403, Some("task.completed".to_owned()))
+    );
+
+    // The operator's changes, in order, each once.
+    let mut mine: Vec<Event> = Vec::new();
+    while mine.len() < 5 {
+        let event = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.missed, 0);
+        if event.by != "leash" {
+            mine.push(event);
+        }
+    }
+    let tables: Vec<&str> = mine.iter().map(|e| e.table.as_str()).collect();
+    assert_eq!(
+        tables,
+        ["risk", "sessions", "sessions", "subjects", "tasks"]
+    );
+    assert!(mine.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // A caller without the admin token changes nothing.
+    let mut anonymous = leash::edge::control::proto::control_client::ControlClient::new(
+        common::channel(leash.control).await,
+    );
+    let refused = anonymous
+        .resume_session(ResumeSessionRequest {
+            agent: "planner".into(),
+            task: "t-1".into(),
+        })
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+}
