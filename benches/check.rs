@@ -109,6 +109,17 @@ fn authz_on(config: &Config, pipeline: leash::pipeline::Pipeline) -> Authz {
     }
 }
 
+/// The bench issuer, as revocations name it.
+fn trust() -> leash::state::ops::Trust<'static> {
+    static ISSUERS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec![ISS.to_owned()]);
+    leash::state::ops::Trust {
+        issuers: &ISSUERS,
+        longest: 900,
+        leeway: 60,
+    }
+}
+
 /// A state store holding what a busy fleet member might: 100 000 revoked tokens (none
 /// of them the bench's), 10 000 live tasks (t-1 among them, with its session) and a
 /// few risk signals. Loaded in large commits, as a restart loads it.
@@ -125,15 +136,16 @@ fn loaded_state(dir: &std::path::Path) -> Arc<leash::state::Updater> {
     };
     for chunk in 0..10 {
         updater
-            .update_blocking("bench", by.now, move |_| {
+            .update_blocking("bench", by.now, move |snapshot| {
                 let mut changes = Vec::new();
                 for i in chunk * 10_000..(chunk + 1) * 10_000 {
                     changes.extend(ops::revoke_token(
+                        snapshot,
                         ISS,
                         &format!("revoked-{i}"),
                         0,
                         "",
-                        900,
+                        trust(),
                         by,
                     )?);
                 }
@@ -479,8 +491,16 @@ fn main() {
             };
             for i in 0..10_000 {
                 updater
-                    .update_blocking("bench", by.now, move |_| {
-                        leash::state::ops::revoke_token(ISS, &format!("burst-{i}"), 0, "", 900, by)
+                    .update_blocking("bench", by.now, move |snapshot| {
+                        leash::state::ops::revoke_token(
+                            snapshot,
+                            ISS,
+                            &format!("burst-{i}"),
+                            0,
+                            "",
+                            trust(),
+                            by,
+                        )
                     })
                     .unwrap();
             }

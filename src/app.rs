@@ -212,7 +212,7 @@ impl App {
                 self.metrics.clone(),
                 access,
                 self.updater.clone(),
-                self.config.tokens.settings.max_lifetime(),
+                &self.config.tokens.settings,
             );
             tasks.spawn(serve::grpc(
                 slots("control").tcp(control),

@@ -223,10 +223,29 @@ impl Pipeline {
         let snapshot = self.state.snapshot();
         let live = match facts.identity.as_ref() {
             Some(identity) => {
-                let who = who(identity, view);
-                match snapshot.standing(&who, now) {
+                let primary = who(identity, &identity.token, view);
+                // A transaction token beside it is revocable on its own terms too.
+                let txn = identity.txn.as_deref().map(|t| who(identity, t, view));
+                for w in std::iter::once(&primary).chain(&txn) {
+                    if let Some((what, _)) = w.ungovernable() {
+                        return deny(
+                            Decision::deny(
+                                DenyReason::TokenInvalid,
+                                format!(
+                                    "the token's {what} is empty, longer than {} bytes or holds a control character: no operator could revoke or pause it",
+                                    crate::state::ops::MAX_ID_BYTES
+                                ),
+                            ),
+                            facts,
+                        );
+                    }
+                }
+                if let Some(Err(hold)) = txn.as_ref().map(|t| snapshot.standing(t, now)) {
+                    return deny(held(&hold), facts);
+                }
+                match snapshot.standing(&primary, now) {
                     Ok(live) => {
-                        self.sight(&who, &live, now);
+                        self.sight(&primary, &live, now);
                         Some(live)
                     }
                     Err(hold) => return deny(held(&hold), facts),
@@ -306,8 +325,8 @@ impl Pipeline {
         let (Some(sightings), Some(task)) = (&self.sightings, who.task) else {
             return;
         };
-        let known = live.task.is_some_and(|t| t.knows(who.agent))
-            && (who.agent.is_none() || live.session.is_some());
+        // A new agent on a known task brings a new session: one test covers both.
+        let known = live.task.is_some() && (who.agent.is_none() || live.session.is_some());
         if !known {
             let _ = sightings.try_send(Sighting {
                 task: Arc::from(task),
@@ -385,15 +404,21 @@ fn classify(
     })
 }
 
-/// Who a verified request speaks for, as the live context reads it.
-fn who<'a>(identity: &'a Identity, view: &'a RequestView) -> Who<'a> {
-    let claims = &identity.token.claims;
+/// Who `token` (the request's access token or the transaction token beside it) speaks
+/// for, as the live context reads it.
+fn who<'a>(
+    identity: &'a Identity,
+    token: &'a crate::token::VerifiedToken,
+    view: &'a RequestView,
+) -> Who<'a> {
+    let claims = &token.claims;
     Who {
-        issuer: &identity.token.issuer.config.issuer,
+        issuer: &token.issuer.config.issuer,
         jti: claims.jti.as_deref(),
         iat: claims.iat,
         subject: claims.subject.as_deref(),
         agent: claims.agent.as_deref(),
+        actors: &claims.chain,
         human: claims.human.as_deref(),
         workload: Some(view.source_principal.as_str())
             .filter(|p| !p.is_empty())

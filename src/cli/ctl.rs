@@ -105,25 +105,34 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                 list.sessions.iter().for_each(print_session);
             });
         }
-        CtlCommand::Watch { after } => {
-            let mut events = client
-                .watch_events(WatchEventsRequest { after_seq: after })
-                .await
-                .map_err(refused)?
-                .into_inner();
-            while let Some(event) = events.message().await.map_err(refused)? {
-                if args.json {
-                    println!("{}", serde_json::to_string(&event)?);
-                } else if event.missed > 0 {
-                    println!("(missed {} events: this watcher fell behind)", event.missed);
-                } else {
-                    println!(
-                        "#{} {} {} {} by {} {}",
-                        event.seq, event.op, event.table, event.key, event.by, event.record_json
-                    );
+        CtlCommand::Watch { mut after } => {
+            // The control port closes connections after listen.max_connection_age:
+            // pick up where the stream ended.
+            loop {
+                let mut events = client
+                    .watch_events(WatchEventsRequest { after_seq: after })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                while let Ok(Some(event)) = events.message().await {
+                    after = after.max(event.seq);
+                    if args.json {
+                        println!("{}", serde_json::to_string(&event)?);
+                    } else if event.missed > 0 {
+                        println!("(missed {} events: this watcher fell behind)", event.missed);
+                    } else {
+                        println!(
+                            "#{} {} {} {:?} by {:?} {}",
+                            event.seq,
+                            event.op,
+                            event.table,
+                            event.key,
+                            event.by,
+                            event.record_json.escape_debug()
+                        );
+                    }
                 }
             }
-            return Ok(ExitCode::SUCCESS);
         }
         // The verbs that change the live context, each answered with a ChangeResponse.
         CtlCommand::CompleteTask {
@@ -249,18 +258,18 @@ fn show(
     Ok(ExitCode::SUCCESS)
 }
 
+// Ids come from agents' tokens: quoted and escaped, so none can drive the terminal.
+
 fn print_task(t: &TaskInfo) {
-    let human = if t.human.is_empty() { "-" } else { &t.human };
     print!(
-        "{}  {}  human {}  agents [{}]  since {}",
-        t.id,
-        t.status,
-        human,
-        t.agents.join(", "),
-        t.first_seen
+        "{:?}  {}  human {:?}  agents {:?}  since {}",
+        t.id, t.status, t.human, t.agents, t.first_seen
     );
     if t.ended > 0 {
-        print!("  ended {} by {}: {}", t.ended, t.ended_by, t.end_reason);
+        print!(
+            "  ended {} by {:?}: {:?}",
+            t.ended, t.ended_by, t.end_reason
+        );
     }
     println!();
 }

@@ -31,8 +31,11 @@ pub struct ControlService {
     metrics: Arc<Metrics>,
     access: Access,
     updater: Arc<Updater>,
-    /// How long a token revoked without its `exp` is kept revoked.
-    longest_token: i64,
+    /// The trusted issuers, the longest token lifetime and the largest leeway (seconds),
+    /// for revocations to name real issuers and last long enough.
+    issuers: Arc<[String]>,
+    longest: i64,
+    leeway: i64,
     started: Instant,
 }
 
@@ -42,15 +45,26 @@ impl ControlService {
         metrics: Arc<Metrics>,
         access: Access,
         updater: Arc<Updater>,
-        longest_token: Duration,
+        tokens: &crate::token::TokenSettings,
     ) -> Self {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Self {
             reloader,
             metrics,
             access,
             updater,
-            longest_token: i64::try_from(longest_token.as_secs()).unwrap_or(i64::MAX),
+            issuers: tokens.issuers.iter().map(|i| i.issuer.clone()).collect(),
+            longest: secs(tokens.max_lifetime()),
+            leeway: secs(tokens.max_leeway()),
             started: Instant::now(),
+        }
+    }
+
+    fn trust(&self) -> OwnedTrust {
+        OwnedTrust {
+            issuers: self.issuers.clone(),
+            longest: self.longest,
+            leeway: self.leeway,
         }
     }
 
@@ -134,6 +148,23 @@ fn policy_status(info: &PolicyInfo) -> proto::PolicyStatus {
     }
 }
 
+/// [`ops::Trust`] that a blocking closure can own.
+struct OwnedTrust {
+    issuers: Arc<[String]>,
+    longest: i64,
+    leeway: i64,
+}
+
+impl OwnedTrust {
+    fn get(&self) -> ops::Trust<'_> {
+        ops::Trust {
+            issuers: &self.issuers,
+            longest: self.longest,
+            leeway: self.leeway,
+        }
+    }
+}
+
 fn task_info(t: &Task) -> proto::TaskInfo {
     proto::TaskInfo {
         id: t.id.to_string(),
@@ -202,9 +233,17 @@ impl Control for ControlService {
     ) -> Result<Response<proto::ChangeResponse>, Status> {
         let caller = self.authorize(&request, Role::Operator)?;
         let r = request.into_inner();
-        let longest = self.longest_token;
-        self.change(caller, "RevokeToken", move |_, by| {
-            ops::revoke_token(&r.issuer, &r.jti, r.expires_at, &r.reason, longest, by)
+        let trust = self.trust();
+        self.change(caller, "RevokeToken", move |snap, by| {
+            ops::revoke_token(
+                snap,
+                &r.issuer,
+                &r.jti,
+                r.expires_at,
+                &r.reason,
+                trust.get(),
+                by,
+            )
         })
         .await
     }
@@ -215,8 +254,20 @@ impl Control for ControlService {
     ) -> Result<Response<proto::ChangeResponse>, Status> {
         let caller = self.authorize(&request, Role::Operator)?;
         let r = request.into_inner();
-        self.change(caller, "RevokeSubject", move |_, by| {
-            ops::revoke_subject(&r.kind, &r.id, &r.issuer, r.revoked_after, &r.reason, by)
+        let trust = self.trust();
+        self.change(caller, "RevokeSubject", move |snap, by| {
+            ops::revoke_subject(
+                snap,
+                &ops::Subject {
+                    kind: &r.kind,
+                    id: &r.id,
+                    issuer: &r.issuer,
+                    after: r.revoked_after,
+                },
+                &r.reason,
+                trust.get(),
+                by,
+            )
         })
         .await
     }
@@ -334,6 +385,13 @@ impl Control for ControlService {
         // Subscribe before reading the feed, so nothing falls between the two.
         let mut live = self.updater.watch();
         let mut replay = Vec::new();
+        let current = self.updater.state().snapshot().seq;
+        if after > current {
+            return Err(Status::out_of_range(format!(
+                "sequence number {after} is ahead of this store's last change ({current}): \
+                 it is another store's, or one that was recreated; watch from 0"
+            )));
+        }
         if after > 0 {
             let updater = self.updater.clone();
             let feed = tokio::task::spawn_blocking(move || updater.store().changes_since(after))
@@ -341,11 +399,9 @@ impl Control for ControlService {
                 .map_err(|_| Status::unavailable("the state store stopped"))?
                 .map_err(|err| Status::unavailable(err.to_string()))?;
             match feed {
-                Some(changes) => replay.extend(
-                    changes
-                        .iter()
-                        .map(|(seq, change)| event(*seq, 0, "", change)),
-                ),
+                Some(events) => {
+                    replay.extend(events.iter().map(|e| event(e.seq, e.at, &e.by, &e.change)))
+                }
                 None => {
                     return Err(Status::out_of_range(format!(
                         "the store no longer keeps the changes after {after}"

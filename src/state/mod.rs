@@ -19,15 +19,24 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use imbl::HashMap;
 
-pub use record::{Change, Key, Record, Table};
+pub use record::{Change, Event, Key, Record, Table};
 pub use revocations::{SubjectKind, SubjectRevocation, TokenRevocation};
 pub use risk::{RiskSignal, RiskSubject};
 pub use sessions::{Pause, Session};
 pub use store::{RedbStore, Store, StoreError, Stored};
 pub use tasks::{Task, TaskStatus};
-pub use updater::{Event, Sighting, UpdateError, Updater};
+pub use updater::{Sighting, UpdateError, Updater};
 
 type Map<V> = HashMap<Arc<str>, V>;
+
+/// How long an ended task is kept: far longer than any token bound to it can live,
+/// so that no such token finds the task unrecorded and records it afresh as active.
+pub const ENDED_TASK_RETENTION: i64 = 7 * 24 * 3600;
+
+/// How many tasks, and sessions, Checks may record: an agent that can name fresh tasks
+/// cannot grow the state without bound. Beyond it, new ones are not recorded (an
+/// operator can still end or pause them; ending one records it).
+pub const MAX_RECORDED: usize = 100_000;
 
 /// Everything live, at one sequence number.
 #[derive(Debug, Clone, Default)]
@@ -57,9 +66,38 @@ pub struct Who<'a> {
     pub iat: Option<i64>,
     pub subject: Option<&'a str>,
     pub agent: Option<&'a str>,
+    /// Every actor of the delegation chain, current first: a revoked or paused agent
+    /// does not act through another.
+    pub actors: &'a [String],
     pub human: Option<&'a str>,
     pub workload: Option<&'a str>,
     pub task: Option<&'a str>,
+}
+
+impl Who<'_> {
+    /// The first name the state could not hold: too long, or with a control
+    /// character. A request naming one is refused, since no operator could revoke or
+    /// pause it.
+    pub fn ungovernable(&self) -> Option<(&'static str, &str)> {
+        [
+            ("jti", self.jti),
+            ("sub", self.subject),
+            ("agent", self.agent),
+            ("human", self.human),
+            ("workload", self.workload),
+            ("task", self.task),
+        ]
+        .into_iter()
+        .filter_map(|(what, v)| v.map(|v| (what, v)))
+        .chain(self.actors.iter().map(|a| ("act", a.as_str())))
+        .find(|(_, v)| !ops::valid_id(v))
+    }
+
+    fn agents(&self) -> impl Iterator<Item = &str> {
+        self.agent
+            .into_iter()
+            .chain(self.actors.iter().map(String::as_str))
+    }
 }
 
 /// Why the live context refuses a request before policy.
@@ -110,15 +148,16 @@ impl Snapshot {
             .subject
             .and_then(|sub| self.subjects.get(sub))
             .and_then(|by_issuer| by_issuer.get(who.issuer));
-        for rev in [
-            who.agent.and_then(|a| self.agents.get(a)),
-            who.human.and_then(|h| self.humans.get(h)),
-            who.workload.and_then(|w| self.workloads.get(w)),
-            subject,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        let agents = who.agents().filter_map(|a| self.agents.get(a));
+        for rev in agents.chain(
+            [
+                who.human.and_then(|h| self.humans.get(h)),
+                who.workload.and_then(|w| self.workloads.get(w)),
+                subject,
+            ]
+            .into_iter()
+            .flatten(),
+        ) {
             if rev.covers(who.iat) {
                 return Err(Hold::SubjectRevoked(rev));
             }
@@ -127,14 +166,21 @@ impl Snapshot {
         if let Some(task) = task.filter(|t| t.status != TaskStatus::Active) {
             return Err(Hold::TaskEnded(task));
         }
-        let sessions = who.agent.and_then(|a| self.sessions.get(a));
-        let session = sessions.and_then(|s| s.get(who.task.unwrap_or("")));
-        let everywhere = sessions.and_then(|s| s.get(""));
-        for held in [session, everywhere].into_iter().flatten() {
-            if held.paused(now).is_some() {
-                return Err(Hold::SessionPaused(held));
+        let task_key = who.task.unwrap_or("");
+        for sessions in who.agents().filter_map(|a| self.sessions.get(a)) {
+            for held in [sessions.get(task_key), sessions.get("")]
+                .into_iter()
+                .flatten()
+            {
+                if held.paused(now).is_some() {
+                    return Err(Hold::SessionPaused(held));
+                }
             }
         }
+        let session = who
+            .agent
+            .and_then(|a| self.sessions.get(a))
+            .and_then(|s| s.get(task_key));
         let ids = [who.agent, who.human, who.workload, who.task];
         let mut risk = [None; 4];
         for ((slot, map), id) in risk.iter_mut().zip(&self.risk).zip(ids) {
@@ -158,8 +204,37 @@ impl Snapshot {
         }
     }
 
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.values().map(HashMap::len).sum()
+    }
+
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.tasks.get(id)
+    }
+
+    pub fn token_revocation(&self, issuer: &str, jti: &str) -> Option<&TokenRevocation> {
+        self.tokens.get(jti).and_then(|m| m.get(issuer))
+    }
+
+    pub fn subject_revocation(
+        &self,
+        kind: SubjectKind,
+        issuer: Option<&str>,
+        id: &str,
+    ) -> Option<&SubjectRevocation> {
+        match (kind, issuer) {
+            (SubjectKind::Agent, _) => self.agents.get(id),
+            (SubjectKind::Human, _) => self.humans.get(id),
+            (SubjectKind::Workload, _) => self.workloads.get(id),
+            (SubjectKind::Subject, Some(issuer)) => {
+                self.subjects.get(id).and_then(|m| m.get(issuer))
+            }
+            (SubjectKind::Subject, None) => None,
+        }
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
@@ -324,9 +399,9 @@ impl Snapshot {
         }
     }
 
-    /// The keys of every entry with nothing left to hold at `now`: token revocations
-    /// past their token's expiry, subject revocations no valid token can fall under,
-    /// expired risk signals, and sessions whose pause ran out.
+    /// The changes that remove what has nothing left to hold at `now`: token
+    /// revocations past their token's expiry, expired risk signals, pauses that ran
+    /// out, and tasks ended more than [`ENDED_TASK_RETENTION`] ago.
     pub fn expired(&self, now: i64) -> Vec<Change> {
         let mut gone: Vec<Change> = Vec::new();
         for rec in self.records() {
@@ -338,7 +413,9 @@ impl Snapshot {
                     .pause
                     .as_ref()
                     .is_some_and(|p| p.until.is_some_and(|u| u <= now)),
-                Record::Task(_) => false,
+                Record::Task(t) => t
+                    .ended
+                    .is_some_and(|ended| ended.saturating_add(ENDED_TASK_RETENTION) <= now),
             };
             if drop {
                 gone.push(match rec {

@@ -16,12 +16,20 @@ pub struct By<'a> {
     pub now: i64,
 }
 
-/// Ids become store keys and log fields: bounded, and free of control characters.
+/// The longest id the state keeps.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Ids become store keys and log fields: bounded, and free of control characters
+/// (U+001F joins a key's parts).
+pub fn valid_id(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_ID_BYTES && !value.chars().any(char::is_control)
+}
+
 fn id<'a>(what: &str, value: &'a str) -> Result<&'a str, UpdateError> {
     if value.is_empty() {
         return Err(UpdateError::Invalid(format!("{what} is required")));
     }
-    if value.len() > 512 || value.chars().any(char::is_control) {
+    if !valid_id(value) {
         return Err(UpdateError::Invalid(format!(
             "{what} must be at most 512 bytes without control characters"
         )));
@@ -69,22 +77,52 @@ pub fn complete_task(
     Ok(vec![Change::Put(Record::Task(record))])
 }
 
+/// What the trusted issuers allow, for revocations to be exact and last long enough.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'a> {
+    /// The `iss` of every trusted issuer, spelled as tokens carry it.
+    pub issuers: &'a [String],
+    /// The longest any trusted token can stay valid, seconds.
+    pub longest: i64,
+    /// The largest clock leeway any issuer is given, seconds.
+    pub leeway: i64,
+}
+
+impl Trust<'_> {
+    /// `issuer` if it is trusted: a revocation for an issuer spelled otherwise than
+    /// tokens spell it would never hold.
+    fn issuer<'i>(&self, issuer: &'i str) -> Result<&'i str, UpdateError> {
+        let issuer = id("issuer", issuer)?;
+        if self.issuers.iter().any(|i| i == issuer) {
+            return Ok(issuer);
+        }
+        Err(UpdateError::Invalid(format!(
+            "issuer {issuer:?} is not a trusted issuer; tokens.issuers lists {:?}",
+            self.issuers
+        )))
+    }
+}
+
 pub fn revoke_token(
+    snapshot: &Snapshot,
     issuer: &str,
     jti: &str,
     expires_at: i64,
     why: &str,
-    longest: i64,
+    trust: Trust<'_>,
     by: By<'_>,
 ) -> Result<Vec<Change>, UpdateError> {
-    let until = if expires_at > 0 {
-        expires_at.saturating_add(longest)
-    } else {
-        by.now.saturating_add(longest)
-    };
+    let issuer = trust.issuer(issuer)?;
+    let jti = id("jti", jti)?;
+    // Kept until no token with this id can be valid: past its `exp` (or from now, for
+    // an `exp` already gone or not given) by the longest lifetime and leeway.
+    let mut until = expires_at.max(by.now).saturating_add(trust.longest);
+    if let Some(existing) = snapshot.token_revocation(issuer, jti) {
+        until = until.max(existing.until);
+    }
     Ok(vec![Change::Put(Record::Token(TokenRevocation {
-        issuer: Arc::from(id("issuer", issuer)?),
-        jti: Arc::from(id("jti", jti)?),
+        issuer: Arc::from(issuer),
+        jti: Arc::from(jti),
         until,
         at: by.now,
         by: by.caller.to_owned(),
@@ -92,28 +130,63 @@ pub fn revoke_token(
     }))])
 }
 
+/// A subject to revoke, as the operator names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// agent, human, workload or subject.
+    pub kind: &'a str,
+    pub id: &'a str,
+    /// For kind subject only: whose `sub`.
+    pub issuer: &'a str,
+    /// Unix seconds; 0 for now (plus the leeway).
+    pub after: i64,
+}
+
 pub fn revoke_subject(
-    kind: &str,
-    subject: &str,
-    issuer: &str,
-    after: i64,
+    snapshot: &Snapshot,
+    subject: &Subject<'_>,
     why: &str,
+    trust: Trust<'_>,
     by: By<'_>,
 ) -> Result<Vec<Change>, UpdateError> {
+    let Subject {
+        kind,
+        id: subject,
+        issuer,
+        after,
+    } = *subject;
     let kind = SubjectKind::parse(kind).ok_or_else(|| {
         UpdateError::Invalid(format!(
             "kind {kind:?}: use agent, human, workload or subject"
         ))
     })?;
-    let issuer = match kind {
-        SubjectKind::Subject => Some(Arc::from(id("issuer", issuer)?)),
-        _ => None,
+    let issuer = match (kind, issuer.is_empty()) {
+        (SubjectKind::Subject, _) => Some(Arc::from(trust.issuer(issuer)?)),
+        (_, true) => None,
+        (_, false) => {
+            return Err(UpdateError::Invalid(format!(
+                "an issuer names whose `sub` a subject revocation means; a {} revocation holds for every issuer",
+                kind.name()
+            )));
+        }
     };
+    let subject = id("id", subject)?;
+    // Now, by default, plus the leeway a token's `iat` may run ahead: a token minted
+    // just before the revocation by a fast clock is refused too.
+    let mut after = if after > 0 {
+        after
+    } else {
+        by.now.saturating_add(trust.leeway)
+    };
+    // A second revocation never reopens what the first closed.
+    if let Some(existing) = snapshot.subject_revocation(kind, issuer.as_deref(), subject) {
+        after = after.max(existing.after);
+    }
     Ok(vec![Change::Put(Record::Subject(SubjectRevocation {
         kind,
-        id: Arc::from(id("id", subject)?),
+        id: Arc::from(subject),
         issuer,
-        after: if after > 0 { after } else { by.now },
+        after,
         // Kept: a token without `iat` is refused for as long as the entry exists,
         // and no lifetime bounds when such a token was issued.
         until: i64::MAX,
@@ -144,11 +217,20 @@ pub fn pause_session(
             pause: None,
         });
     let ttl = i64::try_from(ttl_seconds).unwrap_or(i64::MAX);
+    let mut until = (ttl > 0).then(|| by.now.saturating_add(ttl));
+    // A second pause never shortens the one holding: "until resumed" outlasts a
+    // deadline, and a later deadline a sooner one.
+    if let Some(held) = session.paused(by.now) {
+        until = match (held.until, until) {
+            (None, _) | (_, None) => None,
+            (Some(a), Some(b)) => Some(a.max(b)),
+        };
+    }
     session.pause = Some(Pause {
         reason: reason(why)?,
         by: by.caller.to_owned(),
         at: by.now,
-        until: (ttl > 0).then(|| by.now.saturating_add(ttl)),
+        until,
     });
     Ok(vec![Change::Put(Record::Session(session))])
 }

@@ -1,6 +1,8 @@
 //! The unit a store keeps and a change carries: one record under one key. A fleet
 //! store (Redis) keeps the same records under the same keys.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{RiskSignal, Session, SubjectKind, SubjectRevocation, Task, TokenRevocation};
@@ -134,4 +136,15 @@ impl Change {
             Self::Delete(key) => key.clone(),
         }
     }
+}
+
+/// A change as watchers see it, in sequence order: what, when and by whom.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who made it: a control API caller, `leash` for what leash records itself.
+    pub by: Arc<str>,
+    pub change: Change,
 }

@@ -8,6 +8,33 @@ const BY: By<'static> = By {
     now: 1_000,
 };
 
+const ISSUERS: &[String] = &[];
+
+fn trust(issuers: &[String]) -> ops::Trust<'_> {
+    ops::Trust {
+        issuers,
+        longest: 600,
+        leeway: 5,
+    }
+}
+
+fn idp() -> Vec<String> {
+    vec!["https://idp".to_owned()]
+}
+
+fn subject<'a>(kind: &'a str, id: &'a str, issuer: &'a str, after: i64) -> ops::Subject<'a> {
+    ops::Subject {
+        kind,
+        id,
+        issuer,
+        after,
+    }
+}
+
+fn revoke_token(s: &Snapshot, jti: &str, expires_at: i64) -> Vec<Change> {
+    ops::revoke_token(s, "https://idp", jti, expires_at, "", trust(&idp()), BY).unwrap()
+}
+
 fn who<'a>() -> Who<'a> {
     Who {
         issuer: "https://idp",
@@ -15,6 +42,7 @@ fn who<'a>() -> Who<'a> {
         iat: Some(900),
         subject: Some("alice"),
         agent: Some("planner"),
+        actors: &[],
         human: Some("alice"),
         workload: Some("spiffe://w"),
         task: Some("t1"),
@@ -50,7 +78,14 @@ fn a_subject_revocation_covers_tokens_issued_until_then_and_tokens_without_iat()
     let s = Snapshot::default();
     let s = applied(
         &s,
-        ops::revoke_subject("agent", "planner", "", 950, "", BY).unwrap(),
+        ops::revoke_subject(
+            &s,
+            &subject("agent", "planner", "", 950),
+            "",
+            trust(ISSUERS),
+            BY,
+        )
+        .unwrap(),
     );
     assert_eq!(reason_of(&s, &who(), 1_000).as_deref(), Some("agent"));
     let later = Who {
@@ -61,9 +96,17 @@ fn a_subject_revocation_covers_tokens_issued_until_then_and_tokens_without_iat()
     let no_iat = Who { iat: None, ..who() };
     assert_eq!(reason_of(&s, &no_iat, 1_000).as_deref(), Some("agent"));
     // One issuer's subject: the same `sub` from another issuer passes.
+    let empty = Snapshot::default();
     let s = applied(
-        &Snapshot::default(),
-        ops::revoke_subject("subject", "alice", "https://idp", 950, "", BY).unwrap(),
+        &empty,
+        ops::revoke_subject(
+            &empty,
+            &subject("subject", "alice", "https://idp", 950),
+            "",
+            trust(&idp()),
+            BY,
+        )
+        .unwrap(),
     );
     assert_eq!(reason_of(&s, &who(), 1_000).as_deref(), Some("subject"));
     let elsewhere = Who {
@@ -75,10 +118,8 @@ fn a_subject_revocation_covers_tokens_issued_until_then_and_tokens_without_iat()
 
 #[test]
 fn a_token_revocation_is_by_issuer_and_jti() {
-    let s = applied(
-        &Snapshot::default(),
-        ops::revoke_token("https://idp", "j1", 0, "", 600, BY).unwrap(),
-    );
+    let empty = Snapshot::default();
+    let s = applied(&empty, revoke_token(&empty, "j1", 0));
     assert_eq!(reason_of(&s, &who(), 1_000).as_deref(), Some("token"));
     let other = Who {
         issuer: "https://other",
@@ -158,7 +199,7 @@ fn the_store_gives_back_what_was_committed_and_refuses_a_second_opener() {
         let seq = updater
             .update_blocking("oncall", 1_000, |s| {
                 let mut changes = ops::complete_task(s, "t1", "done", true, BY)?;
-                changes.extend(ops::revoke_token("https://idp", "j1", 0, "", 600, BY)?);
+                changes.extend(revoke_token(s, "j1", 0));
                 changes.extend(ops::report_risk(
                     &ops::Report {
                         subject_kind: "task",
@@ -178,7 +219,8 @@ fn the_store_gives_back_what_was_committed_and_refuses_a_second_opener() {
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("state.path"), "{err}");
         let feed = updater.store().changes_since(1).unwrap().unwrap();
-        assert_eq!(feed.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(feed.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert!(feed.iter().all(|e| &*e.by == "oncall" && e.at == 1_000));
     }
     let (updater, _rx) = Updater::open(Box::new(RedbStore::open(&path).unwrap())).unwrap();
     let snapshot = updater.state().snapshot();
@@ -200,14 +242,147 @@ fn publishing_a_change_shares_the_untouched_state() {
     // 100 000 revocations, then 10 000 more one by one: each publish copies a path,
     // so this finishes in well under a second in release and a few in debug.
     let mut s = Snapshot::default();
+    let empty = Snapshot::default();
     for i in 0..100_000 {
-        s.apply(&ops::revoke_token("https://idp", &format!("j{i}"), 0, "", 600, BY).unwrap()[0]);
+        s.apply(&revoke_token(&empty, &format!("j{i}"), 0)[0]);
     }
     let mut current = Arc::new(s);
     for i in 0..10_000 {
         let mut next = Snapshot::clone(&current);
-        next.apply(&ops::revoke_token("https://idp", &format!("k{i}"), 0, "", 600, BY).unwrap()[0]);
+        next.apply(&revoke_token(&empty, &format!("k{i}"), 0)[0]);
         current = Arc::new(next);
     }
     assert_eq!(current.counts()[1], 110_000);
+}
+
+#[test]
+fn a_revoked_or_paused_agent_does_not_act_through_another() {
+    let empty = Snapshot::default();
+    let actors = ["delegate".to_owned(), "planner".to_owned()];
+    let through = Who {
+        agent: Some("delegate"),
+        actors: &actors,
+        ..who()
+    };
+    let revoked = applied(
+        &empty,
+        ops::revoke_subject(
+            &empty,
+            &subject("agent", "planner", "", 950),
+            "",
+            trust(ISSUERS),
+            BY,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        reason_of(&revoked, &through, 1_000).as_deref(),
+        Some("agent")
+    );
+    let paused = applied(
+        &empty,
+        ops::pause_session(&empty, "planner", "t1", "", 0, BY).unwrap(),
+    );
+    assert_eq!(
+        reason_of(&paused, &through, 1_000).as_deref(),
+        Some("paused")
+    );
+}
+
+#[test]
+fn a_later_change_never_weakens_an_earlier_one() {
+    let s = Snapshot::default();
+    // A second subject revocation with an earlier moment keeps the later one.
+    let s = applied(
+        &s,
+        ops::revoke_subject(
+            &s,
+            &subject("agent", "planner", "", 950),
+            "",
+            trust(ISSUERS),
+            BY,
+        )
+        .unwrap(),
+    );
+    let s = applied(
+        &s,
+        ops::revoke_subject(
+            &s,
+            &subject("agent", "planner", "", 100),
+            "",
+            trust(ISSUERS),
+            BY,
+        )
+        .unwrap(),
+    );
+    assert_eq!(reason_of(&s, &who(), 1_000).as_deref(), Some("agent"));
+    // A pause with a deadline does not shorten one held until resumed.
+    let s = applied(&s, ops::pause_session(&s, "x", "t1", "", 0, BY).unwrap());
+    let s = applied(&s, ops::pause_session(&s, "x", "t1", "", 10, BY).unwrap());
+    assert!(s.session("x", "t1").unwrap().paused(99_999).is_some());
+    // A token revocation given an `exp` long gone is kept from now, not from then.
+    let s = applied(&s, revoke_token(&s, "old", 5));
+    assert!(
+        s.expired(1_599)
+            .iter()
+            .all(|c| c.key().table != Table::Tokens)
+    );
+}
+
+#[test]
+fn revocations_name_trusted_issuers_exactly() {
+    let s = Snapshot::default();
+    let wrong = ops::revoke_token(&s, "https://idp/", "j1", 0, "", trust(&idp()), BY);
+    assert!(matches!(wrong, Err(UpdateError::Invalid(m)) if m.contains("https://idp")));
+    let stray_issuer = ops::revoke_subject(
+        &s,
+        &subject("agent", "planner", "https://idp", 0),
+        "",
+        trust(&idp()),
+        BY,
+    );
+    assert!(matches!(stray_issuer, Err(UpdateError::Invalid(_))));
+    // By default a subject revocation also covers the leeway ahead of now.
+    let s = applied(
+        &s,
+        ops::revoke_subject(
+            &s,
+            &subject("human", "alice", "", 0),
+            "",
+            trust(ISSUERS),
+            BY,
+        )
+        .unwrap(),
+    );
+    let fast_clock = Who {
+        iat: Some(1_004),
+        ..who()
+    };
+    assert_eq!(reason_of(&s, &fast_clock, 1_000).as_deref(), Some("human"));
+}
+
+#[test]
+fn ids_no_operator_could_name_are_ungovernable() {
+    assert_eq!(who().ungovernable(), None);
+    let long = "a".repeat(ops::MAX_ID_BYTES + 1);
+    let tab = Who {
+        task: Some("t\t1"),
+        ..who()
+    };
+    assert_eq!(tab.ungovernable().map(|(w, _)| w), Some("task"));
+    let actors = [long];
+    let long_actor = Who {
+        actors: &actors,
+        ..who()
+    };
+    assert_eq!(long_actor.ungovernable().map(|(w, _)| w), Some("act"));
+}
+
+#[test]
+fn ended_tasks_are_kept_a_week_then_swept() {
+    let s = Snapshot::default();
+    let s = applied(&s, ops::complete_task(&s, "t1", "", false, BY).unwrap());
+    assert!(s.expired(1_000 + ENDED_TASK_RETENTION - 1).is_empty());
+    let swept = applied(&s, s.expired(1_000 + ENDED_TASK_RETENTION));
+    assert!(swept.task("t1").is_none());
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable as _, TableDefinition};
 
-use super::{Change, Record, Table};
+use super::{Change, Event, Record, Table};
 
 /// Where the embedded store lives unless `state.path` says otherwise.
 pub fn default_path() -> Option<PathBuf> {
@@ -32,12 +32,12 @@ pub struct Stored {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every record kept, and the sequence number of the last change.
     fn load(&self) -> Result<Stored, StoreError>;
-    /// Makes `changes` durable as one unit, and returns the sequence number of the
-    /// last. Nothing is applied when this fails.
-    fn commit(&self, changes: &[Change]) -> Result<u64, StoreError>;
+    /// Makes `changes`, made by `by` at `at` (Unix seconds), durable as one unit, and
+    /// returns the sequence number of the last. Nothing is applied when this fails.
+    fn commit(&self, changes: &[Change], by: &str, at: i64) -> Result<u64, StoreError>;
     /// The changes after `seq`, oldest first, as far back as the feed reaches; `None`
     /// when `seq` is older than the feed keeps.
-    fn changes_since(&self, seq: u64) -> Result<Option<Vec<(u64, Change)>>, StoreError>;
+    fn changes_since(&self, seq: u64) -> Result<Option<Vec<Event>>, StoreError>;
     /// Where the state lives, for logs.
     fn describe(&self) -> String;
 }
@@ -156,7 +156,8 @@ impl Store for RedbStore {
         Ok(Stored { seq, records })
     }
 
-    fn commit(&self, changes: &[Change]) -> Result<u64, StoreError> {
+    fn commit(&self, changes: &[Change], by: &str, at: i64) -> Result<u64, StoreError> {
+        let by: std::sync::Arc<str> = std::sync::Arc::from(by);
         let tx = self.db.begin_write().map_err(io)?;
         let mut seq;
         {
@@ -176,7 +177,12 @@ impl Store for RedbStore {
                         t.remove(key.id.as_str()).map_err(io)?;
                     }
                 }
-                let bytes = serde_json::to_vec(change)?;
+                let bytes = serde_json::to_vec(&Event {
+                    seq,
+                    at,
+                    by: by.clone(),
+                    change: change.clone(),
+                })?;
                 feed.insert(seq, bytes.as_slice()).map_err(io)?;
             }
             meta.insert(SEQ, seq).map_err(io)?;
@@ -188,7 +194,7 @@ impl Store for RedbStore {
         Ok(seq)
     }
 
-    fn changes_since(&self, since: u64) -> Result<Option<Vec<(u64, Change)>>, StoreError> {
+    fn changes_since(&self, since: u64) -> Result<Option<Vec<Event>>, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         let feed = tx.open_table(FEED).map_err(io)?;
         let oldest = feed.first().map_err(io)?.map(|(k, _)| k.value());
@@ -198,13 +204,13 @@ impl Store for RedbStore {
         let mut out = Vec::new();
         for entry in feed.range(since.saturating_add(1)..).map_err(io)? {
             let (seq, bytes) = entry.map_err(io)?;
-            let change =
+            let event: Event =
                 serde_json::from_slice(bytes.value()).map_err(|e| StoreError::Corrupt {
                     table: "feed",
                     key: seq.value().to_string(),
                     why: e.to_string(),
                 })?;
-            out.push((seq.value(), change));
+            out.push(event);
         }
         Ok(Some(out))
     }

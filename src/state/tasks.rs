@@ -41,7 +41,7 @@ pub struct Task {
 
 impl Task {
     /// Whether `agent` is already on record for this task.
-    pub fn knows(&self, agent: Option<&str>) -> bool {
-        agent.is_none_or(|a| self.agents.iter().any(|known| &**known == a))
+    pub fn knows(&self, agent: &str) -> bool {
+        self.agents.iter().any(|known| &**known == agent)
     }
 }

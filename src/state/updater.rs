@@ -6,18 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Change, Key, Record, Session, Snapshot, State, Store, StoreError, Task, TaskStatus};
-
-/// A state change as watchers see it, in sequence order.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub seq: u64,
-    /// Unix seconds.
-    pub at: i64,
-    /// Who made it: a control API caller, `leash` for what leash records itself.
-    pub by: Arc<str>,
-    pub change: Change,
-}
+use super::{
+    Change, Event, Key, Record, Session, Snapshot, State, Store, StoreError, Task, TaskStatus,
+};
 
 /// What a Check saw that the state has not recorded yet: a task, or an agent on it.
 #[derive(Debug, Clone)]
@@ -39,6 +30,9 @@ pub enum UpdateError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// How many agents a task lists; the sessions record every one.
+const MAX_AGENTS_PER_TASK: usize = 64;
 
 /// Who leash records its own changes as.
 pub const LEASH: &str = "leash";
@@ -120,7 +114,7 @@ impl Updater {
         if changes.is_empty() {
             return Ok(current.seq);
         }
-        let last = self.store.commit(&changes)?;
+        let last = self.store.commit(&changes, by, at)?;
         let mut next = Snapshot::clone(&current);
         drop(current);
         for change in &changes {
@@ -196,7 +190,19 @@ impl Updater {
 pub(super) fn sighted(snapshot: &Snapshot, seen: &[Sighting]) -> Vec<Change> {
     let mut tasks: std::collections::HashMap<Arc<str>, Task> = Default::default();
     let mut sessions: std::collections::HashMap<Key, Session> = Default::default();
+    let (mut task_room, mut session_room) = (
+        super::MAX_RECORDED.saturating_sub(snapshot.task_count()),
+        super::MAX_RECORDED.saturating_sub(snapshot.session_count()),
+    );
+    let mut full = false;
     for s in seen {
+        if snapshot.task(&s.task).is_none() && !tasks.contains_key(&s.task) {
+            if task_room == 0 {
+                full = true;
+                continue;
+            }
+            task_room -= 1;
+        }
         let task = tasks.entry(s.task.clone()).or_insert_with(|| {
             snapshot.task(&s.task).cloned().unwrap_or_else(|| Task {
                 id: s.task.clone(),
@@ -210,19 +216,33 @@ pub(super) fn sighted(snapshot: &Snapshot, seen: &[Sighting]) -> Vec<Change> {
             })
         });
         if let Some(agent) = &s.agent {
-            if !task.knows(Some(agent)) {
+            if !task.knows(agent) && task.agents.len() < MAX_AGENTS_PER_TASK {
                 task.agents.push(agent.clone());
             }
             let key = Key::session(agent, &s.task);
-            if snapshot.session(agent, &s.task).is_none() {
-                sessions.entry(key).or_insert_with(|| Session {
-                    agent: agent.clone(),
-                    task: s.task.clone(),
-                    first_seen: s.at,
-                    pause: None,
-                });
+            if snapshot.session(agent, &s.task).is_none() && !sessions.contains_key(&key) {
+                if session_room == 0 {
+                    full = true;
+                    continue;
+                }
+                session_room -= 1;
+                sessions.insert(
+                    key,
+                    Session {
+                        agent: agent.clone(),
+                        task: s.task.clone(),
+                        first_seen: s.at,
+                        pause: None,
+                    },
+                );
             }
         }
+    }
+    if full {
+        tracing::warn!(
+            max = super::MAX_RECORDED,
+            "the live context holds as many tasks or sessions as Checks may record; new ones are not recorded"
+        );
     }
     tasks
         .into_values()

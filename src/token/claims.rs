@@ -106,7 +106,8 @@ impl AgentClaims {
             workload: workload_claim.and_then(text),
             exp: time("exp"),
             iat: time("iat"),
-            jti: text("jti").map(Arc::from),
+            // A numeric `jti` is an id too: a revocation names it as text.
+            jti: claims.get("jti").and_then(scalar_text).map(Arc::from),
             nbf: time("nbf"),
             subject,
         })

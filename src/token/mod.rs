@@ -75,6 +75,15 @@ impl TokenSettings {
             .max()
             .unwrap_or(std::time::Duration::from_secs(900))
     }
+
+    /// The largest clock leeway any issuer is given.
+    pub fn max_leeway(&self) -> std::time::Duration {
+        self.issuers
+            .iter()
+            .map(|i| i.leeway)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 /// How the primary token was presented.

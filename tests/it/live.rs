@@ -353,6 +353,60 @@ async fn watchers_see_every_change_in_order_and_can_replay_what_they_missed() {
     assert_eq!(replayed, seqs[1..]);
 }
 
+#[tokio::test]
+async fn a_revoked_agent_does_not_act_through_a_delegate_and_unrevocable_ids_are_refused() {
+    let issuer = issuer();
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("state.redb").display().to_string();
+    let leash = start(&issuer, &policy, &path).await;
+    let mut control = leash.control_client().await;
+    let now = leash::clock::unix_now();
+    let sign = |act: serde_json::Value, task: &str| {
+        issuer
+            .key
+            .sign(
+                &claims(json!({
+                    "iss": ISS, "aud": "tools", "sub": "alice", "act": act,
+                    "task_id": task, "jti": uuid::Uuid::new_v4().to_string(),
+                    "iat": now - 10, "exp": now + 600,
+                })),
+                Some("k1"),
+                None,
+            )
+            .unwrap()
+    };
+    let delegated = sign(json!({"sub": "helper", "act": {"sub": "planner"}}), "t-1");
+    assert!(is_allowed(&leash.check(call(&delegated, "t-1")).await));
+    control
+        .revoke_subject(RevokeSubjectRequest {
+            kind: "agent".into(),
+            id: "planner".into(),
+            reason: "compromised".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let resp = leash.check(call(&delegated, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("agent.revoked"));
+
+    // A task id longer than the control API could name is refused outright.
+    let long = "t".repeat(600);
+    let unnameable = sign(json!({"sub": "other"}), &long);
+    let resp = leash.check(call(&unnameable, &long)).await;
+    assert_eq!(reason(&resp).as_deref(), Some("token.invalid"));
+
+    // An issuer spelled otherwise than tokens spell it is refused, not stored.
+    let typo = control
+        .revoke_token(RevokeTokenRequest {
+            issuer: format!("{ISS}/"),
+            jti: "j".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(typo.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
+
 /// A revocation acknowledged, then `kill -9`: after a restart it still holds.
 #[tokio::test]
 async fn an_acknowledged_revocation_survives_kill_9() {
