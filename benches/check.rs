@@ -90,7 +90,11 @@ fn authz(config: &Config, store: Arc<PolicyStore>) -> Authz {
 fn authz_live(config: &Config, store: Arc<PolicyStore>, updater: &leash::state::Updater) -> Authz {
     let pipeline = leash::app::pipeline(config, store)
         .unwrap()
-        .with_state(updater.state().clone(), updater.sightings());
+        .with_state(updater.state().clone(), updater.reports())
+        .with_behaviour(Arc::new(leash::state::behaviour::Behaviour::new(
+            config.behaviour.clone(),
+            leash::state::MAX_RECORDED,
+        )));
     authz_on(config, pipeline)
 }
 

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
 use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value};
 use crate::reload::Reloader;
-use crate::state::{RedbStore, Sighting, Updater};
+use crate::state::{Inbox, RedbStore, Updater};
 use crate::token::{Authenticator, TokenMode};
 
 /// The parts of a running leash, built from a [`Config`] before anything listens.
@@ -40,7 +40,7 @@ pub struct App {
     control_access: Option<crate::access::Access>,
     /// The live context's write side, and what Checks saw for it to record.
     pub updater: Arc<Updater>,
-    sightings: Option<tokio::sync::mpsc::Receiver<Sighting>>,
+    inbox: Option<Inbox>,
     audit_rx: Option<tokio::sync::mpsc::Receiver<audit::DecisionRecord>>,
 }
 
@@ -53,7 +53,7 @@ impl App {
         tracing::info!(source = %store.source().describe(), "loading policy");
         reloader.reload_now("start");
         tracing::info!(path = %config.state_path.display(), "opening the live context store");
-        let (updater, sightings) = Updater::open(Box::new(RedbStore::open(&config.state_path)?))?;
+        let (updater, inbox) = Updater::open(Box::new(RedbStore::open(&config.state_path)?))?;
         let [tasks, tokens, subjects, sessions, risk] = updater.state().snapshot().counts();
         tracing::info!(
             tasks,
@@ -66,7 +66,11 @@ impl App {
         );
         let pipeline = Arc::new(
             pipeline(&config, store.clone())?
-                .with_state(updater.state().clone(), updater.sightings()),
+                .with_state(updater.state().clone(), updater.reports())
+                .with_behaviour(Arc::new(crate::state::behaviour::Behaviour::new(
+                    config.behaviour.clone(),
+                    crate::state::MAX_RECORDED,
+                ))),
         );
         warn_about_tokens(&config);
         let (audit, audit_rx) =
@@ -96,7 +100,7 @@ impl App {
             authz,
             control_access,
             updater,
-            sightings: Some(sightings),
+            inbox: Some(inbox),
             audit_rx: Some(audit_rx),
         })
     }
@@ -237,8 +241,8 @@ impl App {
         spawn_reload_triggers(&self.reloader, self.config.policy.watch_interval);
         // Both hold the store open; serve waits for them, so it is closed on return.
         let mut keepers = tokio::task::JoinSet::new();
-        if let Some(sightings) = self.sightings.take() {
-            keepers.spawn(self.updater.clone().record_sightings(sightings, stopped()));
+        if let Some(inbox) = self.inbox.take() {
+            keepers.spawn(self.updater.clone().record_reports(inbox, stopped()));
         }
         keepers.spawn(sweep(self.updater.clone(), stopped()));
 

@@ -25,6 +25,9 @@
 //!   session            {agent, task, first_seen}, or null
 //!   risk               per subject kind (agent, human, workload, task):
 //!                      {max, signals: [{kind, score, source, expires_at}]}, live signals only
+//!   counters           the session's behaviour over the window before this Check:
+//!                      {window, calls: {read, write, destructive}, denials, body_bytes,
+//!                      tools}, or null without a session
 //! ```
 
 use crate::action::{Action, ActionSource, ToolCall};
@@ -33,6 +36,7 @@ use crate::mcp::Message;
 use crate::policy::Value;
 use crate::policy::library::{self, Class};
 use crate::request::Target;
+use crate::state::behaviour::Counts;
 use crate::state::{Live, RiskSignal, RiskSubject, Task};
 use crate::token::Identity;
 use crate::view::RequestView;
@@ -54,7 +58,8 @@ document_keys! {
     path = "path", segments = "segments", context = "context", status = "status",
     agents = "agents", first_seen = "first_seen", ended = "ended", session = "session",
     risk = "risk", max = "max", signals = "signals", score = "score",
-    expires_at = "expires_at",
+    expires_at = "expires_at", counters = "counters", window = "window", calls = "calls",
+    denials = "denials", body_bytes = "body_bytes", tools = "tools",
 }
 
 /// What the pipeline established about a request before identity: the document
@@ -69,6 +74,8 @@ pub struct Established<'a> {
     pub mcp: Option<&'a Message>,
     /// What the live context holds about the request (`None` without an identity).
     pub live: Option<&'a Live<'a>>,
+    /// The session's behaviour counters before this Check (`None` without a session).
+    pub counters: Option<&'a Counts>,
     /// When the Check is decided, Unix seconds: risk signals live until then count.
     pub now: i64,
 }
@@ -139,6 +146,7 @@ fn document(facts: &Established<'_>, k: &Keys) -> Value {
         tool,
         mcp,
         live,
+        counters,
         now,
     } = *facts;
     let doc = identity.map(|id| &id.token.document);
@@ -278,11 +286,11 @@ fn document(facts: &Established<'_>, k: &Keys) -> Value {
             }),
         ),
         (k.request.clone(), request),
-        (k.context.clone(), live_document(live, now, k)),
+        (k.context.clone(), live_document(live, counters, now, k)),
     ])
 }
 
-fn live_document(live: Option<&Live<'_>>, now: i64, k: &Keys) -> Value {
+fn live_document(live: Option<&Live<'_>>, counters: Option<&Counts>, now: i64, k: &Keys) -> Value {
     let text = |s: &Option<std::sync::Arc<str>>| s.as_deref().map_or(Value::Null, Value::from);
     let task = live.and_then(|l| l.task).map_or(Value::Null, |t: &Task| {
         object([
@@ -336,9 +344,27 @@ fn live_document(live: Option<&Live<'_>>, now: i64, k: &Keys) -> Value {
             ]),
         )
     }));
+    let counters = counters.map_or(Value::Null, |c| {
+        let [read, write, destructive] = c.calls;
+        object([
+            (k.window.clone(), Value::from(c.window)),
+            (
+                k.calls.clone(),
+                object([
+                    (Value::from("read"), Value::from(read)),
+                    (Value::from("write"), Value::from(write)),
+                    (Value::from("destructive"), Value::from(destructive)),
+                ]),
+            ),
+            (k.denials.clone(), Value::from(c.denials)),
+            (k.body_bytes.clone(), Value::from(c.body_bytes)),
+            (k.tools.clone(), Value::from(c.tools)),
+        ])
+    });
     object([
         (k.task.clone(), task),
         (k.session.clone(), session),
         (k.risk.clone(), risk),
+        (k.counters.clone(), counters),
     ])
 }

@@ -28,7 +28,8 @@ use crate::mcp::{self, Message};
 use crate::policy::input::{self, InputError, Parsed};
 use crate::policy::{EvalError, PolicyStore, Prepare, Prepared, Value, outcome};
 use crate::request::{HeaderNotes, Target};
-use crate::state::{Hold, Live, Sighting, State, Who};
+use crate::state::behaviour::{Behaviour, Counts, Observation};
+use crate::state::{Hold, Live, PauseRequest, Reports, Sighting, State, Who};
 use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
 use crate::view::RequestView;
 
@@ -42,6 +43,8 @@ pub struct Verdict {
     pub revision: Option<Arc<str>>,
     /// Who asked for what, as far as leash established it.
     pub facts: Facts,
+    /// Why the policy asked for the session to be paused, if it did.
+    pub pause: Option<String>,
 }
 
 /// The signals behind a decision, for the decision log. Never a token or a secret:
@@ -84,8 +87,10 @@ pub struct Pipeline {
     unauthenticated: Vec<RouteMatcher>,
     mcp_routes: Vec<RouteMatcher>,
     state: Arc<State>,
-    /// Where tasks and sessions seen for the first time are sent to be recorded.
-    sightings: Option<tokio::sync::mpsc::Sender<Sighting>>,
+    /// Where tasks and sessions seen for the first time, and pauses, are sent.
+    reports: Option<Reports>,
+    /// Counters per session, and the rules that pause one.
+    behaviour: Option<Arc<Behaviour>>,
 }
 
 /// What step 1 established: the request leash decides on, read one way.
@@ -112,19 +117,24 @@ impl Pipeline {
             unauthenticated,
             mcp_routes,
             state: Arc::default(),
-            sightings: None,
+            reports: None,
+            behaviour: None,
         }
     }
 
-    /// Reads the live context from `state`, and reports what it lacks to `sightings`.
+    /// Reads the live context from `state`, and reports what it lacks, and the pauses
+    /// Checks call for, to `reports`.
     #[must_use]
-    pub fn with_state(
-        mut self,
-        state: Arc<State>,
-        sightings: tokio::sync::mpsc::Sender<Sighting>,
-    ) -> Self {
+    pub fn with_state(mut self, state: Arc<State>, reports: Reports) -> Self {
         self.state = state;
-        self.sightings = Some(sightings);
+        self.reports = Some(reports);
+        self
+    }
+
+    /// Counts each governed Check per session, and pauses a session when a rule fires.
+    #[must_use]
+    pub fn with_behaviour(mut self, behaviour: Arc<Behaviour>) -> Self {
+        self.behaviour = Some(behaviour);
         self
     }
 
@@ -145,9 +155,60 @@ impl Pipeline {
             .unwrap_or_else(|missing| unknown_key(&missing))
     }
 
-    /// Decides `view` at `now`, or names the key to fetch before deciding.
+    /// Decides `view` at `now`, or names the key to fetch before deciding. The
+    /// decision counts in the session's behaviour, and a pause it calls for is sent.
     pub fn try_check(&self, view: &RequestView, now: i64) -> Result<Verdict, MissingKey> {
-        self.run(view, now, None)
+        let verdict = self.run(view, now, None)?;
+        self.after(view, &verdict, now);
+        Ok(verdict)
+    }
+
+    /// What a decided Check leaves behind: its count in the session's behaviour, and
+    /// the pause a rule or the policy calls for. Only for a request with an agent on a
+    /// task: there is no session otherwise.
+    fn after(&self, view: &RequestView, verdict: &Verdict, now: i64) {
+        let Some(reports) = &self.reports else {
+            return;
+        };
+        let Some(identity) = &verdict.facts.identity else {
+            return;
+        };
+        let (Some(agent), Some(task)) = (
+            identity.token.claims.agent.as_ref(),
+            identity.binding.task.as_ref(),
+        ) else {
+            return;
+        };
+        let fired = self.behaviour.as_ref().and_then(|behaviour| {
+            behaviour.observe(&Observation {
+                agent,
+                task,
+                class: verdict.facts.action.map(|c| c as usize),
+                tool: verdict.facts.tool.as_deref(),
+                denied: !verdict.decision.is_allow(),
+                body_bytes: view.body.as_bytes().len() as u64,
+                at: now,
+                task_since: self.state.snapshot().task(task).map(|t| t.first_seen),
+            })
+        });
+        let request = match (fired, &verdict.pause) {
+            (Some(fired), _) => Some((Some(fired.rule), fired.detail, fired.pause_for)),
+            (None, Some(reason)) => Some((None, reason.clone(), None)),
+            (None, None) => None,
+        };
+        if let Some((rule, reason, pause_for)) = request {
+            let sent = reports.pauses.try_send(PauseRequest {
+                agent: agent.clone(),
+                task: task.clone(),
+                rule,
+                reason,
+                pause_for,
+                at: now,
+            });
+            if sent.is_err() {
+                tracing::error!(%agent, %task, "a pause was called for but the updater is not taking more");
+            }
+        }
     }
 
     /// Decides `view` as [`check`](Self::check) does, and returns the input document
@@ -274,6 +335,13 @@ impl Pipeline {
             );
         };
         let leash_headers = shape.notes.leash;
+        let reads_leash = set.info().reads_agent_context;
+        // The session's counters before this Check, for a policy that reads them.
+        let counters = if reads_leash {
+            self.counters(facts.identity.as_ref(), now)
+        } else {
+            None
+        };
         let established = Established {
             view,
             target: &shape.target,
@@ -282,6 +350,7 @@ impl Pipeline {
             tool: tool.as_ref(),
             mcp: shape.mcp.as_ref(),
             live: live.as_ref(),
+            counters: counters.as_ref(),
             now,
         };
         // The shipped library alone is decided in Rust from the typed facts, with no
@@ -289,7 +358,6 @@ impl Pipeline {
         let native = set
             .library()
             .and_then(|lib| lib.decide(&context::library_input(&established)?));
-        let reads_leash = set.info().reads_agent_context;
         let leash_doc = (reads_leash && (native.is_none() || keep_input.is_some()))
             .then(|| context::leash_document(&established));
         let result = match native {
@@ -307,7 +375,15 @@ impl Pipeline {
                 set.evaluate_at(input, now)
             }
         };
-        let mut decision = decision_of(result);
+        // leash's own field beside the plugin's: a malformed `pause` refuses the result.
+        let pause = match &result {
+            Ok(value) => outcome::requested_pause(value),
+            Err(_) => Ok(None),
+        };
+        let (mut decision, pause) = match pause {
+            Ok(pause) => (decision_of(result), pause),
+            Err(err) => (Decision::deny(err.reason(), err.to_string()), None),
+        };
         if let Decision::Allow(permit) = &mut decision {
             let client = leash_headers.then(|| view.headers.keys().map(String::as_str));
             permit.vouch(
@@ -315,20 +391,31 @@ impl Pipeline {
                 client.into_iter().flatten(),
             );
         }
-        Ok(Verdict::new(decision, revision, facts))
+        let mut verdict = Verdict::new(decision, revision, facts);
+        verdict.pause = pause;
+        Ok(verdict)
+    }
+
+    /// The counters of the session `identity` works in, when it names an agent and a
+    /// task and leash keeps counters.
+    fn counters(&self, identity: Option<&Identity>, now: i64) -> Option<Counts> {
+        let identity = identity?;
+        let agent = identity.token.claims.agent.as_deref()?;
+        let task = identity.binding.task.as_deref()?;
+        Some(self.behaviour.as_ref()?.counts(agent, task, now))
     }
 
     /// Sends what this Check saw and the state has not recorded: its task, the agent
     /// on it, the session. Never waits: when the updater is behind, a later Check
     /// sends it again.
     fn sight(&self, who: &Who<'_>, live: &Live<'_>, now: i64) {
-        let (Some(sightings), Some(task)) = (&self.sightings, who.task) else {
+        let (Some(reports), Some(task)) = (&self.reports, who.task) else {
             return;
         };
         // A new agent on a known task brings a new session: one test covers both.
         let known = live.task.is_some() && (who.agent.is_none() || live.session.is_some());
         if !known {
-            let _ = sightings.try_send(Sighting {
+            let _ = reports.sightings.try_send(Sighting {
                 task: Arc::from(task),
                 human: who.human.map(Arc::from),
                 agent: who.agent.map(Arc::from),
@@ -519,6 +606,7 @@ pub fn warmup_input(
         tool: tool.as_ref(),
         mcp: shape.mcp.as_ref(),
         live: None,
+        counters: None,
         now: 0,
     });
     Some(shape.parsed.assemble(view, Some(leash)))
@@ -544,6 +632,7 @@ impl Verdict {
             decision_id: uuid::Uuid::new_v4().to_string(),
             revision,
             facts,
+            pause: None,
         }
     }
 }

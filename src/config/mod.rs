@@ -61,6 +61,28 @@ pub struct RawConfig {
     pub mcp: RawMcp,
     pub control: RawControl,
     pub state: RawState,
+    pub behaviour: RawBehaviour,
+}
+
+/// Rules that pause a session when its behaviour shifts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBehaviour {
+    pub rules: Vec<RawBehaviourRule>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBehaviourRule {
+    pub name: String,
+    /// denials, calls, read, write, destructive, body_bytes or new_tool.
+    pub when: String,
+    pub at_least: u64,
+    pub within: String,
+    /// For new_tool: how old the task must be before a new tool pauses it.
+    pub after: String,
+    /// How long the pause holds; empty holds until resumed.
+    pub pause_for: String,
 }
 
 /// Where the live context (tasks, revocations, sessions, risk) is kept.
@@ -260,6 +282,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// The live context's store file.
     pub state_path: PathBuf,
+    /// The rules that pause a session automatically.
+    pub behaviour: Vec<crate::state::behaviour::Rule>,
 }
 
 /// Who may call the control API: the configured token files, or else the admin token
@@ -774,7 +798,9 @@ impl RawConfig {
         } else {
             PathBuf::from(&self.state.path)
         };
+        let behaviour = behaviour_rules(&self.behaviour, &invalid)?;
         Ok(Config {
+            behaviour,
             state_path,
             control,
             tokens,
@@ -788,6 +814,80 @@ impl RawConfig {
             log,
         })
     }
+}
+
+/// `behaviour.rules`, checked: each names what it counts, a threshold and a window.
+fn behaviour_rules(
+    raw: &RawBehaviour,
+    invalid: &impl Fn(&str, &str, &str) -> ConfigError,
+) -> Result<Vec<crate::state::behaviour::Rule>, ConfigError> {
+    use crate::state::behaviour::{Rule, Trigger};
+    let seconds = |key: &str, value: &str| -> Result<i64, ConfigError> {
+        let d = humantime::parse_duration(value)
+            .map_err(|_| invalid(key, value, "use a duration such as 30s, 5m or 1h"))?;
+        if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+            return Err(invalid(key, value, "must be more than 0s and at most 24h"));
+        }
+        Ok(i64::try_from(d.as_secs()).unwrap_or(1).max(1))
+    };
+    let mut names = std::collections::HashSet::new();
+    raw.rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = |field: &str| format!("behaviour.rules[{i}].{field}");
+            if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                return Err(invalid(
+                    &key("name"),
+                    &r.name,
+                    "each rule needs a name of its own",
+                ));
+            }
+            let trigger = match r.when.as_str() {
+                "denials" => Trigger::Denials,
+                "calls" => Trigger::Calls,
+                "read" => Trigger::Class(0),
+                "write" => Trigger::Class(1),
+                "destructive" => Trigger::Class(2),
+                "body_bytes" => Trigger::BodyBytes,
+                "new_tool" => Trigger::NewTool {
+                    after: seconds(&key("after"), &r.after)?,
+                },
+                other => {
+                    return Err(invalid(
+                        &key("when"),
+                        other,
+                        "use denials, calls, read, write, destructive, body_bytes or new_tool",
+                    ));
+                }
+            };
+            let (at_least, within) = match trigger {
+                Trigger::NewTool { after } => (1, after),
+                _ => {
+                    if r.at_least == 0 {
+                        return Err(invalid(
+                            &key("at_least"),
+                            "0",
+                            "the count that pauses the session: 1 or more",
+                        ));
+                    }
+                    (r.at_least, seconds(&key("within"), &r.within)?)
+                }
+            };
+            let pause_for = if r.pause_for.is_empty() {
+                None
+            } else {
+                Some(seconds(&key("pause_for"), &r.pause_for)?)
+            };
+            Ok(Rule {
+                name: r.name.clone(),
+                trigger,
+                at_least,
+                within,
+                pause_for,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -190,3 +190,49 @@ fn every_invalid_value_is_reported_in_one_run() {
     }
     assert_eq!(err.lines().count(), 5, "{err}");
 }
+
+#[test]
+fn behaviour_rules_are_read_and_mistakes_named() {
+    let config = Config::from_yaml(
+        "test",
+        "behaviour:\n  rules:\n    - { name: d, when: denials, at_least: 5, within: 1m, pause_for: 10m }\n    - { name: n, when: new_tool, after: 10m }\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(config.behaviour.len(), 2);
+    assert_eq!(config.behaviour[0].within, 60);
+    assert_eq!(config.behaviour[0].pause_for, Some(600));
+    for (rule, key, hint) in [
+        (
+            "{ name: d, when: sneezes, at_least: 1, within: 1m }",
+            "when",
+            "denials, calls",
+        ),
+        (
+            "{ name: d, when: denials, at_least: 0, within: 1m }",
+            "at_least",
+            "1 or more",
+        ),
+        (
+            "{ name: d, when: denials, at_least: 1, within: 2d }",
+            "within",
+            "at most 24h",
+        ),
+        ("{ name: d, when: new_tool }", "after", "duration"),
+        (
+            "{ name: '', when: calls, at_least: 1, within: 1m }",
+            "name",
+            "a name of its own",
+        ),
+    ] {
+        let err = Config::from_yaml(
+            "test",
+            &format!("behaviour:\n  rules:\n    - {rule}\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&format!("behaviour.rules[0].{key}")), "{err}");
+        assert!(err.contains(hint), "{err}");
+    }
+}

@@ -7,6 +7,7 @@ fn verdict(decision: Decision) -> Verdict {
         decision_id: "d-1".into(),
         revision: None,
         facts: Default::default(),
+        pause: None,
     }
 }
 

@@ -276,6 +276,33 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
     })
 }
 
+/// leash's own addition to the decision object: `pause: {reason}` asks leash to pause
+/// the agent's session on its task from the next Check. `None` without one; an
+/// error (the decision is then refused) for any other shape.
+pub fn requested_pause(result: &Value) -> Result<Option<String>, OutcomeError> {
+    let Value::Object(object) = result else {
+        return Ok(None);
+    };
+    let Some(pause) = object.get(&Value::from("pause")) else {
+        return Ok(None);
+    };
+    let reason = match pause {
+        Value::Object(pause) => pause.get(&Value::from("reason")),
+        _ => None,
+    };
+    match reason {
+        Some(Value::String(reason)) if !reason.chars().any(char::is_control) => Ok(Some(within(
+            "pause.reason",
+            reason.len(),
+            MAX_REASON_BYTES,
+            reason.to_string(),
+        )?)),
+        _ => Err(invalid(
+            "`pause` must be an object with a `reason` string without control characters",
+        )),
+    }
+}
+
 fn status(value: &Value) -> Result<HttpStatus, OutcomeError> {
     let code = value
         .as_i64()

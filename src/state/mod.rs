@@ -5,6 +5,7 @@
 //! The maps are persistent (structurally shared), so publishing a change copies a
 //! path, never the whole state, and a burst of writes stays linear.
 
+pub mod behaviour;
 pub mod ops;
 mod record;
 pub mod revocations;
@@ -25,7 +26,7 @@ pub use risk::{RiskSignal, RiskSubject};
 pub use sessions::{Pause, Session};
 pub use store::{RedbStore, Store, StoreError, Stored};
 pub use tasks::{Task, TaskStatus};
-pub use updater::{Sighting, UpdateError, Updater};
+pub use updater::{Inbox, PauseRequest, Reports, Sighting, UpdateError, Updater};
 
 type Map<V> = HashMap<Arc<str>, V>;
 

@@ -386,3 +386,83 @@ fn ended_tasks_are_kept_a_week_then_swept() {
     let swept = applied(&s, s.expired(1_000 + ENDED_TASK_RETENTION));
     assert!(swept.task("t1").is_none());
 }
+
+mod behaviour {
+    use super::super::behaviour::{Behaviour, Observation, Rule, Trigger};
+
+    fn rule(name: &str, trigger: Trigger, at_least: u64, within: i64) -> Rule {
+        Rule {
+            name: name.to_owned(),
+            trigger,
+            at_least,
+            within,
+            pause_for: None,
+        }
+    }
+
+    fn call<'a>(at: i64, class: usize, tool: Option<&'a str>, denied: bool) -> Observation<'a> {
+        Observation {
+            agent: "planner",
+            task: "t1",
+            class: Some(class),
+            tool,
+            denied,
+            body_bytes: 10,
+            at,
+            task_since: Some(0),
+        }
+    }
+
+    #[test]
+    fn denials_within_the_window_fire_once_and_old_ones_fall_out() {
+        let b = Behaviour::new(vec![rule("denials", Trigger::Denials, 3, 60)], 1000);
+        assert_eq!(b.observe(&call(1_000, 0, None, true)), None);
+        assert_eq!(b.observe(&call(1_010, 0, None, true)), None);
+        // Two minutes later the first two are out of the window.
+        assert_eq!(b.observe(&call(1_130, 0, None, true)), None);
+        assert_eq!(b.observe(&call(1_131, 0, None, false)), None);
+        assert_eq!(b.observe(&call(1_132, 0, None, true)), None);
+        let fired = b
+            .observe(&call(1_133, 0, None, true))
+            .expect("three denials");
+        assert_eq!(fired.rule, "denials");
+        assert!(
+            fired.detail.contains("3 denials within 60 s"),
+            "{}",
+            fired.detail
+        );
+        // It does not fire again while the pause it asked for is on its way.
+        assert_eq!(b.observe(&call(1_134, 0, None, true)), None);
+        let counts = b.counts("planner", "t1", 1_134);
+        assert_eq!((counts.denials, counts.calls), (4, [5, 0, 0]));
+        assert_eq!(counts.body_bytes, 50);
+    }
+
+    #[test]
+    fn a_class_rule_counts_only_its_class_and_sessions_apart() {
+        let b = Behaviour::new(vec![rule("destructive", Trigger::Class(2), 2, 600)], 1000);
+        assert_eq!(b.observe(&call(0, 1, None, false)), None);
+        assert_eq!(b.observe(&call(1, 2, None, false)), None);
+        let other = Observation {
+            agent: "other",
+            ..call(2, 2, None, false)
+        };
+        assert_eq!(b.observe(&other), None);
+        assert!(b.observe(&call(3, 2, None, false)).is_some());
+    }
+
+    #[test]
+    fn a_new_tool_pauses_only_once_the_task_has_settled() {
+        let b = Behaviour::new(
+            vec![rule("new-tool", Trigger::NewTool { after: 600 }, 1, 600)],
+            1000,
+        );
+        assert_eq!(b.observe(&call(10, 0, Some("search"), false)), None);
+        assert_eq!(b.observe(&call(700, 0, Some("search"), false)), None);
+        let fired = b
+            .observe(&call(701, 0, Some("delete_repo"), false))
+            .expect("a new tool");
+        assert!(fired.detail.contains("delete_repo"));
+        assert_eq!(b.counts("planner", "t1", 701).tools, 2);
+    }
+}

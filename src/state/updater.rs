@@ -44,21 +44,50 @@ pub struct Updater {
     /// One writer at a time: the store's sequence and the published snapshot agree.
     writing: Mutex<()>,
     events: broadcast::Sender<Event>,
-    sightings: mpsc::Sender<Sighting>,
+    reports: Reports,
+}
+
+/// Where Checks report what the state should record; neither ever waits.
+#[derive(Debug, Clone)]
+pub struct Reports {
+    pub sightings: mpsc::Sender<Sighting>,
+    pub pauses: mpsc::Sender<PauseRequest>,
+}
+
+/// The receiving ends of [`Reports`], for [`Updater::record_reports`].
+#[derive(Debug)]
+pub struct Inbox {
+    sightings: mpsc::Receiver<Sighting>,
+    pauses: mpsc::Receiver<PauseRequest>,
+}
+
+/// A session to pause because of what a Check showed: a behaviour rule fired, or the
+/// policy asked.
+#[derive(Debug, Clone)]
+pub struct PauseRequest {
+    pub agent: Arc<str>,
+    pub task: Arc<str>,
+    /// The behaviour rule's name, or `None` when the policy asked.
+    pub rule: Option<String>,
+    pub reason: String,
+    /// Seconds; `None` holds until resumed.
+    pub pause_for: Option<i64>,
+    pub at: i64,
 }
 
 /// How many sightings may wait for the updater; more are dropped, and the next Check
 /// that sees the same task sends it again.
 const SIGHTINGS: usize = 4096;
+/// How many pauses may wait; a behaviour rule fires once per window per session, so
+/// this is only reached by a flood of sessions.
+const PAUSES: usize = 1024;
 /// How many events a watcher may fall behind before it is told it missed some.
 const EVENTS: usize = 4096;
 
 impl Updater {
-    /// Loads what `store` keeps into a first snapshot. The receiver is for
-    /// [`record_sightings`](Self::record_sightings).
-    pub fn open(
-        store: Box<dyn Store>,
-    ) -> Result<(Arc<Self>, mpsc::Receiver<Sighting>), StoreError> {
+    /// Loads what `store` keeps into a first snapshot. The inbox is for
+    /// [`record_reports`](Self::record_reports).
+    pub fn open(store: Box<dyn Store>) -> Result<(Arc<Self>, Inbox), StoreError> {
         let stored = store.load()?;
         let mut snapshot = Snapshot {
             seq: stored.seq,
@@ -67,16 +96,23 @@ impl Updater {
         for record in stored.records {
             snapshot.apply(&Change::Put(record));
         }
-        let (sightings, receiver) = mpsc::channel(SIGHTINGS);
+        let (sightings, seen) = mpsc::channel(SIGHTINGS);
+        let (pauses, paused) = mpsc::channel(PAUSES);
         let (events, _) = broadcast::channel(EVENTS);
         let updater = Arc::new(Self {
             state: Arc::new(State::new(snapshot)),
             store,
             writing: Mutex::new(()),
             events,
-            sightings,
+            reports: Reports { sightings, pauses },
         });
-        Ok((updater, receiver))
+        Ok((
+            updater,
+            Inbox {
+                sightings: seen,
+                pauses: paused,
+            },
+        ))
     }
 
     pub fn state(&self) -> &Arc<State> {
@@ -87,9 +123,10 @@ impl Updater {
         &*self.store
     }
 
-    /// Where a Check sends what it saw that the state lacks; never waits.
-    pub fn sightings(&self) -> mpsc::Sender<Sighting> {
-        self.sightings.clone()
+    /// Where a Check sends what it saw that the state lacks, and the pauses it
+    /// calls for.
+    pub fn reports(&self) -> Reports {
+        self.reports.clone()
     }
 
     pub fn watch(&self) -> broadcast::Receiver<Event> {
@@ -153,28 +190,82 @@ impl Updater {
             .map_err(|_| UpdateError::Stopped)?
     }
 
-    /// Records the tasks and sessions Checks saw, in batches, until `stop` resolves or
-    /// every sender is gone. A failed write is logged; the next sighting tries again.
-    pub async fn record_sightings(
+    /// Records the tasks and sessions Checks saw (in batches) and the pauses they call
+    /// for, until `stop` resolves or every sender is gone. A failed write is logged;
+    /// the next sighting tries again.
+    pub async fn record_reports(
         self: Arc<Self>,
-        mut receiver: mpsc::Receiver<Sighting>,
+        mut inbox: Inbox,
         stop: impl std::future::Future<Output = ()>,
     ) {
         let mut stop = std::pin::pin!(stop);
-        let mut batch = Vec::with_capacity(256);
+        let mut seen = Vec::with_capacity(256);
         loop {
             tokio::select! {
                 () = &mut stop => return,
-                n = receiver.recv_many(&mut batch, 256) => if n == 0 { return },
+                Some(pause) = inbox.pauses.recv() => self.pause(pause).await,
+                n = inbox.sightings.recv_many(&mut seen, 256) => {
+                    if n == 0 {
+                        return;
+                    }
+                    let at = seen.iter().map(|s| s.at).max().unwrap_or_default();
+                    let batch = std::mem::take(&mut seen);
+                    if let Err(err) = self
+                        .update(LEASH, at, move |snapshot| Ok(sighted(snapshot, &batch)))
+                        .await
+                    {
+                        tracing::error!("could not record the tasks Checks saw: {err}");
+                    }
+                }
             }
-            let at = batch.iter().map(|s| s.at).max().unwrap_or_default();
-            let seen = std::mem::take(&mut batch);
-            if let Err(err) = self
-                .update(LEASH, at, move |snapshot| Ok(sighted(snapshot, &seen)))
-                .await
-            {
-                tracing::error!("could not record the tasks Checks saw: {err}");
-            }
+        }
+    }
+
+    /// Pauses a session a Check called to pause, unless a pause already holds it.
+    async fn pause(self: &Arc<Self>, request: PauseRequest) {
+        let cause = match &request.rule {
+            Some(rule) => format!("behaviour rule {rule:?}: {}", request.reason),
+            None => format!("the policy asked: {}", request.reason),
+        };
+        let why = cause.clone();
+        let (agent, task, at) = (request.agent.clone(), request.task.clone(), request.at);
+        let ttl = request
+            .pause_for
+            .map_or(0, |s| u64::try_from(s).unwrap_or(0));
+        let result = self
+            .update(LEASH, at, move |snapshot| {
+                if snapshot
+                    .session(&agent, &task)
+                    .is_some_and(|s| s.paused(at).is_some())
+                {
+                    return Ok(Vec::new());
+                }
+                super::ops::pause_session(
+                    snapshot,
+                    &agent,
+                    &task,
+                    &why,
+                    ttl,
+                    super::ops::By {
+                        caller: LEASH,
+                        now: at,
+                    },
+                )
+            })
+            .await;
+        match result {
+            Ok(seq) => tracing::warn!(
+                agent = %request.agent,
+                task = %request.task,
+                rule = request.rule.as_deref().unwrap_or("policy"),
+                seq,
+                "session paused automatically: {cause}"
+            ),
+            Err(err) => tracing::error!(
+                agent = %request.agent,
+                task = %request.task,
+                "could not pause the session ({cause}): {err}"
+            ),
         }
     }
 

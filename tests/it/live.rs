@@ -635,3 +635,145 @@ async fn through_envoy_the_live_context_decides_the_next_request() {
         .await;
     assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
 }
+
+/// The policy reads the session's counters and can ask for a pause.
+#[tokio::test]
+async fn the_policy_sees_the_sessions_counters_and_can_pause_it() {
+    let issuer = issuer();
+    let policy = PolicyDir::new(&[(
+        "authz.rego",
+        r#"package envoy.authz
+import rego.v1
+default allow := false
+allow if {
+	input.leash.authenticated
+	input.parsed_path[0] == "repos"
+	input.leash.context.counters.calls.read < 3
+}
+allow := {"allowed": false, "pause": {"reason": "asked to wipe everything"}} if {
+	input.parsed_path[0] == "wipe"
+}
+"#,
+    )]);
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("state.redb").display().to_string();
+    let leash = start(&issuer, &policy, &path).await;
+    let token = issuer.token("j-1", "t-1", 1);
+    for _ in 0..3 {
+        assert!(is_allowed(&leash.check(call(&token, "t-1")).await));
+    }
+    // The fourth read sees three before it.
+    let resp = leash.check(call(&token, "t-1")).await;
+    assert_eq!(reason(&resp).as_deref(), Some("policy.denied"));
+
+    let other = issuer.token("j-2", "t-2", 1);
+    let wipe = request(
+        "DELETE",
+        "/wipe",
+        &[("authorization", &bearer(&other)), ("x-agent-task", "t-2")],
+    );
+    let resp = leash.check(wipe).await;
+    assert_eq!(reason(&resp).as_deref(), Some("policy.denied"));
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            reason(&leash.check(call(&other, "t-2")).await).as_deref() == Some("session.paused")
+        })
+        .await,
+        "the policy's pause holds from a later Check"
+    );
+    let mut control = leash.control_client().await;
+    let sessions = control
+        .list_sessions(ListSessionsRequest {
+            agent: "planner".into(),
+            task: "t-2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].paused_by, "leash");
+    assert!(
+        sessions[0]
+            .pause_reason
+            .contains("asked to wipe everything")
+    );
+}
+
+/// Through a real Envoy: the configured number of denials pauses the session, and the
+/// pause is announced naming the rule.
+#[tokio::test]
+async fn through_envoy_denials_pause_the_session_automatically() {
+    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
+
+    let Some(envoy_bin) = require_envoy() else {
+        return;
+    };
+    let issuer = issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}behaviour:\n  rules:\n    - {{ name: denial-burst, when: denials, at_least: 3, within: 1m }}\n",
+            issuer.yaml
+        ),
+    )
+    .unwrap();
+    let leash = LeashProcess::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "tokens.mode=required",
+        "--set",
+        "response.reason_header=x-leash-reason",
+    ])
+    .await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
+    let now = leash::clock::unix_now();
+    // A token that may read hosts, not write them.
+    let token = issuer
+        .key
+        .sign(
+            &claims(json!({
+                "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
+                "task_id": "t-1", "jti": "a-1", "scope": "host:*:read",
+                "iat": now - 1, "exp": now + 600,
+            })),
+            Some("k1"),
+            None,
+        )
+        .unwrap();
+    let auth = bearer(&token);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-agent-task", "t-1"),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(envoy.send("GET", "/items", &headers, "").await.status, 200);
+    for _ in 0..3 {
+        let denied = envoy.send("POST", "/items", &headers, "{}").await;
+        assert_eq!(denied.header("x-leash-reason"), Some("policy.denied"));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            envoy
+                .send("GET", "/items", &headers, "")
+                .await
+                .header("x-leash-reason")
+                == Some("session.paused")
+        })
+        .await,
+        "three denials paused the session"
+    );
+    let logged = leash
+        .wait_log(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("session paused automatically"))
+        })
+        .await
+        .expect("the pause is logged");
+    assert!(logged.to_string().contains("denial-burst"), "{logged}");
+}

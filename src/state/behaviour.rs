@@ -1,0 +1,280 @@
+//! Behaviour counters per session (an agent on a task) over a sliding window, and the
+//! rules that pause a session when its behaviour shifts: so many denials, so many
+//! calls of a class, a burst, a tool never seen before once the task has settled.
+//!
+//! Counters live in memory, one shard lock per group of sessions: a Check touches one
+//! uncontended lock. They restart empty with leash; the pauses they cause are durable
+//! like any other.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex};
+
+/// What a rule counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Denied Checks.
+    Denials,
+    /// Calls of any class.
+    Calls,
+    /// Calls of one class (read 0, write 1, destructive 2).
+    Class(usize),
+    /// Request body bytes leash saw.
+    BodyBytes,
+    /// A tool the session has not called before, once its task is `after` seconds old.
+    NewTool { after: i64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub trigger: Trigger,
+    /// Fires when the count within `within` reaches this.
+    pub at_least: u64,
+    /// Seconds.
+    pub within: i64,
+    /// How long the pause holds, seconds; `None` until resumed.
+    pub pause_for: Option<i64>,
+}
+
+/// The counts of one session over the window, before the Check being decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// The window, seconds.
+    pub window: i64,
+    /// Calls per class: read, write, destructive.
+    pub calls: [u64; 3],
+    pub denials: u64,
+    pub body_bytes: u64,
+    /// Distinct tools the session has called.
+    pub tools: u64,
+}
+
+/// One Check, as the counters see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub agent: &'a str,
+    pub task: &'a str,
+    /// read 0, write 1, destructive 2; `None` when the action was not classified.
+    pub class: Option<usize>,
+    pub tool: Option<&'a str>,
+    pub denied: bool,
+    pub body_bytes: u64,
+    pub at: i64,
+    /// When the task was first seen, for rules that wait for it to settle.
+    pub task_since: Option<i64>,
+}
+
+/// A rule that fired: the session is to be paused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    pub rule: String,
+    pub detail: String,
+    pub pause_for: Option<i64>,
+}
+
+/// Per bucket: read, write, destructive, denials, body bytes.
+type Bucket = [u64; 5];
+
+#[derive(Debug, Default)]
+struct Session {
+    /// (bucket start, counts), oldest first, none older than the window.
+    buckets: VecDeque<(i64, Bucket)>,
+    tools: HashMap<Arc<str>, ()>,
+    last: i64,
+    /// After a rule fires, none fires again for this session before this moment: the
+    /// pause it asked for is on its way.
+    quiet_until: i64,
+}
+
+/// How many tools a session remembers; beyond it, new tools are not counted as new.
+const MAX_TOOLS: usize = 256;
+const SHARDS: usize = 16;
+
+/// The sessions of one shard, by agent, then task: looked up by borrowed names, so a
+/// Check allocates only for a session's first call.
+type Shard = HashMap<Arc<str>, HashMap<Arc<str>, Session>>;
+
+#[derive(Debug)]
+pub struct Behaviour {
+    rules: Vec<Rule>,
+    /// The longest window a rule reads, and the bucket width, seconds.
+    window: i64,
+    bucket: i64,
+    /// Sessions kept per shard before idle ones are dropped.
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+impl Behaviour {
+    pub fn new(rules: Vec<Rule>, max_sessions: usize) -> Self {
+        let window = rules.iter().map(|r| r.within).max().unwrap_or(60).max(1);
+        Self {
+            rules,
+            window,
+            // Sixty buckets over the longest window: each count is exact to 1/60 of it.
+            bucket: (window / 60).max(1),
+            per_shard: (max_sessions / SHARDS).max(1),
+            hasher: Default::default(),
+            shards: Default::default(),
+        }
+    }
+
+    pub fn window(&self) -> i64 {
+        self.window
+    }
+
+    fn shard(&self, agent: &str, task: &str) -> &Mutex<Shard> {
+        let mut h = self.hasher.build_hasher();
+        agent.hash(&mut h);
+        task.hash(&mut h);
+        let i = usize::try_from(h.finish() % SHARDS as u64).unwrap_or_default();
+        let [first, ..] = &self.shards;
+        self.shards.get(i).unwrap_or(first)
+    }
+
+    /// The session's counts over the window at `now`.
+    pub fn counts(&self, agent: &str, task: &str, now: i64) -> Counts {
+        let shard = self
+            .shard(agent, task)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counts = Counts {
+            window: self.window,
+            ..Counts::default()
+        };
+        if let Some(session) = shard.get(agent).and_then(|tasks| tasks.get(task)) {
+            let [read, write, destructive, denials, body_bytes] = sum(session, now - self.window);
+            counts.calls = [read, write, destructive];
+            counts.denials = denials;
+            counts.body_bytes = body_bytes;
+            counts.tools = session.tools.len() as u64;
+        }
+        counts
+    }
+
+    /// Counts one Check, and returns the first rule it makes fire.
+    pub fn observe(&self, o: &Observation<'_>) -> Option<Fired> {
+        let mut shard = self
+            .shard(o.agent, o.task)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let known = shard
+            .get(o.agent)
+            .is_some_and(|tasks| tasks.contains_key(o.task));
+        if !known {
+            let count = |shard: &Shard| shard.values().map(HashMap::len).sum::<usize>();
+            if count(&shard) >= self.per_shard {
+                let idle = o.at - self.window;
+                shard.retain(|_, tasks| {
+                    tasks.retain(|_, s| s.last > idle);
+                    !tasks.is_empty()
+                });
+                if count(&shard) >= self.per_shard {
+                    return None;
+                }
+            }
+            shard
+                .entry(Arc::from(o.agent))
+                .or_default()
+                .insert(Arc::from(o.task), Session::default());
+        }
+        let session = shard
+            .get_mut(o.agent)
+            .and_then(|tasks| tasks.get_mut(o.task))?;
+        session.last = o.at;
+        let start = o.at - o.at.rem_euclid(self.bucket);
+        while session
+            .buckets
+            .front()
+            .is_some_and(|(at, _)| *at <= o.at - self.window)
+        {
+            session.buckets.pop_front();
+        }
+        if session.buckets.back().is_none_or(|(at, _)| *at != start) {
+            session.buckets.push_back((start, [0; 5]));
+        }
+        if let Some((_, [read, write, destructive, denials, bytes])) = session.buckets.back_mut() {
+            match o.class {
+                Some(0) => *read += 1,
+                Some(1) => *write += 1,
+                Some(2) => *destructive += 1,
+                _ => {}
+            }
+            *denials += u64::from(o.denied);
+            *bytes = bytes.saturating_add(o.body_bytes);
+        }
+        let new_tool = match o.tool {
+            Some(tool) if !session.tools.contains_key(tool) => {
+                if session.tools.len() < MAX_TOOLS {
+                    session.tools.insert(Arc::from(tool), ());
+                }
+                true
+            }
+            _ => false,
+        };
+        if o.at < session.quiet_until {
+            return None;
+        }
+        let fired = self.rules.iter().find_map(|rule| {
+            let [read, write, destructive, denials, bytes] = sum(session, o.at - rule.within);
+            let count = match rule.trigger {
+                Trigger::NewTool { after } => {
+                    let settled = o.task_since.is_some_and(|since| o.at - since >= after);
+                    return (new_tool && settled).then(|| Fired {
+                        rule: rule.name.clone(),
+                        detail: format!(
+                            "tool {:?} was never called in this session, {after} s or more into its task",
+                            o.tool.unwrap_or_default()
+                        ),
+                        pause_for: rule.pause_for,
+                    });
+                }
+                Trigger::Denials => denials,
+                Trigger::BodyBytes => bytes,
+                Trigger::Calls => read + write + destructive,
+                Trigger::Class(0) => read,
+                Trigger::Class(1) => write,
+                Trigger::Class(_) => destructive,
+            };
+            (count >= rule.at_least).then(|| Fired {
+                rule: rule.name.clone(),
+                detail: format!(
+                    "{count} {} within {} s (the rule pauses at {})",
+                    what(rule.trigger),
+                    rule.within,
+                    rule.at_least
+                ),
+                pause_for: rule.pause_for,
+            })
+        });
+        if fired.is_some() {
+            session.quiet_until = o.at.saturating_add(self.window);
+        }
+        fired
+    }
+}
+
+fn what(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::Denials => "denials",
+        Trigger::Calls => "calls",
+        Trigger::Class(0) => "reads",
+        Trigger::Class(1) => "writes",
+        Trigger::Class(_) => "destructive calls",
+        Trigger::BodyBytes => "request body bytes",
+        Trigger::NewTool { .. } => "new tools",
+    }
+}
+
+/// The counts of the buckets that start after `since`.
+fn sum(session: &Session, since: i64) -> Bucket {
+    let mut total = [0u64; 5];
+    for (_, bucket) in session.buckets.iter().filter(|(at, _)| *at > since) {
+        for (t, b) in total.iter_mut().zip(bucket) {
+            *t = t.saturating_add(*b);
+        }
+    }
+    total
+}
