@@ -102,13 +102,12 @@ fn authz_on(config: &Config, pipeline: leash::pipeline::Pipeline) -> Authz {
     let metrics = Arc::new(Metrics::new());
     let (audit, _rx) = AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
     Authz {
-        decider: Arc::new(leash::decider::Decider {
-            pipeline: Arc::new(pipeline),
+        decider: Arc::new(leash::app::decider(
+            config,
+            Arc::new(pipeline),
             metrics,
             audit,
-            key_wait: config.tokens.key_wait,
-            clock: leash::clock::unix_now,
-        }),
+        )),
         egress: Default::default(),
     }
 }

@@ -67,6 +67,10 @@ impl App {
         let pipeline = Arc::new(
             pipeline(&config, store.clone())?
                 .with_state(updater.state().clone(), updater.reports())
+                .with_approval_url(match config.listen.admin {
+                    Some(addr) => format!("http://{addr}{}", admin::APPROVALS_PATH),
+                    None => admin::APPROVALS_PATH.to_owned(),
+                })
                 .with_behaviour(Arc::new(crate::state::behaviour::Behaviour::new(
                     config.behaviour.clone(),
                     crate::state::MAX_RECORDED,
@@ -76,7 +80,10 @@ impl App {
         let (audit, audit_rx) =
             AuditSink::new(config.log.decisions, metrics.decision_log_dropped());
         let authz = Arc::new(Authz {
-            decider: Arc::new(decider(&config, pipeline, metrics.clone(), audit)),
+            decider: Arc::new(Decider {
+                approvals: Some(updater.clone()),
+                ..decider(&config, pipeline, metrics.clone(), audit)
+            }),
             egress: EgressOptions {
                 reason_header: config.response.reason_header.clone(),
             },
@@ -229,7 +236,14 @@ impl App {
 
         if let Some(listener) = listeners.admin {
             tracing::info!(addr = %listener.local_addr()?, "admin HTTP (/healthz, /readyz, /metrics) listening");
-            let router = admin::router(self.store.clone(), self.metrics.clone());
+            let router = admin::router(
+                self.store.clone(),
+                self.metrics.clone(),
+                Some(admin::Approvals {
+                    state: self.updater.state().clone(),
+                    tokens: self.authz.decider.pipeline.authenticator().clone(),
+                }),
+            );
             tasks.spawn(serve::http1(
                 slots("admin").tcp(listener),
                 router,
@@ -437,6 +451,7 @@ pub fn decider(
         audit,
         key_wait: config.tokens.key_wait,
         clock: crate::clock::unix_now,
+        approvals: None,
     }
 }
 

@@ -25,6 +25,9 @@
 //!   session            {agent, task, first_seen}, or null
 //!   risk               per subject kind (agent, human, workload, task):
 //!                      {max, signals: [{kind, score, source, expires_at}]}, live signals only
+//!   approval           the approval last asked for this very action:
+//!                      {id, status: pending|approved|denied|used|expired, uses_left,
+//!                      expires_at}, or null
 //!   counters           the session's behaviour over the window before this Check:
 //!                      {window, calls: {read, write, destructive}, denials, body_bytes,
 //!                      tools}, or null without a session
@@ -37,7 +40,7 @@ use crate::policy::Value;
 use crate::policy::library::{self, Class};
 use crate::request::Target;
 use crate::state::behaviour::Counts;
-use crate::state::{Live, RiskSignal, RiskSubject, Task};
+use crate::state::{Approval, ApprovalStatus, Live, RiskSignal, RiskSubject, Task};
 use crate::token::Identity;
 use crate::view::RequestView;
 
@@ -59,7 +62,8 @@ document_keys! {
     agents = "agents", first_seen = "first_seen", ended = "ended", session = "session",
     risk = "risk", max = "max", signals = "signals", score = "score",
     expires_at = "expires_at", counters = "counters", window = "window", calls = "calls",
-    denials = "denials", body_bytes = "body_bytes", tools = "tools",
+    denials = "denials", body_bytes = "body_bytes", tools = "tools", approval = "approval",
+    uses_left = "uses_left",
 }
 
 /// What the pipeline established about a request before identity: the document
@@ -76,6 +80,8 @@ pub struct Established<'a> {
     pub live: Option<&'a Live<'a>>,
     /// The session's behaviour counters before this Check (`None` without a session).
     pub counters: Option<&'a Counts>,
+    /// The approval last asked for this very action, whatever its status.
+    pub approval: Option<&'a Approval>,
     /// When the Check is decided, Unix seconds: risk signals live until then count.
     pub now: i64,
 }
@@ -125,6 +131,7 @@ pub fn library_input<'a>(facts: &Established<'a>) -> Option<library::Input<'a>> 
         task: identity.and_then(|id| id.binding.task.as_deref()),
         depth,
         tool: tool.map(|t| (t.name.as_str(), t.known)),
+        approved: facts.approval.is_some_and(|a| a.usable(facts.now)),
         risk: facts.live.map_or(0, |live| {
             RiskSubject::ALL
                 .into_iter()
@@ -147,6 +154,7 @@ fn document(facts: &Established<'_>, k: &Keys) -> Value {
         mcp,
         live,
         counters,
+        approval,
         now,
     } = *facts;
     let doc = identity.map(|id| &id.token.document);
@@ -286,11 +294,34 @@ fn document(facts: &Established<'_>, k: &Keys) -> Value {
             }),
         ),
         (k.request.clone(), request),
-        (k.context.clone(), live_document(live, counters, now, k)),
+        (
+            k.context.clone(),
+            live_document(live, counters, approval, now, k),
+        ),
     ])
 }
 
-fn live_document(live: Option<&Live<'_>>, counters: Option<&Counts>, now: i64, k: &Keys) -> Value {
+fn live_document(
+    live: Option<&Live<'_>>,
+    counters: Option<&Counts>,
+    approval: Option<&Approval>,
+    now: i64,
+    k: &Keys,
+) -> Value {
+    // "approved" only while it allows something: an approval past its deadline reads
+    // as expired, so a policy never needs the clock.
+    let approval = approval.map_or(Value::Null, |a| {
+        let status = match a.status {
+            ApprovalStatus::Approved | ApprovalStatus::Pending if now >= a.expires_at => "expired",
+            status => status.name(),
+        };
+        object([
+            (k.id.clone(), Value::from(&*a.id)),
+            (k.status.clone(), Value::from(status)),
+            (k.uses_left.clone(), Value::from(u64::from(a.uses_left))),
+            (k.expires_at.clone(), Value::from(a.expires_at)),
+        ])
+    });
     let text = |s: &Option<std::sync::Arc<str>>| s.as_deref().map_or(Value::Null, Value::from);
     let task = live.and_then(|l| l.task).map_or(Value::Null, |t: &Task| {
         object([
@@ -366,5 +397,6 @@ fn live_document(live: Option<&Live<'_>>, counters: Option<&Counts>, now: i64, k
         (k.session.clone(), session),
         (k.risk.clone(), risk),
         (k.counters.clone(), counters),
+        (k.approval.clone(), approval),
     ])
 }

@@ -25,39 +25,93 @@ pub struct Decider {
     /// How long a Check waits for an issuer's keys when its token names an unknown key.
     pub key_wait: Duration,
     pub clock: Clock,
+    /// Where an allow on an approval spends its use; without it, such an allow is
+    /// refused (nothing could make the use durable).
+    pub approvals: Option<Arc<crate::state::Updater>>,
+}
+
+/// What a Check waits for before it can be answered.
+#[derive(Debug)]
+pub enum Wait {
+    /// An issuer's keys: the token names one not published yet.
+    Keys(MissingKey),
+    /// A durable write: the allow spends a use of an approval.
+    Approval(Box<Verdict>),
 }
 
 impl Decider {
-    /// Decides `view` without waiting, and records the decision; or says which keys
-    /// to fetch (nothing is recorded then: [`after_keys`](Self::after_keys) does).
-    pub fn try_decide(&self, view: &RequestView, arrived: Instant) -> Result<Verdict, MissingKey> {
-        let verdict = self.pipeline.try_check(view, (self.clock)())?;
+    /// Decides `view` without waiting, and records the decision; or says what to wait
+    /// for (nothing is recorded then: [`finish`](Self::finish) does).
+    pub fn try_decide(&self, view: &RequestView, arrived: Instant) -> Result<Verdict, Wait> {
+        let verdict = self
+            .pipeline
+            .try_check(view, (self.clock)())
+            .map_err(Wait::Keys)?;
+        if verdict.spends_approval.is_some() {
+            return Err(Wait::Approval(Box::new(verdict)));
+        }
         self.record(&verdict, Some(view), arrived);
         Ok(verdict)
     }
 
-    /// Decides `view` without waiting: a token naming an unknown key is denied.
-    pub fn decide_now(&self, view: &RequestView, arrived: Instant) -> Verdict {
-        let verdict = self.pipeline.check(view, (self.clock)());
+    /// Waits for what [`try_decide`](Self::try_decide) said, then answers for good.
+    pub async fn finish(&self, view: &RequestView, wait: Wait, arrived: Instant) -> Verdict {
+        let verdict = match wait {
+            Wait::Keys(missing) => {
+                self.fetch_keys(&missing, arrived).await;
+                self.pipeline.check(view, (self.clock)())
+            }
+            Wait::Approval(verdict) => *verdict,
+        };
+        let verdict = match self.approvals.clone() {
+            Some(updater) if verdict.spends_approval.is_some() => {
+                let now = (self.clock)();
+                tokio::task::spawn_blocking(move || spend(&updater, verdict, now))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Verdict::new(
+                            Decision::deny(
+                                DenyReason::ApprovalRequired,
+                                "the approval could not be spent: the updater stopped",
+                            ),
+                            None,
+                            Facts::default(),
+                        )
+                    })
+            }
+            _ => self.settle_blocking(verdict),
+        };
         self.record(&verdict, Some(view), arrived);
         verdict
     }
 
-    /// Asks `missing`'s issuer for its keys, waits at most `key_wait`, then decides
-    /// `view` for good.
-    pub async fn after_keys(
-        &self,
-        view: &RequestView,
-        missing: MissingKey,
-        arrived: Instant,
-    ) -> Verdict {
+    /// Decides `view` without waiting for keys (a token naming an unknown key is
+    /// denied), spending an approval on this thread: for callers outside the async
+    /// serving path.
+    pub fn decide_now(&self, view: &RequestView, arrived: Instant) -> Verdict {
+        let verdict = self.settle_blocking(self.pipeline.check(view, (self.clock)()));
+        self.record(&verdict, Some(view), arrived);
+        verdict
+    }
+
+    fn settle_blocking(&self, verdict: Verdict) -> Verdict {
+        if verdict.spends_approval.is_none() {
+            return verdict;
+        }
+        match &self.approvals {
+            Some(updater) => spend(updater, verdict, (self.clock)()),
+            None => refused_use(verdict, "no live context keeps approvals here"),
+        }
+    }
+
+    /// Asks `missing`'s issuer for its keys and waits at most `key_wait`.
+    async fn fetch_keys(&self, missing: &MissingKey, arrived: Instant) {
         let issuer = &missing.issuer;
         if let Some(fetched) = issuer.refetch(arrived) {
             if tokio::time::timeout(self.key_wait, fetched).await.is_err() {
                 tracing::warn!(issuer = %issuer.config.issuer, "keys did not arrive within {:?}", self.key_wait);
             }
         }
-        self.decide_now(view, arrived)
     }
 
     /// Decides `view` as a Check would, at the injected clock's time, and returns the
@@ -82,4 +136,31 @@ impl Decider {
             .record_decision(verdict.decision.reason(), took);
         self.audit.record(verdict, view, took);
     }
+}
+
+/// Spends the approval `verdict` allows on, durably; the allow stands only if this
+/// Check got the use.
+fn spend(updater: &crate::state::Updater, verdict: Verdict, now: i64) -> Verdict {
+    let Some(id) = verdict.spends_approval.clone() else {
+        return verdict;
+    };
+    match updater.spend_approval_blocking(&id, now) {
+        Ok(true) => verdict,
+        Ok(false) => refused_use(
+            verdict,
+            &format!("approval {id} was spent, expired or decided otherwise meanwhile"),
+        ),
+        Err(err) => refused_use(verdict, &format!("approval {id} could not be spent: {err}")),
+    }
+}
+
+/// The allow turned into a denial because its approval's use could not be had.
+fn refused_use(verdict: Verdict, why: &str) -> Verdict {
+    let mut refused = Verdict::new(
+        Decision::deny(DenyReason::ApprovalRequired, why),
+        verdict.revision,
+        verdict.facts,
+    );
+    refused.decision_id = verdict.decision_id;
+    refused
 }

@@ -43,6 +43,16 @@ impl Decision {
         }
     }
 
+    /// A denial with its own response: leash's answer when an approval is required.
+    pub fn deny_with(reason: DenyReason, response: DenyResponse, detail: String) -> Self {
+        Self::Deny(Denial {
+            reason,
+            response,
+            metadata: Metadata::new(),
+            detail: Some(detail),
+        })
+    }
+
     /// A denial leash makes on its own: 403, no body, with a reason and what went wrong.
     pub fn deny(reason: DenyReason, detail: impl Into<String>) -> Self {
         Self::Deny(Denial {

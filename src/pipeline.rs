@@ -29,7 +29,9 @@ use crate::policy::input::{self, InputError, Parsed};
 use crate::policy::{EvalError, PolicyStore, Prepare, Prepared, Value, outcome};
 use crate::request::{HeaderNotes, Target};
 use crate::state::behaviour::{Behaviour, Counts, Observation};
-use crate::state::{Hold, Live, PauseRequest, Reports, Sighting, State, Who};
+use crate::state::{
+    Approval, ApprovalStatus, Binding, Hold, Live, PauseRequest, Reports, Sighting, State, Who,
+};
 use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
 use crate::view::RequestView;
 
@@ -45,6 +47,9 @@ pub struct Verdict {
     pub facts: Facts,
     /// Why the policy asked for the session to be paused, if it did.
     pub pause: Option<String>,
+    /// The approval this allow spends a use of; the Decider spends it, durably,
+    /// before the answer leaves, and denies if it is gone.
+    pub spends_approval: Option<Arc<str>>,
 }
 
 /// The signals behind a decision, for the decision log. Never a token or a secret:
@@ -91,6 +96,9 @@ pub struct Pipeline {
     reports: Option<Reports>,
     /// Counters per session, and the rules that pause one.
     behaviour: Option<Arc<Behaviour>>,
+    /// Where an agent polls an approval, up to the id (the admin port's
+    /// `/v1/approvals/`).
+    approval_url: Option<String>,
 }
 
 /// What step 1 established: the request leash decides on, read one way.
@@ -119,7 +127,15 @@ impl Pipeline {
             state: Arc::default(),
             reports: None,
             behaviour: None,
+            approval_url: None,
         }
+    }
+
+    /// Tells agents to poll approvals at `base` followed by the approval's id.
+    #[must_use]
+    pub fn with_approval_url(mut self, base: String) -> Self {
+        self.approval_url = Some(base);
+        self
     }
 
     /// Reads the live context from `state`, and reports what it lacks, and the pauses
@@ -335,6 +351,17 @@ impl Pipeline {
             );
         };
         let leash_headers = shape.notes.leash;
+        // The approval asked for this very action, looked for only once any was asked.
+        let binding_of =
+            || action_binding(facts.identity.as_ref(), view, &shape.target, tool.as_ref());
+        let binding = if snapshot.no_approvals() {
+            None
+        } else {
+            binding_of()
+        };
+        let approval = binding
+            .as_ref()
+            .and_then(|(_, digest)| snapshot.approval_for(digest));
         let reads_leash = set.info().reads_agent_context;
         // The session's counters before this Check, for a policy that reads them.
         let counters = if reads_leash {
@@ -351,6 +378,7 @@ impl Pipeline {
             mcp: shape.mcp.as_ref(),
             live: live.as_ref(),
             counters: counters.as_ref(),
+            approval,
             now,
         };
         // The shipped library alone is decided in Rust from the typed facts, with no
@@ -375,15 +403,32 @@ impl Pipeline {
                 set.evaluate_at(input, now)
             }
         };
-        // leash's own field beside the plugin's: a malformed `pause` refuses the result.
-        let pause = match &result {
-            Ok(value) => outcome::requested_pause(value),
-            Err(_) => Ok(None),
+        // leash's own fields beside the plugin's: a malformed one refuses the result.
+        let asks = match &result {
+            Ok(value) => outcome::requested_pause(value)
+                .and_then(|pause| Ok((pause, outcome::requested_approval(value)?))),
+            Err(_) => Ok((None, None)),
         };
-        let (mut decision, pause) = match pause {
-            Ok(pause) => (decision_of(result), pause),
-            Err(err) => (Decision::deny(err.reason(), err.to_string()), None),
+        let (mut decision, pause, needs_approval) = match asks {
+            Ok((pause, approval)) => (decision_of(result), pause, approval),
+            Err(err) => (Decision::deny(err.reason(), err.to_string()), None, None),
         };
+        let mut spends = None;
+        let binding = match needs_approval {
+            Some(_) => binding.or_else(binding_of),
+            None => binding,
+        };
+        match (&decision, needs_approval, binding) {
+            // An allow on an approval spends one of its uses, durably, before the
+            // answer leaves (the Decider waits for it).
+            (Decision::Allow(_), _, _) => {
+                spends = approval.filter(|a| a.usable(now)).map(|a| a.id.clone());
+            }
+            (Decision::Deny(_), Some(reason), Some((binding, digest))) => {
+                decision = self.ask_approval(approval, binding, digest, reason, now);
+            }
+            _ => {}
+        }
         if let Decision::Allow(permit) = &mut decision {
             let client = leash_headers.then(|| view.headers.keys().map(String::as_str));
             permit.vouch(
@@ -393,7 +438,84 @@ impl Pipeline {
         }
         let mut verdict = Verdict::new(decision, revision, facts);
         verdict.pause = pause;
+        verdict.spends_approval = spends;
         Ok(verdict)
+    }
+
+    /// The denial that asks for an approval of this very action: the pending one
+    /// already asked for, or a new one recorded now (without waiting for the disk: the
+    /// agent polls its status).
+    fn ask_approval(
+        &self,
+        asked: Option<&Approval>,
+        binding: Binding,
+        digest: String,
+        reason: String,
+        now: i64,
+    ) -> Decision {
+        let approval = match asked.filter(|a| a.waiting(now)) {
+            Some(waiting) => waiting.clone(),
+            None => {
+                let approval = Approval {
+                    id: Arc::from(uuid::Uuid::new_v4().to_string()),
+                    digest: Arc::from(digest),
+                    binding,
+                    reason: reason.clone(),
+                    status: ApprovalStatus::Pending,
+                    requested_at: now,
+                    expires_at: now + crate::state::ops::APPROVAL_WAIT,
+                    uses_left: 0,
+                    decided_by: None,
+                    decided_reason: None,
+                };
+                let sent = self
+                    .reports
+                    .as_ref()
+                    .is_some_and(|r| r.approvals.try_send(approval.clone()).is_ok());
+                if !sent {
+                    return Decision::deny(
+                        DenyReason::ApprovalRequired,
+                        format!("{reason} (the approval could not be recorded: try again)"),
+                    );
+                }
+                approval
+            }
+        };
+        let status_url = format!(
+            "{}{}",
+            self.approval_url.as_deref().unwrap_or("/v1/approvals/"),
+            approval.id
+        );
+        let body = serde_json::json!({
+            "error": "approval_required",
+            "reason": reason,
+            "approval": {
+                "id": &*approval.id,
+                "status_url": status_url,
+                "expires_at": approval.expires_at,
+            },
+        });
+        Decision::deny_with(
+            DenyReason::ApprovalRequired,
+            crate::decision::DenyResponse {
+                status: crate::decision::HttpStatus::FORBIDDEN,
+                headers: vec![
+                    crate::decision::Header {
+                        name: "content-type".into(),
+                        value: "application/json".into(),
+                    },
+                    crate::decision::Header {
+                        name: "retry-after".into(),
+                        value: "10".into(),
+                    },
+                ],
+                body: body.to_string(),
+            },
+            format!(
+                "approval {} asked for {}: {reason}",
+                approval.id, approval.binding.action
+            ),
+        )
     }
 
     /// The counters of the session `identity` works in, when it names an agent and a
@@ -489,6 +611,33 @@ fn classify(
         on_mcp_route: shape.on_mcp_route,
         notes: shape.notes,
     })
+}
+
+/// Exactly what an approval of this request would allow, and its digest: the agent
+/// on its task, and the tool call with its arguments or the method on the canonical
+/// target. `None` without an agent and a task: nothing to bind an approval to.
+fn action_binding(
+    identity: Option<&Identity>,
+    view: &RequestView,
+    target: &Target<'_>,
+    tool: Option<&ToolCall>,
+) -> Option<(Binding, String)> {
+    let identity = identity?;
+    let agent = identity.token.claims.agent.as_deref()?;
+    let task = identity.binding.task.as_deref()?;
+    let human = identity.token.claims.human.as_deref();
+    let binding = match tool {
+        Some(call) => Binding::tool(
+            task,
+            agent,
+            human,
+            &call.name,
+            &serde_json::to_string(&call.arguments).unwrap_or_default(),
+        ),
+        None => Binding::http(task, agent, human, &view.method, &target.host, &target.path),
+    };
+    let digest = binding.digest();
+    Some((binding, digest))
 }
 
 /// Who `token` (the request's access token or the transaction token beside it) speaks
@@ -607,6 +756,7 @@ pub fn warmup_input(
         mcp: shape.mcp.as_ref(),
         live: None,
         counters: None,
+        approval: None,
         now: 0,
     });
     Some(shape.parsed.assemble(view, Some(leash)))
@@ -633,6 +783,7 @@ impl Verdict {
             revision,
             facts,
             pause: None,
+            spends_approval: None,
         }
     }
 }

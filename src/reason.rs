@@ -98,6 +98,8 @@ pub enum DenyReason {
     TaskRevoked,
     /// The agent's session on this task is paused.
     SessionPaused,
+    /// The policy asks a human to approve this very action first.
+    ApprovalRequired,
 }
 
 impl DenyReason {
@@ -159,6 +161,7 @@ impl DenyReason {
             Self::TaskCompleted => "task.completed",
             Self::TaskRevoked => "task.revoked",
             Self::SessionPaused => "session.paused",
+            Self::ApprovalRequired => "approval.required",
         }
     }
 }

@@ -378,8 +378,9 @@ fn library_in_rust_decides_as_the_rego() {
             Vec<(u8, u8, u8, u8)>,
             (u8, u8, Option<(u8, bool)>, Option<u8>),
             [u8; 4],
+            u8,
         )>()
-        .for_each(|(head, scopes, tail, risk)| {
+        .for_each(|(head, scopes, tail, risk, approval)| {
             let (data, class, resource, authenticated, human, depth) = *head;
             let (tags, details, tool, task) = *tail;
             // Scores around every default limit (20, 50, 80) and the ends.
@@ -416,6 +417,15 @@ fn library_in_rust_decides_as_the_rego() {
                 3 => serde_json::json!(["leash", {"type": "other", "actions": ["export"], "identifier": "*"}]),
                 _ => serde_json::json!({"type": "leash"}),
             };
+            // Approvals that allow, and shapes that must not.
+            let approval = match approval % 6 {
+                0 => serde_json::Value::Null,
+                1 => serde_json::json!({"id": "a", "status": "approved", "uses_left": 1, "expires_at": 1}),
+                2 => serde_json::json!({"id": "a", "status": "approved", "uses_left": 0, "expires_at": 1}),
+                3 => serde_json::json!({"id": "a", "status": "pending", "uses_left": 0, "expires_at": 1}),
+                4 => serde_json::json!({"id": "a", "status": "approved", "uses_left": "1", "expires_at": 1}),
+                _ => serde_json::json!({"status": "approved", "uses_left": 0.5}),
+            };
             let input = serde_json::json!({"leash": {
                 "authenticated": authenticated,
                 "human": human.map(|h| pick(&["alice", ""], h)),
@@ -426,12 +436,15 @@ fn library_in_rust_decides_as_the_rego() {
                 "action": {"class": pick(&CLASSES[..3], class), "tags": tags},
                 "resource": {"kind": kind, "name": name, "id": id},
                 "tool": tool.map(|(n, known)| serde_json::json!({"name": pick(&NAMES, n), "known": known})),
-                "context": {"risk": {
-                    "agent": {"max": score(0), "signals": []},
-                    "human": {"max": score(1), "signals": []},
-                    "workload": {"max": score(2), "signals": []},
-                    "task": {"max": score(3), "signals": []},
-                }},
+                "context": {
+                    "approval": approval,
+                    "risk": {
+                        "agent": {"max": score(0), "signals": []},
+                        "human": {"max": score(1), "signals": []},
+                        "workload": {"max": score(2), "signals": []},
+                        "task": {"max": score(3), "signals": []},
+                    },
+                },
             }});
             let value = Value::from(input);
             let libraries = &LIBRARIES.sets;

@@ -116,6 +116,15 @@ scope_covers if {
 # How a grant may name this resource: exactly, every resource of its kind, or all.
 grant_names := {resource_id, sprintf("%s:*", [resource.kind]), "*"}
 
+# An approver allowed this exact action (leash matches the task, the agent and the
+# call, down to a tool's arguments), and the approval has a use left.
+approved if {
+	approval := input.leash.context.approval
+	approval.status == "approved"
+	is_number(approval.uses_left)
+	approval.uses_left > 0
+}
+
 # An explicit grant of `kind` (destructive, export, privilege) for the resource: a
 # scope `<kind>:<resource id>`, an RFC 9396 authorization_details entry of type
 # "leash" listing the kind in `actions` and naming the resource in `identifier`

@@ -147,6 +147,30 @@ pub(crate) enum CtlCommand {
         #[arg(long, default_value = "")]
         task: String,
     },
+    /// The approvals policies asked for, pending first
+    Approvals {
+        /// Only pending, approved, denied, used or expired ones
+        #[arg(long, default_value = "")]
+        status: String,
+    },
+    /// Allow an approval's exact action (needs an approver token)
+    Approve {
+        id: String,
+        /// How many calls it allows
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it may be used, e.g. 10m (at most 24h)
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        ttl: std::time::Duration,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Refuse an approval (needs an approver token)
+    Deny {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Print state changes as they happen (Ctrl-C to stop)
     Watch {
         /// First replay the changes after this sequence number

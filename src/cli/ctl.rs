@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use leash::edge::control::proto::control_client::ControlClient;
 use leash::edge::control::proto::{
-    ChangeResponse, ClearRiskSignalRequest, CompleteTaskRequest, GetTaskRequest,
-    ListSessionsRequest, ListTasksRequest, PauseSessionRequest, PolicyStatus, ReloadPolicyRequest,
-    ReloadPolicyResponse, ReportRiskSignalRequest, ResumeSessionRequest, RevokeSubjectRequest,
-    RevokeTokenRequest, SessionInfo, StatusRequest, StatusResponse, TaskInfo, WatchEventsRequest,
+    ApprovalInfo, ApproveRequest, ChangeResponse, ClearRiskSignalRequest, CompleteTaskRequest,
+    DenyRequest, GetTaskRequest, ListApprovalsRequest, ListSessionsRequest, ListTasksRequest,
+    PauseSessionRequest, PolicyStatus, ReloadPolicyRequest, ReloadPolicyResponse,
+    ReportRiskSignalRequest, ResumeSessionRequest, RevokeSubjectRequest, RevokeTokenRequest,
+    SessionInfo, StatusRequest, StatusResponse, TaskInfo, WatchEventsRequest,
 };
 use serde_json::{Value as Json, json};
 
@@ -134,6 +135,36 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        CtlCommand::Approvals { status } => {
+            let list = client
+                .list_approvals(ListApprovalsRequest { status })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            return show(args.json, &list, || {
+                list.approvals.iter().for_each(print_approval);
+            });
+        }
+        CtlCommand::Approve {
+            id,
+            uses,
+            ttl,
+            reason,
+        } => {
+            let until = std::time::SystemTime::now()
+                .checked_add(ttl)
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+            client
+                .approve(ApproveRequest {
+                    id,
+                    uses,
+                    approved_until: until,
+                    reason,
+                })
+                .await
+        }
+        CtlCommand::Deny { id, reason } => client.deny(DenyRequest { id, reason }).await,
         // The verbs that change the live context, each answered with a ChangeResponse.
         CtlCommand::CompleteTask {
             task,
@@ -270,6 +301,21 @@ fn print_task(t: &TaskInfo) {
             "  ended {} by {:?}: {:?}",
             t.ended, t.ended_by, t.end_reason
         );
+    }
+    println!();
+}
+
+fn print_approval(a: &ApprovalInfo) {
+    print!(
+        "{}  {}  agent {:?} on task {:?}: {:?}",
+        a.id, a.status, a.agent, a.task, a.action
+    );
+    if !a.arguments_sha256.is_empty() {
+        print!(" (arguments sha256 {})", a.arguments_sha256);
+    }
+    print!("  until {}  {:?}", a.expires_at, a.reason);
+    if !a.decided_by.is_empty() {
+        print!("  decided by {:?}: {:?}", a.decided_by, a.decided_reason);
     }
     println!();
 }

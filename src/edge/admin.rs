@@ -1,10 +1,11 @@
-//! The admin HTTP endpoints: liveness, readiness and Prometheus metrics.
+//! The admin HTTP endpoints: liveness, readiness, Prometheus metrics, and the status
+//! of an approval for the agent that asked for it.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
@@ -15,14 +16,99 @@ use crate::policy::PolicyStore;
 struct Admin {
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
+    approvals: Option<Approvals>,
 }
 
-pub fn router(store: Arc<PolicyStore>, metrics: Arc<Metrics>) -> Router {
+/// What the approval status endpoint reads: the live context, and the verifier of the
+/// agent's own token.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    pub state: Arc<crate::state::State>,
+    pub tokens: Arc<crate::token::Authenticator>,
+}
+
+/// Where agents poll their approvals, followed by the approval's id.
+pub const APPROVALS_PATH: &str = "/v1/approvals/";
+
+pub fn router(
+    store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+    approvals: Option<Approvals>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Admin { store, metrics })
+        .route("/v1/approvals/{id}", get(approval_status))
+        .with_state(Admin {
+            store,
+            metrics,
+            approvals,
+        })
+}
+
+/// An approval's status, for the agent that asked: its bearer token must verify and
+/// name the approval's agent and task. Anyone else learns nothing, not even whether
+/// the id exists.
+async fn approval_status(
+    State(admin): State<Admin>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let json = |status: StatusCode, body: serde_json::Value| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+    };
+    let not_found = || {
+        json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not_found"}),
+        )
+    };
+    let Some(approvals) = admin.approvals else {
+        return not_found();
+    };
+    let raw = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let now = crate::clock::unix_now();
+    let Some(token) = raw.and_then(|raw| approvals.tokens.verify_token(raw.trim(), now).ok())
+    else {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "unauthorized", "hint": "send the token that asked, as a bearer token"}),
+        );
+    };
+    let snapshot = approvals.state.snapshot();
+    let Some(approval) = snapshot.approval(&id).filter(|a| {
+        token.claims.agent.as_deref() == Some(&*a.binding.agent)
+            && token.claims.task.as_deref() == Some(&*a.binding.task)
+    }) else {
+        return not_found();
+    };
+    let status = match approval.status {
+        crate::state::ApprovalStatus::Approved | crate::state::ApprovalStatus::Pending
+            if now >= approval.expires_at =>
+        {
+            "expired"
+        }
+        other => other.name(),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "id": &*approval.id,
+            "status": status,
+            "action": approval.binding.action,
+            "arguments_sha256": approval.binding.arguments,
+            "expires_at": approval.expires_at,
+            "uses_left": approval.uses_left,
+        }),
+    )
 }
 
 /// Ready once a policy set is compiled and warmed; until then Envoy would only get denials.

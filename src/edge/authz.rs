@@ -23,9 +23,9 @@ use tonic_prost::ProstEncoder;
 
 use super::egress::{self, EgressOptions};
 use crate::decider::Decider;
+use crate::decider::Wait;
 use crate::decision::DenyReason;
 use crate::pipeline::Verdict;
-use crate::token::MissingKey;
 use crate::view::RequestView;
 
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -37,14 +37,17 @@ pub struct Authz {
     pub egress: EgressOptions,
 }
 
-/// A Check decided at once, or waiting for an issuer's keys.
+/// A Check decided at once, or waiting for an issuer's keys or a durable write.
 enum Started {
     Done(CheckResponse),
-    NeedKeys {
-        view: RequestView,
-        missing: MissingKey,
-        arrived: Instant,
-    },
+    Waits(Waiting),
+}
+
+/// A Check that waits, with what it needs to finish.
+struct Waiting {
+    view: RequestView,
+    wait: Wait,
+    arrived: Instant,
 }
 
 impl Authz {
@@ -52,8 +55,8 @@ impl Authz {
     pub fn check(&self, incoming: Incoming) -> CheckResponse {
         match self.start(incoming) {
             Started::Done(response) => response,
-            Started::NeedKeys { view, arrived, .. } => {
-                self.respond(&self.decider.decide_now(&view, arrived))
+            Started::Waits(waiting) => {
+                self.respond(&self.decider.decide_now(&waiting.view, waiting.arrived))
             }
         }
     }
@@ -81,11 +84,11 @@ impl Authz {
         };
         match self.decider.try_decide(&view, arrived) {
             Ok(verdict) => Started::Done(self.respond(&verdict)),
-            Err(missing) => Started::NeedKeys {
+            Err(wait) => Started::Waits(Waiting {
                 view,
-                missing,
+                wait,
                 arrived,
-            },
+            }),
         }
     }
 
@@ -212,14 +215,15 @@ impl UnaryService<Incoming> for CheckCall {
     fn call(&mut self, request: tonic::Request<Incoming>) -> Self::Future {
         match self.0.start(request.into_inner()) {
             Started::Done(response) => Box::pin(ready(Ok(tonic::Response::new(response)))),
-            Started::NeedKeys {
-                view,
-                missing,
-                arrived,
-            } => {
+            Started::Waits(waiting) => {
                 let authz = self.0.clone();
                 Box::pin(async move {
-                    let verdict = authz.decider.after_keys(&view, missing, arrived).await;
+                    let Waiting {
+                        view,
+                        wait,
+                        arrived,
+                    } = waiting;
+                    let verdict = authz.decider.finish(&view, wait, arrived).await;
                     Ok(tonic::Response::new(authz.respond(&verdict)))
                 })
             }

@@ -191,6 +191,32 @@ fn session_info(s: &Session) -> proto::SessionInfo {
     }
 }
 
+fn approval_info(a: &crate::state::Approval, now: i64) -> proto::ApprovalInfo {
+    let status = match a.status {
+        crate::state::ApprovalStatus::Approved | crate::state::ApprovalStatus::Pending
+            if now >= a.expires_at =>
+        {
+            "expired"
+        }
+        other => other.name(),
+    };
+    proto::ApprovalInfo {
+        id: a.id.to_string(),
+        status: status.to_owned(),
+        task: a.binding.task.to_string(),
+        agent: a.binding.agent.to_string(),
+        human: a.binding.human.as_deref().unwrap_or_default().to_owned(),
+        action: a.binding.action.clone(),
+        arguments_sha256: a.binding.arguments.clone().unwrap_or_default(),
+        reason: a.reason.clone(),
+        requested_at: a.requested_at,
+        expires_at: a.expires_at,
+        uses_left: a.uses_left,
+        decided_by: a.decided_by.clone().unwrap_or_default(),
+        decided_reason: a.decided_reason.clone().unwrap_or_default(),
+    }
+}
+
 fn event(seq: u64, at: i64, by: &str, change: &Change) -> proto::Event {
     let key = change.key();
     let (op, record_json) = match change {
@@ -374,6 +400,53 @@ impl Control for ControlService {
             .collect();
         sessions.sort_by(|a, b| (&a.agent, &a.task).cmp(&(&b.agent, &b.task)));
         Ok(Response::new(proto::ListSessionsResponse { sessions }))
+    }
+
+    async fn list_approvals(
+        &self,
+        request: Request<proto::ListApprovalsRequest>,
+    ) -> Result<Response<proto::ListApprovalsResponse>, Status> {
+        self.authorize(&request, Role::Viewer)?;
+        let status = &request.get_ref().status;
+        let now = crate::clock::unix_now();
+        let snapshot = self.updater.state().snapshot();
+        let mut approvals: Vec<proto::ApprovalInfo> = snapshot
+            .approvals()
+            .map(|a| approval_info(a, now))
+            .filter(|a| status.is_empty() || a.status == *status)
+            .collect();
+        approvals.sort_by(|a, b| {
+            (a.status != "pending", a.requested_at, &a.id).cmp(&(
+                b.status != "pending",
+                b.requested_at,
+                &b.id,
+            ))
+        });
+        Ok(Response::new(proto::ListApprovalsResponse { approvals }))
+    }
+
+    async fn approve(
+        &self,
+        request: Request<proto::ApproveRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Approver)?;
+        let r = request.into_inner();
+        self.change(caller, "Approve", move |snap, by| {
+            ops::approve(snap, &r.id, r.uses, r.approved_until, &r.reason, by)
+        })
+        .await
+    }
+
+    async fn deny(
+        &self,
+        request: Request<proto::DenyRequest>,
+    ) -> Result<Response<proto::ChangeResponse>, Status> {
+        let caller = self.authorize(&request, Role::Approver)?;
+        let r = request.into_inner();
+        self.change(caller, "Deny", move |snap, by| {
+            ops::deny_approval(snap, &r.id, &r.reason, by)
+        })
+        .await
     }
 
     async fn watch_events(

@@ -8,6 +8,7 @@ fn verdict(decision: Decision) -> Verdict {
         revision: None,
         facts: Default::default(),
         pause: None,
+        spends_approval: None,
     }
 }
 

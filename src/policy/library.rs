@@ -20,7 +20,7 @@ use regorus::Value;
 /// The sha256 of the embedded library's modules (path and text) this file implements.
 /// A change to the Rego turns the Rust form off until it is brought along, and a test
 /// fails meanwhile.
-pub const SPECIFICATION: &str = "15cdafd454981fe353db091d73de6b74b03ac6c062ce3e0649d901b626244e91";
+pub const SPECIFICATION: &str = "b52d506b9d6326fa98bdcb0716fdee56113a88acaba2482b355b0f07fda6708b";
 
 /// Data paths of the library's own rules. Data there clashes with a rule: the VM
 /// refuses it and the interpreter lets it override the rule.
@@ -82,6 +82,8 @@ pub struct Input<'a> {
     pub tool: Option<(&'a str, bool)>,
     /// The highest live risk score in `context.risk` across the subject kinds.
     pub risk: i64,
+    /// `context.approval` allows this action now (`data.leash.lib.approved`).
+    pub approved: bool,
 }
 
 impl<'a> Input<'a> {
@@ -119,6 +121,7 @@ impl<'a> Input<'a> {
             depth: integer(member(member(leash, "delegation")?, "depth")?)?,
             tool,
             risk: risk_score(member(member(leash, "context")?, "risk")?)?,
+            approved: member(member(leash, "context")?, "approval").is_some_and(approved),
         })
     }
 }
@@ -131,6 +134,15 @@ fn risk_score(risk: &Value) -> Option<i64> {
         highest = highest.max(integer(member(member(risk, subject)?, "max")?)?);
     }
     Some(highest)
+}
+
+/// `data.leash.lib.approved`: status "approved" and a number of uses above 0.
+fn approved(approval: &Value) -> bool {
+    member(approval, "status").is_some_and(|s| s == &Value::from("approved"))
+        && matches!(
+            member(approval, "uses_left"),
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|n| n > 0.0)
+        )
 }
 
 /// `data.leash.lib.risk_subjects`.
@@ -321,7 +333,25 @@ impl Library {
                 .clone(),
             );
         }
-        Some(denial(reasons))
+        // Approvable: the one reason is the missing destructive grant.
+        let approvable = input.class == Class::Destructive
+            && reasons.len() == 1
+            && !self.granted(input, "destructive")
+            && !input.approved;
+        let mut value = denial(reasons);
+        if approvable {
+            let reason = match &value {
+                Value::Object(o) => o.get(&Value::from("reason")).cloned(),
+                _ => None,
+            };
+            if let (Ok(map), Some(reason)) = (value.as_object_mut(), reason) {
+                map.insert(
+                    Value::from("require_approval"),
+                    object([("reason", reason)]),
+                );
+            }
+        }
+        Some(value)
     }
 
     /// One reason per unmet requirement (`data.leash.gates.deny`); none means allow.
@@ -354,9 +384,12 @@ impl Library {
                 input.depth, self.max_delegation_depth
             ));
         }
-        if input.class == Class::Destructive && !self.granted(input, "destructive") {
+        if input.class == Class::Destructive
+            && !self.granted(input, "destructive")
+            && !input.approved
+        {
             reasons.insert(format!(
-                "destructive action on {} needs an explicit grant",
+                "destructive action on {} needs an explicit grant or an approval",
                 id()
             ));
         }

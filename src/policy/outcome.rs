@@ -280,26 +280,47 @@ fn read_object(object: &Object) -> Result<PolicyAnswer, OutcomeError> {
 /// the agent's session on its task from the next Check. `None` without one; an
 /// error (the decision is then refused) for any other shape.
 pub fn requested_pause(result: &Value) -> Result<Option<String>, OutcomeError> {
+    leash_request(result, "pause")
+}
+
+/// leash's own addition to a denial: `require_approval: {reason}` asks a human to
+/// approve this very action. On an allow it is refused: an allow needs no approval.
+pub fn requested_approval(result: &Value) -> Result<Option<String>, OutcomeError> {
+    let asked = leash_request(result, "require_approval")?;
+    let allowed = match result {
+        Value::Object(o) => o.get(&Value::from("allowed")) == Some(&Value::Bool(true)),
+        _ => false,
+    };
+    if asked.is_some() && allowed {
+        return Err(invalid(
+            "`require_approval` comes with `allowed: false`: an allow needs no approval",
+        ));
+    }
+    Ok(asked)
+}
+
+/// `<field>: {reason}`: the reason, `None` without the field, an error otherwise.
+fn leash_request(result: &Value, field: &str) -> Result<Option<String>, OutcomeError> {
     let Value::Object(object) = result else {
         return Ok(None);
     };
-    let Some(pause) = object.get(&Value::from("pause")) else {
+    let Some(request) = object.get(&Value::from(field)) else {
         return Ok(None);
     };
-    let reason = match pause {
-        Value::Object(pause) => pause.get(&Value::from("reason")),
+    let reason = match request {
+        Value::Object(request) => request.get(&Value::from("reason")),
         _ => None,
     };
     match reason {
         Some(Value::String(reason)) if !reason.chars().any(char::is_control) => Ok(Some(within(
-            "pause.reason",
+            field,
             reason.len(),
             MAX_REASON_BYTES,
             reason.to_string(),
         )?)),
-        _ => Err(invalid(
-            "`pause` must be an object with a `reason` string without control characters",
-        )),
+        _ => Err(invalid(format!(
+            "`{field}` must be an object with a `reason` string without control characters"
+        ))),
     }
 }
 

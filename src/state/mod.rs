@@ -5,6 +5,7 @@
 //! The maps are persistent (structurally shared), so publishing a change copies a
 //! path, never the whole state, and a burst of writes stays linear.
 
+pub mod approvals;
 pub mod behaviour;
 pub mod ops;
 mod record;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use imbl::HashMap;
 
+pub use approvals::{Approval, ApprovalStatus, Binding};
 pub use record::{Change, Event, Key, Record, Table};
 pub use revocations::{SubjectKind, SubjectRevocation, TokenRevocation};
 pub use risk::{RiskSignal, RiskSubject};
@@ -56,6 +58,9 @@ pub struct Snapshot {
     sessions: Map<Map<Session>>,
     /// By subject kind, then id: the signals, one per (kind, source).
     risk: [Map<Arc<[RiskSignal]>>; 4],
+    /// By id, and the latest id by the digest of what it allows.
+    approvals: Map<Approval>,
+    approval_by_digest: Map<Arc<str>>,
 }
 
 /// Who a verified request speaks for, as the state reads it. Plain strings: the state
@@ -250,6 +255,27 @@ impl Snapshot {
         self.sessions.get(agent).and_then(|s| s.get(task))
     }
 
+    /// Whether no approval was ever asked (or all were swept): a Check then skips
+    /// working out which one applies.
+    pub fn no_approvals(&self) -> bool {
+        self.approvals.is_empty()
+    }
+
+    pub fn approval(&self, id: &str) -> Option<&Approval> {
+        self.approvals.get(id)
+    }
+
+    /// The latest approval asked for the action whose binding has `digest`.
+    pub fn approval_for(&self, digest: &str) -> Option<&Approval> {
+        self.approval_by_digest
+            .get(digest)
+            .and_then(|id| self.approvals.get(&**id))
+    }
+
+    pub fn approvals(&self) -> impl Iterator<Item = &Approval> {
+        self.approvals.values()
+    }
+
     pub fn risk_signals(&self) -> impl Iterator<Item = &RiskSignal> {
         self.risk
             .iter()
@@ -289,6 +315,7 @@ impl Snapshot {
             .chain(subjects)
             .chain(self.sessions().cloned().map(Record::Session))
             .chain(self.risk_signals().cloned().map(Record::Risk))
+            .chain(self.approvals.values().cloned().map(Record::Approval))
     }
 
     /// Applies one change in place: the updater does this on its own copy, which
@@ -332,6 +359,11 @@ impl Snapshot {
                     .or_default()
                     .insert(session.task.clone(), session);
             }
+            Record::Approval(approval) => {
+                self.approval_by_digest
+                    .insert(approval.digest.clone(), approval.id.clone());
+                self.approvals.insert(approval.id.clone(), approval);
+            }
             Record::Risk(signal) => {
                 let map = self.risk_of(signal.subject);
                 let mut signals: Vec<RiskSignal> =
@@ -367,6 +399,13 @@ impl Snapshot {
         match (key.table, parts.as_slice()) {
             (Table::Tasks, [id]) => {
                 self.tasks.remove(*id);
+            }
+            (Table::Approvals, [id]) => {
+                if let Some(gone) = self.approvals.remove(*id) {
+                    if self.approval_by_digest.get(&*gone.digest) == Some(&gone.id) {
+                        self.approval_by_digest.remove(&*gone.digest);
+                    }
+                }
             }
             (Table::Tokens, [issuer, jti]) => remove_nested(&mut self.tokens, jti, issuer),
             (Table::Subjects, ["subject", issuer, id]) => {
@@ -417,6 +456,8 @@ impl Snapshot {
                 Record::Task(t) => t
                     .ended
                     .is_some_and(|ended| ended.saturating_add(ENDED_TASK_RETENTION) <= now),
+                // Kept an hour past its deadline, for the agent polling its status.
+                Record::Approval(a) => a.expires_at.saturating_add(3600) <= now,
             };
             if drop {
                 gone.push(match rec {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::{
-    Change, Key, Pause, Record, RiskSignal, RiskSubject, Session, Snapshot, SubjectKind,
-    SubjectRevocation, TaskStatus, TokenRevocation, UpdateError,
+    Approval, ApprovalStatus, Change, Key, Pause, Record, RiskSignal, RiskSubject, Session,
+    Snapshot, SubjectKind, SubjectRevocation, TaskStatus, TokenRevocation, UpdateError,
 };
 
 /// Who asks, and when (Unix seconds).
@@ -309,4 +309,96 @@ pub fn clear_risk(
             ))
         })?;
     Ok(vec![Change::Delete(Key::risk(signal))])
+}
+
+/// How long an approver may take, and how long an approval may last at most.
+pub const APPROVAL_WAIT: i64 = 15 * 60;
+pub const MAX_APPROVAL_LIFETIME: i64 = 24 * 3600;
+pub const MAX_APPROVAL_USES: u32 = 100;
+
+/// Records `approval` as pending, unless one for the same action still waits.
+pub fn request_approval(snapshot: &Snapshot, approval: Approval) -> Vec<Change> {
+    match snapshot.approval_for(&approval.digest) {
+        Some(existing) if existing.waiting(approval.requested_at) => Vec::new(),
+        _ => vec![Change::Put(Record::Approval(approval))],
+    }
+}
+
+fn pending<'s>(snapshot: &'s Snapshot, id: &str, now: i64) -> Result<&'s Approval, UpdateError> {
+    let approval = snapshot
+        .approval(id)
+        .ok_or_else(|| UpdateError::NotFound(format!("no approval {id:?}")))?;
+    if !approval.waiting(now) {
+        return Err(UpdateError::Invalid(format!(
+            "approval {id:?} is {} and can no longer be decided",
+            if approval.status == ApprovalStatus::Pending {
+                "expired"
+            } else {
+                approval.status.name()
+            }
+        )));
+    }
+    Ok(approval)
+}
+
+/// An approver allows the approval's action `uses` times (0 means once) until
+/// `until` (Unix seconds; 0 means ten minutes from now).
+pub fn approve(
+    snapshot: &Snapshot,
+    id: &str,
+    uses: u32,
+    until: i64,
+    why: &str,
+    by: By<'_>,
+) -> Result<Vec<Change>, UpdateError> {
+    let mut approval = pending(snapshot, id, by.now)?.clone();
+    let until = if until > 0 { until } else { by.now + 600 };
+    if until <= by.now || until > by.now + MAX_APPROVAL_LIFETIME {
+        return Err(UpdateError::Invalid(format!(
+            "approved_until must be in the next {} hours",
+            MAX_APPROVAL_LIFETIME / 3600
+        )));
+    }
+    if uses > MAX_APPROVAL_USES {
+        return Err(UpdateError::Invalid(format!(
+            "uses must be at most {MAX_APPROVAL_USES}"
+        )));
+    }
+    approval.status = ApprovalStatus::Approved;
+    approval.uses_left = uses.max(1);
+    approval.expires_at = until;
+    approval.decided_by = Some(by.caller.to_owned());
+    approval.decided_reason = Some(reason(why)?);
+    Ok(vec![Change::Put(Record::Approval(approval))])
+}
+
+pub fn deny_approval(
+    snapshot: &Snapshot,
+    id: &str,
+    why: &str,
+    by: By<'_>,
+) -> Result<Vec<Change>, UpdateError> {
+    let mut approval = pending(snapshot, id, by.now)?.clone();
+    approval.status = ApprovalStatus::Denied;
+    approval.uses_left = 0;
+    approval.decided_by = Some(by.caller.to_owned());
+    approval.decided_reason = Some(reason(why)?);
+    Ok(vec![Change::Put(Record::Approval(approval))])
+}
+
+/// The approval after one use at `now`, or why it cannot be used.
+pub fn spend(approval: &Approval, now: i64) -> Result<Approval, UpdateError> {
+    if !approval.usable(now) {
+        return Err(UpdateError::Invalid(format!(
+            "approval {:?} is {} and allows nothing now",
+            approval.id,
+            approval.status.name()
+        )));
+    }
+    let mut spent = approval.clone();
+    spent.uses_left -= 1;
+    if spent.uses_left == 0 {
+        spent.status = ApprovalStatus::Used;
+    }
+    Ok(spent)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RiskSignal, Session, SubjectKind, SubjectRevocation, Task, TokenRevocation};
+use super::{Approval, RiskSignal, Session, SubjectKind, SubjectRevocation, Task, TokenRevocation};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // Not `kind`: risk signals and subject revocations have a field of that name.
@@ -16,6 +16,7 @@ pub enum Record {
     Subject(SubjectRevocation),
     Session(Session),
     Risk(RiskSignal),
+    Approval(Approval),
 }
 
 /// Where a record lives. The names are the store's table names.
@@ -27,15 +28,17 @@ pub enum Table {
     Subjects,
     Sessions,
     Risk,
+    Approvals,
 }
 
 impl Table {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Tasks,
         Self::Tokens,
         Self::Subjects,
         Self::Sessions,
         Self::Risk,
+        Self::Approvals,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Table {
             Self::Subjects => "subjects",
             Self::Sessions => "sessions",
             Self::Risk => "risk",
+            Self::Approvals => "approvals",
         }
     }
 }
@@ -96,6 +100,10 @@ impl Key {
         Self::new(Table::Sessions, [agent, task])
     }
 
+    pub fn approval(id: &str) -> Self {
+        Self::new(Table::Approvals, [id])
+    }
+
     pub fn risk(signal: &RiskSignal) -> Self {
         Self::new(
             Table::Risk,
@@ -117,6 +125,7 @@ impl Record {
             Self::Subject(r) => Key::subject(r.kind, r.issuer.as_deref(), &r.id),
             Self::Session(s) => Key::session(&s.agent, &s.task),
             Self::Risk(s) => Key::risk(s),
+            Self::Approval(a) => Key::approval(&a.id),
         }
     }
 }

@@ -35,6 +35,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Makes `changes`, made by `by` at `at` (Unix seconds), durable as one unit, and
     /// returns the sequence number of the last. Nothing is applied when this fails.
     fn commit(&self, changes: &[Change], by: &str, at: i64) -> Result<u64, StoreError>;
+    /// Replaces `expected` with `next` (same key) as one atomic step, only if the store
+    /// still holds exactly `expected`: a one-shot approval is spent once, however many
+    /// Checks (or, in a fleet, sidecars) race for it. `None` when it no longer held.
+    fn swap(
+        &self,
+        expected: &Record,
+        next: &Record,
+        by: &str,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError>;
     /// The changes after `seq`, oldest first, as far back as the feed reaches; `None`
     /// when `seq` is older than the feed keeps.
     fn changes_since(&self, seq: u64) -> Result<Option<Vec<Event>>, StoreError>;
@@ -129,36 +139,30 @@ impl RedbStore {
             feed_len: 65_536,
         })
     }
-}
 
-impl Store for RedbStore {
-    fn load(&self) -> Result<Stored, StoreError> {
-        let tx = self.db.begin_read().map_err(io)?;
-        let seq = tx
-            .open_table(META)
-            .map_err(io)?
-            .get(SEQ)
-            .map_err(io)?
-            .map_or(0, |v| v.value());
-        let mut records = Vec::new();
-        for t in Table::ALL {
-            for entry in tx.open_table(table(t)).map_err(io)?.iter().map_err(io)? {
-                let (key, value) = entry.map_err(io)?;
-                let record: Record =
-                    serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
-                        table: t.name(),
-                        key: key.value().to_owned(),
-                        why: e.to_string(),
-                    })?;
-                records.push(record);
-            }
-        }
-        Ok(Stored { seq, records })
-    }
-
-    fn commit(&self, changes: &[Change], by: &str, at: i64) -> Result<u64, StoreError> {
+    /// Writes `changes` in one transaction, fsynced on commit; with `expect`, only if
+    /// the key holds exactly those bytes, read inside the same transaction.
+    fn write(
+        &self,
+        changes: &[Change],
+        by: &str,
+        at: i64,
+        expect: Option<(&super::Key, &[u8])>,
+    ) -> Result<Option<u64>, StoreError> {
         let by: std::sync::Arc<str> = std::sync::Arc::from(by);
         let tx = self.db.begin_write().map_err(io)?;
+        if let Some((key, bytes)) = expect {
+            let held = tx
+                .open_table(table(key.table))
+                .map_err(io)?
+                .get(key.id.as_str())
+                .map_err(io)?
+                .map(|v| v.value().to_vec());
+            if held.as_deref() != Some(bytes) {
+                tx.abort().map_err(io)?;
+                return Ok(None);
+            }
+        }
         let mut seq;
         {
             let mut meta = tx.open_table(META).map_err(io)?;
@@ -191,7 +195,54 @@ impl Store for RedbStore {
             }
         }
         tx.commit().map_err(io)?;
-        Ok(seq)
+        Ok(Some(seq))
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> Result<Stored, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let seq = tx
+            .open_table(META)
+            .map_err(io)?
+            .get(SEQ)
+            .map_err(io)?
+            .map_or(0, |v| v.value());
+        let mut records = Vec::new();
+        for t in Table::ALL {
+            for entry in tx.open_table(table(t)).map_err(io)?.iter().map_err(io)? {
+                let (key, value) = entry.map_err(io)?;
+                let record: Record =
+                    serde_json::from_slice(value.value()).map_err(|e| StoreError::Corrupt {
+                        table: t.name(),
+                        key: key.value().to_owned(),
+                        why: e.to_string(),
+                    })?;
+                records.push(record);
+            }
+        }
+        Ok(Stored { seq, records })
+    }
+
+    fn commit(&self, changes: &[Change], by: &str, at: i64) -> Result<u64, StoreError> {
+        self.write(changes, by, at, None)
+            .map(|seq| seq.unwrap_or_default())
+    }
+
+    fn swap(
+        &self,
+        expected: &Record,
+        next: &Record,
+        by: &str,
+        at: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let expected = serde_json::to_vec(expected)?;
+        self.write(
+            &[Change::Put(next.clone())],
+            by,
+            at,
+            Some((&next.key(), &expected)),
+        )
     }
 
     fn changes_since(&self, since: u64) -> Result<Option<Vec<Event>>, StoreError> {

@@ -52,6 +52,8 @@ pub struct Updater {
 pub struct Reports {
     pub sightings: mpsc::Sender<Sighting>,
     pub pauses: mpsc::Sender<PauseRequest>,
+    /// Approvals a policy asked for, to record as pending.
+    pub approvals: mpsc::Sender<super::Approval>,
 }
 
 /// The receiving ends of [`Reports`], for [`Updater::record_reports`].
@@ -59,6 +61,7 @@ pub struct Reports {
 pub struct Inbox {
     sightings: mpsc::Receiver<Sighting>,
     pauses: mpsc::Receiver<PauseRequest>,
+    approvals: mpsc::Receiver<super::Approval>,
 }
 
 /// A session to pause because of what a Check showed: a behaviour rule fired, or the
@@ -98,19 +101,25 @@ impl Updater {
         }
         let (sightings, seen) = mpsc::channel(SIGHTINGS);
         let (pauses, paused) = mpsc::channel(PAUSES);
+        let (approvals, asked) = mpsc::channel(PAUSES);
         let (events, _) = broadcast::channel(EVENTS);
         let updater = Arc::new(Self {
             state: Arc::new(State::new(snapshot)),
             store,
             writing: Mutex::new(()),
             events,
-            reports: Reports { sightings, pauses },
+            reports: Reports {
+                sightings,
+                pauses,
+                approvals,
+            },
         });
         Ok((
             updater,
             Inbox {
                 sightings: seen,
                 pauses: paused,
+                approvals: asked,
             },
         ))
     }
@@ -152,8 +161,14 @@ impl Updater {
             return Ok(current.seq);
         }
         let last = self.store.commit(&changes, by, at)?;
-        let mut next = Snapshot::clone(&current);
-        drop(current);
+        self.publish(&current, changes, last, by, at);
+        Ok(last)
+    }
+
+    /// Applies `changes`, committed up to sequence number `last`, to a copy of
+    /// `current` and publishes it, then announces them. Under the writer lock.
+    fn publish(&self, current: &Snapshot, changes: Vec<Change>, last: u64, by: &str, at: i64) {
+        let mut next = Snapshot::clone(current);
         for change in &changes {
             next.apply(change);
         }
@@ -170,7 +185,30 @@ impl Updater {
                 change,
             });
         }
-        Ok(last)
+    }
+
+    /// Spends one use of approval `id` for a Check at `now`, durably, before that
+    /// Check is answered: `true` when this Check got the use. An approval spent,
+    /// expired or decided otherwise meanwhile, here or by another sidecar sharing the
+    /// store, gives `false`.
+    pub fn spend_approval_blocking(&self, id: &str, now: i64) -> Result<bool, UpdateError> {
+        let _writer = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.state.snapshot();
+        let Some(approval) = current.approval(id) else {
+            return Ok(false);
+        };
+        let Ok(spent) = super::ops::spend(approval, now) else {
+            return Ok(false);
+        };
+        let (expected, next) = (Record::Approval(approval.clone()), Record::Approval(spent));
+        let Some(last) = self.store.swap(&expected, &next, LEASH, now)? else {
+            return Ok(false);
+        };
+        self.publish(&current, vec![Change::Put(next)], last, LEASH, now);
+        Ok(true)
     }
 
     /// [`update_blocking`](Self::update_blocking) on the blocking pool.
@@ -204,6 +242,17 @@ impl Updater {
             tokio::select! {
                 () = &mut stop => return,
                 Some(pause) = inbox.pauses.recv() => self.pause(pause).await,
+                Some(approval) = inbox.approvals.recv() => {
+                    let (id, at) = (approval.id.clone(), approval.requested_at);
+                    let action = approval.binding.action.clone();
+                    match self
+                        .update(LEASH, at, move |s| Ok(super::ops::request_approval(s, approval)))
+                        .await
+                    {
+                        Ok(_) => tracing::info!(approval = %id, %action, "approval requested"),
+                        Err(err) => tracing::error!(approval = %id, "could not record an approval request: {err}"),
+                    }
+                }
                 n = inbox.sightings.recv_many(&mut seen, 256) => {
                     if n == 0 {
                         return;

@@ -318,12 +318,25 @@ fn outcome(resp: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> S
     }
 }
 
-/// A response with its per-Check decision id taken out of the metadata, to compare.
+/// A response with what differs per Check taken out, to compare: the decision id in
+/// the metadata, and an approval's id, address and deadline (each leash records its
+/// own).
 fn without_decision_id(
     mut resp: envoy_types::pb::envoy::service::auth::v3::CheckResponse,
 ) -> String {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
     if let Some(meta) = resp.dynamic_metadata.as_mut() {
         meta.fields.remove("decision_id");
+    }
+    if let Some(HttpResponse::DeniedResponse(denied)) = resp.http_response.as_mut() {
+        if let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&denied.body) {
+            if let Some(approval) = body.get_mut("approval").and_then(|a| a.as_object_mut()) {
+                for field in ["id", "status_url", "expires_at"] {
+                    approval.insert(field.into(), "(per leash)".into());
+                }
+                denied.body = body.to_string();
+            }
+        }
     }
     format!("{resp:?}")
 }

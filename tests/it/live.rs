@@ -777,3 +777,150 @@ async fn through_envoy_denials_pause_the_session_automatically() {
         .expect("the pause is logged");
     assert!(logged.to_string().contains("denial-burst"), "{logged}");
 }
+
+/// Through a real Envoy on the embedded library: a destructive tool call waits for a
+/// human's approval of exactly that call (tool and arguments), which then allows it
+/// once.
+#[tokio::test]
+async fn through_envoy_an_approval_allows_exactly_one_matching_call() {
+    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
+    use leash::edge::control::proto::{ApproveRequest, ListApprovalsRequest};
+
+    let Some(envoy_bin) = require_envoy() else {
+        return;
+    };
+    let issuer = issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}actions:\n  tools: {{ delete_repo: {{ class: destructive }} }}\n",
+            issuer.yaml
+        ),
+    )
+    .unwrap();
+    let leash = LeashProcess::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "tokens.mode=required",
+        "--set",
+        "response.reason_header=x-leash-reason",
+    ])
+    .await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
+    let mut control = leash.control_client().await;
+    let now = leash::clock::unix_now();
+    let token = issuer
+        .key
+        .sign(
+            &claims(json!({
+                "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
+                "task_id": "t-1", "jti": "p-1", "scope": "tool:delete_repo:destructive",
+                "iat": now - 1, "exp": now + 600,
+            })),
+            Some("k1"),
+            None,
+        )
+        .unwrap();
+    let auth = bearer(&token);
+    let delete = |repo: &'static str| {
+        let envoy = &envoy;
+        let auth = auth.clone();
+        async move {
+            let body = json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "delete_repo", "arguments": {"repo": repo}},
+            })
+            .to_string();
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("x-agent-task", "t-1"),
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+            ];
+            envoy.send("POST", "/mcp", &headers, &body).await
+        }
+    };
+
+    let first = delete("a").await;
+    assert_eq!(first.status, 403, "{first:?}");
+    assert_eq!(first.header("x-leash-reason"), Some("approval.required"));
+    assert!(first.header("retry-after").is_some());
+    let asked: serde_json::Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(asked["error"], "approval_required");
+    let id = asked["approval"]["id"].as_str().unwrap().to_owned();
+    let status_url = asked["approval"]["status_url"].as_str().unwrap().to_owned();
+    assert!(
+        status_url.ends_with(&format!("/v1/approvals/{id}")),
+        "{status_url}"
+    );
+
+    // Asked again before anyone decides: the same pending approval.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let again: serde_json::Value =
+                serde_json::from_str(&delete("a").await.body).unwrap_or_default();
+            again["approval"]["id"] == id.as_str()
+        })
+        .await
+    );
+    let pending = control
+        .list_approvals(ListApprovalsRequest {
+            status: "pending".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].action, "tool delete_repo");
+    assert_eq!(
+        (pending[0].agent.as_str(), pending[0].task.as_str()),
+        ("planner", "t-1")
+    );
+
+    // The agent follows it on the admin port with its own token; others learn nothing.
+    let poll = |auth: Option<String>| {
+        let path = format!("/v1/approvals/{id}");
+        let admin = leash.admin;
+        async move {
+            let client = reqwest::Client::new();
+            let mut req = client.get(format!("http://{admin}{path}"));
+            if let Some(auth) = auth {
+                req = req.header("authorization", auth);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (code, body) = poll(Some(auth.clone())).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""status":"pending""#), "{body}");
+    assert_eq!(poll(None).await.0, 401);
+
+    control
+        .approve(ApproveRequest {
+            id: id.clone(),
+            uses: 1,
+            approved_until: 0,
+            reason: "ok, just this repo".into(),
+        })
+        .await
+        .unwrap();
+    // Other arguments are another action: still refused, with an approval of their own.
+    let other = delete("b").await;
+    assert_eq!(other.header("x-leash-reason"), Some("approval.required"));
+    let other: serde_json::Value = serde_json::from_str(&other.body).unwrap();
+    assert_ne!(other["approval"]["id"], id.as_str());
+    // The approved call passes once, reaching the tool; the next one is refused.
+    let hits = upstream.hits();
+    assert_eq!(delete("a").await.status, 200);
+    assert_eq!(upstream.hits(), hits + 1);
+    let again = delete("a").await;
+    assert_eq!(again.header("x-leash-reason"), Some("approval.required"));
+    let (_, body) = poll(Some(auth.clone())).await;
+    assert!(body.contains(r#""status":"used""#), "{body}");
+}

@@ -27,7 +27,7 @@ allow := {
 	count(data.leash.gates.deny) == 0
 }
 
-allow := {
+denial := {
 	"allowed": false,
 	"http_status": 403,
 	"headers": {"content-type": "application/json"},
@@ -36,4 +36,15 @@ allow := {
 } if {
 	reasons := sort(data.leash.gates.deny)
 	count(reasons) > 0
+}
+
+allow := denial if not approvable
+
+# When the one thing missing is a destructive grant, a human can approve this very
+# action: leash records the request and answers with where to follow it.
+allow := object.union(denial, {"require_approval": {"reason": denial.reason}}) if approvable
+
+approvable if {
+	data.leash.gates.unmet == {"destructive_grant"}
+	count(data.leash.gates.deny) == 1
 }

@@ -49,3 +49,20 @@ test_operator_gates_can_only_take_an_allow_away if {
 	decision.allowed == false
 	reasons_of(decision) == {"the operator says no"}
 }
+
+test_only_a_missing_destructive_grant_asks_for_an_approval if {
+	destructive := {
+		"scopes": ["tool:delete_repo:destructive"],
+		"action": {"class": "destructive", "tags": [], "source": "tool"},
+		"resource": {"kind": "tool", "name": "delete_repo", "id": "tool:delete_repo"},
+		"tool": {"name": "delete_repo", "arguments": {}, "known": true},
+	}
+	asks := decision_of({"leash": destructive})
+	asks.allowed == false
+	asks.require_approval.reason == "destructive action on tool:delete_repo needs an explicit grant or an approval"
+
+	# Another unmet requirement: no approval could make it pass, so none is asked for.
+	unscoped := decision_of({"leash": object.union(destructive, {"scopes": []})})
+	unscoped.allowed == false
+	not unscoped.require_approval
+}

@@ -113,7 +113,13 @@ met contains "destructive_grant" if {
 	data.leash.lib.granted("destructive")
 }
 
-explain("destructive_grant") := sprintf("destructive action on %s needs an explicit grant", [data.leash.lib.resource_id])
+# A human approved this one action just in time (leash spends one use per allow).
+met contains "destructive_grant" if {
+	data.leash.lib.class == "destructive"
+	data.leash.lib.approved
+}
+
+explain("destructive_grant") := sprintf("destructive action on %s needs an explicit grant or an approval", [data.leash.lib.resource_id])
 
 met contains "export_grant" if {
 	tags := data.leash.lib.tags

@@ -1,0 +1,121 @@
+//! Just-in-time approvals: a human allows one exact action (this agent, on this task,
+//! this method on this canonical host and path, or this tool with these arguments)
+//! once, or a few times, until a deadline. Modelled on the OpenID AuthZEN "Access
+//! Request and Approval" profile draft: the policy asks, leash records a pending
+//! request and tells the agent where to poll, an approver decides.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    /// Approved, and every use spent.
+    Used,
+}
+
+impl ApprovalStatus {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Used => "used",
+        }
+    }
+}
+
+/// Exactly what an approval allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub task: Arc<str>,
+    pub agent: Arc<str>,
+    pub human: Option<Arc<str>>,
+    /// `METHOD host/path` for an HTTP call, `tool NAME` for an MCP tool call.
+    pub action: String,
+    /// SHA-256 of a tool call's arguments as leash read them, hex.
+    pub arguments: Option<String>,
+}
+
+impl Binding {
+    /// An HTTP call on the canonical target.
+    pub fn http(
+        task: &str,
+        agent: &str,
+        human: Option<&str>,
+        method: &str,
+        host: &str,
+        path: &str,
+    ) -> Self {
+        Self {
+            task: Arc::from(task),
+            agent: Arc::from(agent),
+            human: human.map(Arc::from),
+            action: format!("{method} {host}{path}"),
+            arguments: None,
+        }
+    }
+
+    /// An MCP tool call with its arguments (as canonical JSON).
+    pub fn tool(task: &str, agent: &str, human: Option<&str>, tool: &str, arguments: &str) -> Self {
+        Self {
+            task: Arc::from(task),
+            agent: Arc::from(agent),
+            human: human.map(Arc::from),
+            action: format!("tool {tool}"),
+            arguments: Some(hex(&Sha256::digest(arguments.as_bytes()))),
+        }
+    }
+
+    /// The binding's identity: equal digests, equal actions.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.task.as_bytes(),
+            self.agent.as_bytes(),
+            self.action.as_bytes(),
+            self.arguments.as_deref().unwrap_or_default().as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        hex(&h.finalize())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: Arc<str>,
+    pub digest: Arc<str>,
+    pub binding: Binding,
+    /// Why the policy asked.
+    pub reason: String,
+    pub status: ApprovalStatus,
+    pub requested_at: i64,
+    /// Pending: decide by then. Approved: usable until then.
+    pub expires_at: i64,
+    pub uses_left: u32,
+    pub decided_by: Option<String>,
+    pub decided_reason: Option<String>,
+}
+
+impl Approval {
+    /// Whether it allows its action at `now`.
+    pub fn usable(&self, now: i64) -> bool {
+        self.status == ApprovalStatus::Approved && self.uses_left > 0 && now < self.expires_at
+    }
+
+    /// Whether it still waits for an approver at `now`.
+    pub fn waiting(&self, now: i64) -> bool {
+        self.status == ApprovalStatus::Pending && now < self.expires_at
+    }
+}
