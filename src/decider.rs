@@ -25,8 +25,9 @@ pub struct Decider {
     /// How long a Check waits for an issuer's keys when its token names an unknown key.
     pub key_wait: Duration,
     pub clock: Clock,
-    /// Where an allow on an approval spends its use; without it, such an allow is
-    /// refused (nothing could make the use durable).
+    /// The live context's writer: where an allow on an approval spends its use
+    /// (without it, such an allow is refused: nothing could make the use durable), and
+    /// where decisions are announced to watchers.
     pub approvals: Option<Arc<crate::state::Updater>>,
 }
 
@@ -135,6 +136,27 @@ impl Decider {
         self.metrics
             .record_decision(verdict.decision.reason(), took);
         self.audit.record(verdict, view, took);
+        if let Some(updater) = self.approvals.as_ref().filter(|u| u.watched()) {
+            let facts = &verdict.facts;
+            updater.announce(crate::state::DecisionNote {
+                decision_id: verdict.decision_id.clone(),
+                at: (self.clock)(),
+                allowed: verdict.decision.is_allow(),
+                reason: verdict.decision.reason().map(DenyReason::code),
+                action: facts.action.map(|a| a.name()),
+                tool: facts.tool.clone(),
+                agent: facts
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.token.claims.agent.clone()),
+                human: facts
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.token.claims.human.clone()),
+                task: facts.identity.as_ref().and_then(|i| i.binding.task.clone()),
+                state_seq: updater.state().snapshot().seq,
+            });
+        }
     }
 }
 

@@ -176,6 +176,9 @@ pub(crate) enum CtlCommand {
         /// First replay the changes after this sequence number
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Also print each decision as it is made
+        #[arg(long)]
+        decisions: bool,
     },
 }
 

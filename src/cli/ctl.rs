@@ -106,12 +106,18 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                 list.sessions.iter().for_each(print_session);
             });
         }
-        CtlCommand::Watch { mut after } => {
+        CtlCommand::Watch {
+            mut after,
+            decisions,
+        } => {
             // The control port closes connections after listen.max_connection_age:
             // pick up where the stream ended.
             loop {
                 let mut events = client
-                    .watch_events(WatchEventsRequest { after_seq: after })
+                    .watch_events(WatchEventsRequest {
+                        after_seq: after,
+                        decisions,
+                    })
                     .await
                     .map_err(refused)?
                     .into_inner();
@@ -121,6 +127,21 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                         println!("{}", serde_json::to_string(&event)?);
                     } else if event.missed > 0 {
                         println!("(missed {} events: this watcher fell behind)", event.missed);
+                    } else if let Some(d) = &event.decision {
+                        println!(
+                            "decision {} {} {} {:?} agent {:?} task {:?}{}",
+                            d.decision_id,
+                            if d.allowed { "allow" } else { "deny" },
+                            d.action,
+                            d.tool,
+                            d.agent,
+                            d.task,
+                            if d.reason.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", d.reason)
+                            }
+                        );
                     } else {
                         println!(
                             "#{} {} {} {:?} by {:?} {}",

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::policy::{PolicyInfo, ReloadOutcome};
 use crate::reload::{Reloader, unix_seconds};
 use crate::state::ops::{self, By};
-use crate::state::{Change, Session, Snapshot, Task, UpdateError, Updater};
+use crate::state::{Change, DecisionNote, Session, Snapshot, Task, UpdateError, Updater, Watched};
 
 #[allow(
     clippy::allow_attributes_without_reason,
@@ -232,6 +232,26 @@ fn event(seq: u64, at: i64, by: &str, change: &Change) -> proto::Event {
         key: key.parts().collect::<Vec<_>>().join("/"),
         record_json,
         missed: 0,
+        decision: None,
+    }
+}
+
+fn decision_event(d: &DecisionNote) -> proto::Event {
+    let text = |s: &Option<Arc<str>>| s.as_deref().unwrap_or_default().to_owned();
+    proto::Event {
+        at: d.at,
+        decision: Some(proto::Decision {
+            decision_id: d.decision_id.clone(),
+            allowed: d.allowed,
+            reason: d.reason.unwrap_or_default().to_owned(),
+            action: d.action.unwrap_or_default().to_owned(),
+            tool: d.tool.clone().unwrap_or_default(),
+            agent: text(&d.agent),
+            human: text(&d.human),
+            task: text(&d.task),
+            state_seq: d.state_seq,
+        }),
+        ..Default::default()
     }
 }
 
@@ -455,6 +475,7 @@ impl Control for ControlService {
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         self.authorize(&request, Role::Viewer)?;
         let after = request.get_ref().after_seq;
+        let decisions = request.get_ref().decisions;
         // Subscribe before reading the feed, so nothing falls between the two.
         let mut live = self.updater.watch();
         let mut replay = Vec::new();
@@ -491,11 +512,13 @@ impl Control for ControlService {
             }
             loop {
                 let next = match live.recv().await {
-                    Ok(e) if e.seq <= last => continue,
-                    Ok(e) => {
+                    Ok(Watched::Change(e)) if e.seq <= last => continue,
+                    Ok(Watched::Change(e)) => {
                         last = e.seq;
                         event(e.seq, e.at, &e.by, &e.change)
                     }
+                    Ok(Watched::Decision(_)) if !decisions => continue,
+                    Ok(Watched::Decision(d)) => decision_event(&d),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => proto::Event {
                         missed,
                         ..Default::default()

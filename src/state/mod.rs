@@ -22,7 +22,7 @@ use arc_swap::{ArcSwap, Guard};
 use imbl::HashMap;
 
 pub use approvals::{Approval, ApprovalStatus, Binding};
-pub use record::{Change, Event, Key, Record, Table};
+pub use record::{Change, DecisionNote, Event, Key, Record, Table, Watched};
 pub use revocations::{SubjectKind, SubjectRevocation, TokenRevocation};
 pub use risk::{RiskSignal, RiskSubject};
 pub use sessions::{Pause, Session};

@@ -157,3 +157,29 @@ pub struct Event {
     pub by: Arc<str>,
     pub change: Change,
 }
+
+/// A decision as watchers see it: what was asked, by whom, and the answer. Never a
+/// token.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionNote {
+    pub decision_id: String,
+    /// Unix seconds.
+    pub at: i64,
+    pub allowed: bool,
+    /// The reason code of a denial.
+    pub reason: Option<&'static str>,
+    pub action: Option<&'static str>,
+    pub tool: Option<String>,
+    pub agent: Option<Arc<str>>,
+    pub human: Option<Arc<str>>,
+    pub task: Option<Arc<str>>,
+    /// The sequence number of the state the decision was made against.
+    pub state_seq: u64,
+}
+
+/// What a watcher receives, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    Change(Event),
+    Decision(Arc<DecisionNote>),
+}

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
-    Change, Event, Key, Record, Session, Snapshot, State, Store, StoreError, Task, TaskStatus,
+    Change, DecisionNote, Event, Key, Record, Session, Snapshot, State, Store, StoreError, Task,
+    TaskStatus, Watched,
 };
 
 /// What a Check saw that the state has not recorded yet: a task, or an agent on it.
@@ -43,7 +44,7 @@ pub struct Updater {
     store: Box<dyn Store>,
     /// One writer at a time: the store's sequence and the published snapshot agree.
     writing: Mutex<()>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Watched>,
     reports: Reports,
 }
 
@@ -138,8 +139,18 @@ impl Updater {
         self.reports.clone()
     }
 
-    pub fn watch(&self) -> broadcast::Receiver<Event> {
+    pub fn watch(&self) -> broadcast::Receiver<Watched> {
         self.events.subscribe()
+    }
+
+    /// Whether anyone watches: a Check builds its note only then.
+    pub fn watched(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
+    /// Announces a decision to the watchers, between the changes around it.
+    pub fn announce(&self, note: DecisionNote) {
+        let _ = self.events.send(Watched::Decision(Arc::new(note)));
     }
 
     /// Builds changes from the snapshot serving now, commits them durably, then
@@ -178,12 +189,12 @@ impl Updater {
         let by: Arc<str> = Arc::from(by);
         for (seq, change) in (first..).zip(changes) {
             // No watcher is not an error.
-            let _ = self.events.send(Event {
+            let _ = self.events.send(Watched::Change(Event {
                 seq,
                 at,
                 by: by.clone(),
                 change,
-            });
+            }));
         }
     }
 

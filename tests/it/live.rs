@@ -311,7 +311,10 @@ async fn watchers_see_every_change_in_order_and_can_replay_what_they_missed() {
     let leash = start(&issuer, &policy, &path).await;
     let mut control = leash.control_client().await;
     let mut watch = control
-        .watch_events(WatchEventsRequest { after_seq: 0 })
+        .watch_events(WatchEventsRequest {
+            after_seq: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -342,7 +345,10 @@ async fn watchers_see_every_change_in_order_and_can_replay_what_they_missed() {
 
     // A new watcher asks for what came after the first change.
     let mut replay = control
-        .watch_events(WatchEventsRequest { after_seq: seqs[0] })
+        .watch_events(WatchEventsRequest {
+            after_seq: seqs[0],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -475,7 +481,10 @@ async fn through_envoy_the_live_context_decides_the_next_request() {
     let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
     let mut control = leash.control_client().await;
     let mut watch = control
-        .watch_events(WatchEventsRequest { after_seq: 0 })
+        .watch_events(WatchEventsRequest {
+            after_seq: 0,
+            decisions: true,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -603,25 +612,49 @@ async fn through_envoy_the_live_context_decides_the_next_request() {
         (403, Some("task.completed".to_owned()))
     );
 
-    // The operator's changes, in order, each once.
-    let mut mine: Vec<Event> = Vec::new();
-    while mine.len() < 5 {
+    // The operator's changes, in order, each once, with the decisions between them.
+    let mut stream: Vec<Event> = Vec::new();
+    while !stream.iter().any(|e| {
+        e.decision
+            .as_ref()
+            .is_some_and(|d| d.reason == "task.completed")
+    }) {
         let event = tokio::time::timeout(Duration::from_secs(5), watch.message())
             .await
             .expect("an event")
             .unwrap()
             .unwrap();
         assert_eq!(event.missed, 0);
-        if event.by != "leash" {
-            mine.push(event);
-        }
+        stream.push(event);
     }
+    let mine: Vec<&Event> = stream
+        .iter()
+        .filter(|e| e.decision.is_none() && e.by != "leash")
+        .collect();
     let tables: Vec<&str> = mine.iter().map(|e| e.table.as_str()).collect();
     assert_eq!(
         tables,
         ["risk", "sessions", "sessions", "subjects", "tasks"]
     );
     assert!(mine.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Each refusal comes after the change that caused it, and names the agent and task.
+    let at = |pred: &dyn Fn(&Event) -> bool| stream.iter().position(pred).unwrap();
+    let paused = at(&|e| e.table == "sessions" && e.by != "leash");
+    let refused = at(&|e| {
+        e.decision
+            .as_ref()
+            .is_some_and(|d| d.reason == "session.paused")
+    });
+    assert!(paused < refused);
+    let completed = at(&|e| e.table == "tasks" && e.by != "leash");
+    let cut_off = stream.iter().rposition(|e| e.decision.is_some()).unwrap();
+    assert!(completed < cut_off);
+    let last = stream[cut_off].decision.as_ref().unwrap();
+    assert_eq!(
+        (last.agent.as_str(), last.task.as_str()),
+        ("planner", "t-1")
+    );
+    assert!(!last.allowed);
 
     // A caller without the admin token changes nothing.
     let mut anonymous = leash::edge::control::proto::control_client::ControlClient::new(
