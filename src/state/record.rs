@@ -180,6 +180,6 @@ pub struct DecisionNote {
 /// What a watcher receives, in the order it happened.
 #[derive(Debug, Clone)]
 pub enum Watched {
-    Change(Event),
+    Change(Arc<Event>),
     Decision(Arc<DecisionNote>),
 }

@@ -189,12 +189,12 @@ impl Updater {
         let by: Arc<str> = Arc::from(by);
         for (seq, change) in (first..).zip(changes) {
             // No watcher is not an error.
-            let _ = self.events.send(Watched::Change(Event {
+            let _ = self.events.send(Watched::Change(Arc::new(Event {
                 seq,
                 at,
                 by: by.clone(),
                 change,
-            }));
+            })));
         }
     }
 
