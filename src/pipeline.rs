@@ -204,7 +204,10 @@ impl Pipeline {
                 denied: !verdict.decision.is_allow(),
                 body_bytes: view.body.as_bytes().len() as u64,
                 at: now,
-                task_since: self.state.snapshot().task(task).map(|t| t.first_seen),
+                task_since: behaviour
+                    .reads_task_age()
+                    .then(|| self.state.snapshot().task(task).map(|t| t.first_seen))
+                    .flatten(),
             })
         });
         let request = match (fired, &verdict.pause) {
@@ -363,12 +366,6 @@ impl Pipeline {
             .as_ref()
             .and_then(|(_, digest)| snapshot.approval_for(digest));
         let reads_leash = set.info().reads_agent_context;
-        // The session's counters before this Check, for a policy that reads them.
-        let counters = if reads_leash {
-            self.counters(facts.identity.as_ref(), now)
-        } else {
-            None
-        };
         let established = Established {
             view,
             target: &shape.target,
@@ -377,7 +374,7 @@ impl Pipeline {
             tool: tool.as_ref(),
             mcp: shape.mcp.as_ref(),
             live: live.as_ref(),
-            counters: counters.as_ref(),
+            counters: None,
             approval,
             now,
         };
@@ -386,8 +383,16 @@ impl Pipeline {
         let native = set
             .library()
             .and_then(|lib| lib.decide(&context::library_input(&established)?));
-        let leash_doc = (reads_leash && (native.is_none() || keep_input.is_some()))
-            .then(|| context::leash_document(&established));
+        // The session's counters before this Check, only for a document that shows them:
+        // the library in Rust does not read them.
+        let counters = (reads_leash && (native.is_none() || keep_input.is_some()))
+            .then(|| self.counters(facts.identity.as_ref(), now));
+        let leash_doc = counters.map(|counters| {
+            context::leash_document(&Established {
+                counters: counters.as_ref(),
+                ..established
+            })
+        });
         let result = match native {
             Some(result) => {
                 if let Some(keep) = keep_input {

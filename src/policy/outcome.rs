@@ -287,11 +287,11 @@ pub fn requested_pause(result: &Value) -> Result<Option<String>, OutcomeError> {
 /// approve this very action. On an allow it is refused: an allow needs no approval.
 pub fn requested_approval(result: &Value) -> Result<Option<String>, OutcomeError> {
     let asked = leash_request(result, "require_approval")?;
-    let allowed = match result {
+    let allowed = || match result {
         Value::Object(o) => o.get(&Value::from("allowed")) == Some(&Value::Bool(true)),
         _ => false,
     };
-    if asked.is_some() && allowed {
+    if asked.is_some() && allowed() {
         return Err(invalid(
             "`require_approval` comes with `allowed: false`: an allow needs no approval",
         ));
@@ -304,7 +304,11 @@ fn leash_request(result: &Value, field: &str) -> Result<Option<String>, OutcomeE
     let Value::Object(object) = result else {
         return Ok(None);
     };
-    let Some(request) = object.get(&Value::from(field)) else {
+    // Found by walking the keys: a lookup would allocate the key on every Check.
+    let Some(request) = object
+        .iter()
+        .find_map(|(k, v)| matches!(k, Value::String(k) if k.as_ref() == field).then_some(v))
+    else {
         return Ok(None);
     };
     let reason = match request {

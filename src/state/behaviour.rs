@@ -125,6 +125,13 @@ impl Behaviour {
         self.window
     }
 
+    /// Whether a rule reads the task's age, so that a Check looks it up only then.
+    pub fn reads_task_age(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.trigger, Trigger::NewTool { .. }))
+    }
+
     fn shard(&self, agent: &str, task: &str) -> &Mutex<Shard> {
         let mut h = self.hasher.build_hasher();
         agent.hash(&mut h);

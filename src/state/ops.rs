@@ -22,7 +22,19 @@ pub const MAX_ID_BYTES: usize = 512;
 /// Ids become store keys and log fields: bounded, and free of control characters
 /// (U+001F joins a key's parts).
 pub fn valid_id(value: &str) -> bool {
-    !value.is_empty() && value.len() <= MAX_ID_BYTES && !value.chars().any(char::is_control)
+    !value.is_empty() && value.len() <= MAX_ID_BYTES && !has_control(value)
+}
+
+/// Whether `value` holds a control character (`char::is_control`: C0, DEL and C1),
+/// read byte by byte: every Check tests each id it names.
+fn has_control(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b < 0x20
+            || b == 0x7f
+            // C1 controls, U+0080 to U+009F, are 0xC2 0x80..=0x9F in UTF-8.
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    })
 }
 
 fn id<'a>(what: &str, value: &'a str) -> Result<&'a str, UpdateError> {

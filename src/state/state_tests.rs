@@ -364,6 +364,12 @@ fn revocations_name_trusted_issuers_exactly() {
 #[test]
 fn ids_no_operator_could_name_are_ungovernable() {
     assert_eq!(who().ungovernable(), None);
+    for bad in ["a\u{7f}", "a\u{85}b", "\u{9f}", "t\n", ""] {
+        assert!(!ops::valid_id(bad), "{bad:?}");
+    }
+    for good in ["é¡ü", "spiffe://x/y", "\u{a0}", "日本"] {
+        assert!(ops::valid_id(good), "{good:?}");
+    }
     let long = "a".repeat(ops::MAX_ID_BYTES + 1);
     let tab = Who {
         task: Some("t\t1"),
