@@ -30,7 +30,8 @@ use crate::policy::{EvalError, PolicyStore, Prepare, Prepared, Value, outcome};
 use crate::request::{HeaderNotes, Target};
 use crate::state::behaviour::{Behaviour, Counts, Observation};
 use crate::state::{
-    Approval, ApprovalStatus, Binding, Hold, Live, PauseRequest, Reports, Sighting, State, Who,
+    Approval, ApprovalStatus, Binding, Hold, Live, Party, PauseRequest, Reports, Sighting, State,
+    Who,
 };
 use crate::token::{AuthFailure, Authenticator, Identity, MissingKey, TokenMode};
 use crate::view::RequestView;
@@ -175,26 +176,26 @@ impl Pipeline {
     /// decision counts in the session's behaviour, and a pause it calls for is sent.
     pub fn try_check(&self, view: &RequestView, now: i64) -> Result<Verdict, MissingKey> {
         let verdict = self.run(view, now, None)?;
-        self.after(view, &verdict, now);
-        Ok(verdict)
+        Ok(match self.after(view, &verdict, now) {
+            // The Check that trips a rule is the first one the pause holds.
+            Some(paused) => Verdict {
+                decision: Decision::deny(DenyReason::SessionPaused, paused),
+                spends_approval: None,
+                ..verdict
+            },
+            None => verdict,
+        })
     }
 
     /// What a decided Check leaves behind: its count in the session's behaviour, and
     /// the pause a rule or the policy calls for. Only for a request with an agent on a
-    /// task: there is no session otherwise.
-    fn after(&self, view: &RequestView, verdict: &Verdict, now: i64) {
-        let Some(reports) = &self.reports else {
-            return;
-        };
-        let Some(identity) = &verdict.facts.identity else {
-            return;
-        };
-        let (Some(agent), Some(task)) = (
-            identity.token.claims.agent.as_ref(),
-            identity.binding.task.as_ref(),
-        ) else {
-            return;
-        };
+    /// task: there is no session otherwise. Returns why a behaviour rule paused the
+    /// session, if one did.
+    fn after(&self, view: &RequestView, verdict: &Verdict, now: i64) -> Option<String> {
+        let reports = self.reports.as_ref()?;
+        let identity = verdict.facts.identity.as_ref()?;
+        let agent = identity.token.claims.agent.as_ref()?;
+        let task = identity.binding.task.as_ref()?;
         let fired = self.behaviour.as_ref().and_then(|behaviour| {
             behaviour.observe(&Observation {
                 agent,
@@ -210,24 +211,33 @@ impl Pipeline {
                     .flatten(),
             })
         });
-        let request = match (fired, &verdict.pause) {
-            (Some(fired), _) => Some((Some(fired.rule), fired.detail, fired.pause_for)),
-            (None, Some(reason)) => Some((None, reason.clone(), None)),
-            (None, None) => None,
+        let paused = fired.as_ref().map(|f| {
+            format!(
+                "behaviour rule {:?} paused the session: {}",
+                f.rule, f.detail
+            )
+        });
+        let (rule, reason, pause_for) = match (fired, &verdict.pause) {
+            (Some(fired), _) => (Some(fired.rule), fired.detail, fired.pause_for),
+            (None, Some(reason)) => (None, reason.clone(), None),
+            (None, None) => return None,
         };
-        if let Some((rule, reason, pause_for)) = request {
-            let sent = reports.pauses.try_send(PauseRequest {
-                agent: agent.clone(),
-                task: task.clone(),
-                rule,
-                reason,
-                pause_for,
-                at: now,
-            });
-            if sent.is_err() {
-                tracing::error!(%agent, %task, "a pause was called for but the updater is not taking more");
+        let sent = reports.pauses.try_send(PauseRequest {
+            agent: agent.clone(),
+            task: task.clone(),
+            rule,
+            reason,
+            pause_for,
+            at: now,
+        });
+        if sent.is_err() {
+            tracing::error!(%agent, %task, "a pause was called for but the updater is not taking more");
+            // The rule may fire again on the next Check rather than wait out its window.
+            if let Some(behaviour) = &self.behaviour {
+                behaviour.rearm(agent, task);
             }
         }
+        paused
     }
 
     /// Decides `view` as [`check`](Self::check) does, and returns the input document
@@ -430,7 +440,7 @@ impl Pipeline {
                 spends = approval.filter(|a| a.usable(now)).map(|a| a.id.clone());
             }
             (Decision::Deny(_), Some(reason), Some((binding, digest))) => {
-                decision = self.ask_approval(approval, binding, digest, reason, now);
+                decision = self.ask_approval(&snapshot, approval, binding, digest, reason, now);
             }
             _ => {}
         }
@@ -452,15 +462,38 @@ impl Pipeline {
     /// agent polls its status).
     fn ask_approval(
         &self,
+        snapshot: &crate::state::Snapshot,
         asked: Option<&Approval>,
         binding: Binding,
         digest: String,
         reason: String,
         now: i64,
     ) -> Decision {
+        use crate::state::ops;
+        // A refusal stands for the time an approver had to decide: asking again at
+        // once is not a way to wear an approver down.
+        if let Some(denied) = asked.filter(|a| {
+            a.status == ApprovalStatus::Denied && now < a.requested_at + ops::APPROVAL_WAIT
+        }) {
+            return Decision::deny(
+                DenyReason::ApprovalRequired,
+                format!(
+                    "approval {} for this very action was denied by {}: it can be asked again from {}",
+                    denied.id,
+                    denied.decided_by.as_deref().unwrap_or("an approver"),
+                    denied.requested_at + ops::APPROVAL_WAIT
+                ),
+            );
+        }
         let approval = match asked.filter(|a| a.waiting(now)) {
             Some(waiting) => waiting.clone(),
             None => {
+                if let Err(why) = ops::room_for_approval(snapshot, &binding, now) {
+                    return Decision::deny(
+                        DenyReason::ApprovalRequired,
+                        format!("{reason} ({why})"),
+                    );
+                }
                 let approval = Approval {
                     id: Arc::from(uuid::Uuid::new_v4().to_string()),
                     digest: Arc::from(digest),
@@ -618,31 +651,63 @@ fn classify(
     })
 }
 
-/// Exactly what an approval of this request would allow, and its digest: the agent
-/// on its task, and the tool call with its arguments or the method on the canonical
-/// target. `None` without an agent and a task: nothing to bind an approval to.
+/// Exactly what an approval of this request would allow, and its digest: this agent
+/// of this issuer on this task, and the tool call with its arguments on this server,
+/// or the method on the whole URL (query as sent) with its body. `None` without an
+/// agent and a task, or for tool arguments leash cannot hash as the tool reads them.
 fn action_binding(
     identity: Option<&Identity>,
     view: &RequestView,
     target: &Target<'_>,
     tool: Option<&ToolCall>,
 ) -> Option<(Binding, String)> {
-    let identity = identity?;
-    let agent = identity.token.claims.agent.as_deref()?;
-    let task = identity.binding.task.as_deref()?;
-    let human = identity.token.claims.human.as_deref();
+    let party = Party {
+        issuer: &identity?.token.issuer.config.issuer,
+        task: identity?.binding.task.as_deref()?,
+        agent: identity?.token.claims.agent.as_deref()?,
+        human: identity?.token.claims.human.as_deref(),
+    };
+    let port = target.port.map_or(String::new(), |p| format!(":{p}"));
+    let server = format!("{}://{}{port}{}", target.scheme, target.host, target.path);
     let binding = match tool {
-        Some(call) => Binding::tool(
-            task,
-            agent,
-            human,
-            &call.name,
-            &serde_json::to_string(&call.arguments).unwrap_or_default(),
-        ),
-        None => Binding::http(task, agent, human, &view.method, &target.host, &target.path),
+        Some(call) => {
+            if !exact(&call.arguments) {
+                return None;
+            }
+            Binding::tool(
+                party,
+                &call.name,
+                &server,
+                &serde_json::to_string(&call.arguments).ok()?,
+            )
+        }
+        None => {
+            let query = view.path.split_once('?').map_or("", |(_, q)| q);
+            let url = if query.is_empty() {
+                server
+            } else {
+                format!("{server}?{query}")
+            };
+            Binding::http(party, &view.method, &url, view.body.as_bytes())
+        }
     };
     let digest = binding.digest();
     Some((binding, digest))
+}
+
+/// Whether every number in `value` is an integer JSON carries exactly (|n| < 2^53):
+/// leash reads numbers into 64 bits, so two calls differing past that precision
+/// would hash alike while a tool tells them apart.
+fn exact(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => {
+            n.is_integer() && n.as_i64().is_some_and(|i| i.unsigned_abs() < (1 << 53))
+        }
+        Value::Array(items) => items.iter().all(exact),
+        Value::Set(items) => items.iter().all(exact),
+        Value::Object(map) => map.iter().all(|(k, v)| exact(k) && exact(v)),
+        _ => true,
+    }
 }
 
 /// Who `token` (the request's access token or the transaction token beside it) speaks

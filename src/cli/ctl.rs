@@ -127,6 +127,11 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
                         println!("{}", serde_json::to_string(&event)?);
                     } else if event.missed > 0 {
                         println!("(missed {} events: this watcher fell behind)", event.missed);
+                    } else if event.missed_decisions > 0 {
+                        println!(
+                            "(missed {} decisions: this watcher fell behind)",
+                            event.missed_decisions
+                        );
                     } else if let Some(d) = &event.decision {
                         println!(
                             "decision {} {} {} {:?} agent {:?} task {:?}{}",

@@ -85,7 +85,8 @@ async fn approval_status(
     };
     let snapshot = approvals.state.snapshot();
     let Some(approval) = snapshot.approval(&id).filter(|a| {
-        token.claims.agent.as_deref() == Some(&*a.binding.agent)
+        *token.issuer.config.issuer == *a.binding.issuer
+            && token.claims.agent.as_deref() == Some(&*a.binding.agent)
             && token.claims.task.as_deref() == Some(&*a.binding.task)
     }) else {
         return not_found();

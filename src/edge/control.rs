@@ -233,6 +233,7 @@ fn event(seq: u64, at: i64, by: &str, change: &Change) -> proto::Event {
         record_json,
         missed: 0,
         decision: None,
+        missed_decisions: 0,
     }
 }
 
@@ -252,6 +253,16 @@ fn decision_event(d: &DecisionNote) -> proto::Event {
             state_seq: d.state_seq,
         }),
         ..Default::default()
+    }
+}
+
+/// The next decision for a watcher that asked for them; never, for one that did not.
+async fn next_decision(
+    decided: &mut Option<tokio::sync::broadcast::Receiver<Arc<DecisionNote>>>,
+) -> Option<Result<Arc<DecisionNote>, tokio::sync::broadcast::error::RecvError>> {
+    match decided {
+        Some(rx) => Some(rx.recv().await),
+        None => std::future::pending().await,
     }
 }
 
@@ -478,6 +489,7 @@ impl Control for ControlService {
         let decisions = request.get_ref().decisions;
         // Subscribe before reading the feed, so nothing falls between the two.
         let mut live = self.updater.watch();
+        let mut decided = decisions.then(|| self.updater.watch_decisions());
         let mut replay = Vec::new();
         let current = self.updater.state().snapshot().seq;
         if after > current {
@@ -511,19 +523,29 @@ impl Control for ControlService {
                 }
             }
             loop {
-                let next = match live.recv().await {
-                    Ok(Watched::Change(e)) if e.seq <= last => continue,
-                    Ok(Watched::Change(e)) => {
-                        last = e.seq;
-                        event(e.seq, e.at, &e.by, &e.change)
-                    }
-                    Ok(Watched::Decision(_)) if !decisions => continue,
-                    Ok(Watched::Decision(d)) => decision_event(&d),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => proto::Event {
-                        missed,
-                        ..Default::default()
+                use tokio::sync::broadcast::error::RecvError;
+                let next = tokio::select! {
+                    biased;
+                    change = live.recv() => match change {
+                        Ok(Watched::Change(e)) if e.seq <= last => continue,
+                        Ok(Watched::Change(e)) => {
+                            last = e.seq;
+                            event(e.seq, e.at, &e.by, &e.change)
+                        }
+                        Err(RecvError::Lagged(missed)) => proto::Event {
+                            missed,
+                            ..Default::default()
+                        },
+                        Err(RecvError::Closed) => return,
                     },
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Some(decision) = next_decision(&mut decided) => match decision {
+                        Ok(d) => decision_event(&d),
+                        Err(RecvError::Lagged(missed)) => proto::Event {
+                            missed_decisions: missed,
+                            ..Default::default()
+                        },
+                        Err(RecvError::Closed) => return,
+                    },
                 };
                 if tx.send(Ok(next)).await.is_err() {
                     return;

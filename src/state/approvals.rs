@@ -30,52 +30,62 @@ impl ApprovalStatus {
     }
 }
 
+/// Who asks: an approval is for this agent of this issuer, on this task, alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Party<'a> {
+    pub issuer: &'a str,
+    pub task: &'a str,
+    pub agent: &'a str,
+    pub human: Option<&'a str>,
+}
+
 /// Exactly what an approval allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
+    pub issuer: Arc<str>,
     pub task: Arc<str>,
     pub agent: Arc<str>,
     pub human: Option<Arc<str>>,
-    /// `METHOD host/path` for an HTTP call, `tool NAME` for an MCP tool call.
+    /// `METHOD scheme://host:port/path?query` for an HTTP call, `tool NAME at
+    /// scheme://host:port/path` for an MCP tool call.
     pub action: String,
-    /// SHA-256 of a tool call's arguments as leash read them, hex.
+    /// SHA-256, hex, of what the call carries: a tool call's arguments (canonical
+    /// JSON), or an HTTP call's body as sent; `None` for an HTTP call without a body.
     pub arguments: Option<String>,
 }
 
 impl Binding {
-    /// An HTTP call on the canonical target.
-    pub fn http(
-        task: &str,
-        agent: &str,
-        human: Option<&str>,
-        method: &str,
-        host: &str,
-        path: &str,
-    ) -> Self {
+    fn of(party: Party<'_>, action: String, arguments: Option<String>) -> Self {
         Self {
-            task: Arc::from(task),
-            agent: Arc::from(agent),
-            human: human.map(Arc::from),
-            action: format!("{method} {host}{path}"),
-            arguments: None,
+            issuer: Arc::from(party.issuer),
+            task: Arc::from(party.task),
+            agent: Arc::from(party.agent),
+            human: party.human.map(Arc::from),
+            action,
+            arguments,
         }
     }
 
-    /// An MCP tool call with its arguments (as canonical JSON).
-    pub fn tool(task: &str, agent: &str, human: Option<&str>, tool: &str, arguments: &str) -> Self {
-        Self {
-            task: Arc::from(task),
-            agent: Arc::from(agent),
-            human: human.map(Arc::from),
-            action: format!("tool {tool}"),
-            arguments: Some(hex(&Sha256::digest(arguments.as_bytes()))),
-        }
+    /// An HTTP call: the method on the whole URL, query as sent, and its body.
+    pub fn http(party: Party<'_>, method: &str, url: &str, body: &[u8]) -> Self {
+        let body = (!body.is_empty()).then(|| hex(&Sha256::digest(body)));
+        Self::of(party, format!("{method} {url}"), body)
+    }
+
+    /// An MCP tool call on the server at `url`, with its arguments as canonical JSON.
+    pub fn tool(party: Party<'_>, tool: &str, url: &str, arguments: &str) -> Self {
+        Self::of(
+            party,
+            format!("tool {tool} at {url}"),
+            Some(hex(&Sha256::digest(arguments.as_bytes()))),
+        )
     }
 
     /// The binding's identity: equal digests, equal actions.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         for part in [
+            self.issuer.as_bytes(),
             self.task.as_bytes(),
             self.agent.as_bytes(),
             self.action.as_bytes(),

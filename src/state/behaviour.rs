@@ -89,6 +89,9 @@ struct Session {
 
 /// How many tools a session remembers; beyond it, new tools are not counted as new.
 const MAX_TOOLS: usize = 256;
+/// Tool names longer than this are remembered as [`LONG_NAME`].
+const MAX_TOOL_NAME: usize = 128;
+const LONG_NAME: &str = "(a name over 128 bytes)";
 const SHARDS: usize = 16;
 
 /// The sessions of one shard, by agent, then task: looked up by borrowed names, so a
@@ -139,6 +142,18 @@ impl Behaviour {
         let i = usize::try_from(h.finish() % SHARDS as u64).unwrap_or_default();
         let [first, ..] = &self.shards;
         self.shards.get(i).unwrap_or(first)
+    }
+
+    /// Lets a session's rules fire again at once: the pause the last one asked for
+    /// could not be sent.
+    pub fn rearm(&self, agent: &str, task: &str) {
+        let mut shard = self
+            .shard(agent, task)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(session) = shard.get_mut(agent).and_then(|t| t.get_mut(task)) {
+            session.quiet_until = 0;
+        }
     }
 
     /// The session's counts over the window at `now`.
@@ -212,9 +227,19 @@ impl Behaviour {
             *denials += u64::from(o.denied);
             *bytes = bytes.saturating_add(o.body_bytes);
         }
-        let new_tool = match o.tool {
+        // A tool counts as seen once a call to it was allowed: probing every tool early
+        // with denied calls does not make later ones look familiar. Names are the
+        // agent's words: a long one is remembered as one shared name.
+        let name = o.tool.map(|t| {
+            if t.len() > MAX_TOOL_NAME {
+                LONG_NAME
+            } else {
+                t
+            }
+        });
+        let new_tool = match name {
             Some(tool) if !session.tools.contains_key(tool) => {
-                if session.tools.len() < MAX_TOOLS {
+                if !o.denied && session.tools.len() < MAX_TOOLS {
                     session.tools.insert(Arc::from(tool), ());
                 }
                 true

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use imbl::HashMap;
 
-pub use approvals::{Approval, ApprovalStatus, Binding};
+pub use approvals::{Approval, ApprovalStatus, Binding, Party};
 pub use record::{Change, DecisionNote, Event, Key, Record, Table, Watched};
 pub use revocations::{SubjectKind, SubjectRevocation, TokenRevocation};
 pub use risk::{RiskSignal, RiskSubject};
@@ -315,7 +315,11 @@ impl Snapshot {
             .chain(subjects)
             .chain(self.sessions().cloned().map(Record::Session))
             .chain(self.risk_signals().cloned().map(Record::Risk))
-            .chain(self.approvals.values().cloned().map(Record::Approval))
+            .chain(
+                self.approvals
+                    .values()
+                    .map(|a| Record::Approval(Box::new(a.clone()))),
+            )
     }
 
     /// Applies one change in place: the updater does this on its own copy, which
@@ -362,7 +366,7 @@ impl Snapshot {
             Record::Approval(approval) => {
                 self.approval_by_digest
                     .insert(approval.digest.clone(), approval.id.clone());
-                self.approvals.insert(approval.id.clone(), approval);
+                self.approvals.insert(approval.id.clone(), *approval);
             }
             Record::Risk(signal) => {
                 let map = self.risk_of(signal.subject);

@@ -328,11 +328,45 @@ pub const APPROVAL_WAIT: i64 = 15 * 60;
 pub const MAX_APPROVAL_LIFETIME: i64 = 24 * 3600;
 pub const MAX_APPROVAL_USES: u32 = 100;
 
-/// Records `approval` as pending, unless one for the same action still waits.
+/// How many approvals may wait at once: per agent and task, and in all.
+pub const MAX_WAITING_PER_SESSION: usize = 16;
+pub const MAX_WAITING: usize = 10_000;
+
+/// Whether another approval may wait beside those that do: an agent cannot bury its
+/// approvers (or the store) in requests by varying its calls.
+pub fn room_for_approval(
+    snapshot: &Snapshot,
+    binding: &super::Binding,
+    now: i64,
+) -> Result<(), String> {
+    let (mut mine, mut all) = (0, 0);
+    for waiting in snapshot.approvals().filter(|a| a.waiting(now)) {
+        all += 1;
+        let b = &waiting.binding;
+        if (&b.issuer, &b.agent, &b.task) == (&binding.issuer, &binding.agent, &binding.task) {
+            mine += 1;
+        }
+    }
+    if mine >= MAX_WAITING_PER_SESSION {
+        return Err(format!(
+            "{mine} approvals of this agent on this task already wait for an approver"
+        ));
+    }
+    if all >= MAX_WAITING {
+        return Err(format!("{all} approvals already wait for approvers"));
+    }
+    Ok(())
+}
+
+/// Records `approval` as pending, unless one for the same action still waits or there
+/// is no room for another.
 pub fn request_approval(snapshot: &Snapshot, approval: Approval) -> Vec<Change> {
     match snapshot.approval_for(&approval.digest) {
         Some(existing) if existing.waiting(approval.requested_at) => Vec::new(),
-        _ => vec![Change::Put(Record::Approval(approval))],
+        _ if room_for_approval(snapshot, &approval.binding, approval.requested_at).is_err() => {
+            Vec::new()
+        }
+        _ => vec![Change::Put(Record::Approval(Box::new(approval)))],
     }
 }
 
@@ -381,21 +415,25 @@ pub fn approve(
     approval.expires_at = until;
     approval.decided_by = Some(by.caller.to_owned());
     approval.decided_reason = Some(reason(why)?);
-    Ok(vec![Change::Put(Record::Approval(approval))])
+    Ok(vec![Change::Put(Record::Approval(Box::new(approval)))])
 }
 
+/// Refuses a pending approval, or withdraws an approved one that still has uses.
 pub fn deny_approval(
     snapshot: &Snapshot,
     id: &str,
     why: &str,
     by: By<'_>,
 ) -> Result<Vec<Change>, UpdateError> {
-    let mut approval = pending(snapshot, id, by.now)?.clone();
+    let mut approval = match snapshot.approval(id) {
+        Some(a) if a.usable(by.now) => a.clone(),
+        _ => pending(snapshot, id, by.now)?.clone(),
+    };
     approval.status = ApprovalStatus::Denied;
     approval.uses_left = 0;
     approval.decided_by = Some(by.caller.to_owned());
     approval.decided_reason = Some(reason(why)?);
-    Ok(vec![Change::Put(Record::Approval(approval))])
+    Ok(vec![Change::Put(Record::Approval(Box::new(approval)))])
 }
 
 /// The approval after one use at `now`, or why it cannot be used.

@@ -16,7 +16,7 @@ pub enum Record {
     Subject(SubjectRevocation),
     Session(Session),
     Risk(RiskSignal),
-    Approval(Approval),
+    Approval(Box<Approval>),
 }
 
 /// Where a record lives. The names are the store's table names.
@@ -177,9 +177,8 @@ pub struct DecisionNote {
     pub state_seq: u64,
 }
 
-/// What a watcher receives, in the order it happened.
+/// What a watcher of changes receives, in sequence order.
 #[derive(Debug, Clone)]
 pub enum Watched {
     Change(Arc<Event>),
-    Decision(Arc<DecisionNote>),
 }

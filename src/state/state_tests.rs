@@ -472,3 +472,85 @@ mod behaviour {
         assert_eq!(b.counts("planner", "t1", 701).tools, 2);
     }
 }
+
+#[test]
+fn an_approval_binds_the_whole_call() {
+    let party = Party {
+        issuer: "https://idp",
+        task: "t1",
+        agent: "planner",
+        human: Some("alice"),
+    };
+    let http = |url: &str, body: &[u8]| Binding::http(party, "DELETE", url, body).digest();
+    let base = http("https://api.x/repos/r?dry_run=1", b"");
+    for other in [
+        http("https://api.x/repos/r?force=1", b""),
+        http("https://api.x:8443/repos/r?dry_run=1", b""),
+        http("http://api.x/repos/r?dry_run=1", b""),
+        http("https://api.x/repos/r?dry_run=1", b"{}"),
+        Binding::http(party, "POST", "https://api.x/repos/r?dry_run=1", b"").digest(),
+        Binding::http(
+            Party {
+                issuer: "https://other",
+                ..party
+            },
+            "DELETE",
+            "https://api.x/repos/r?dry_run=1",
+            b"",
+        )
+        .digest(),
+    ] {
+        assert_ne!(other, base);
+    }
+    let tool = |server: &str, args: &str| Binding::tool(party, "drop", server, args).digest();
+    assert_ne!(
+        tool("https://sandbox/mcp", "{}"),
+        tool("https://prod/mcp", "{}")
+    );
+    assert_ne!(
+        tool("https://prod/mcp", r#"{"a":1}"#),
+        tool("https://prod/mcp", r#"{"a":2}"#)
+    );
+    assert_eq!(
+        tool("https://prod/mcp", "{}"),
+        tool("https://prod/mcp", "{}")
+    );
+}
+
+#[test]
+fn an_approved_approval_can_be_withdrawn_and_asking_has_a_limit() {
+    let party = Party {
+        issuer: "https://idp",
+        task: "t1",
+        agent: "planner",
+        human: None,
+    };
+    let asked = |i: usize| {
+        let binding = Binding::http(party, "DELETE", &format!("https://x/{i}"), b"");
+        Approval {
+            id: Arc::from(format!("a{i}")),
+            digest: Arc::from(binding.digest()),
+            binding,
+            reason: String::new(),
+            status: ApprovalStatus::Pending,
+            requested_at: 1_000,
+            expires_at: 1_000 + ops::APPROVAL_WAIT,
+            uses_left: 0,
+            decided_by: None,
+            decided_reason: None,
+        }
+    };
+    let mut s = Snapshot::default();
+    for i in 0..ops::MAX_WAITING_PER_SESSION + 3 {
+        let changes = ops::request_approval(&s, asked(i));
+        s = applied(&s, changes);
+    }
+    assert_eq!(s.approvals().count(), ops::MAX_WAITING_PER_SESSION);
+    let s = applied(&s, ops::approve(&s, "a0", 5, 0, "", BY).unwrap());
+    assert!(s.approval("a0").unwrap().usable(1_000));
+    let s = applied(
+        &s,
+        ops::deny_approval(&s, "a0", "changed my mind", BY).unwrap(),
+    );
+    assert!(!s.approval("a0").unwrap().usable(1_000));
+}

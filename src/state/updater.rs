@@ -45,6 +45,9 @@ pub struct Updater {
     /// One writer at a time: the store's sequence and the published snapshot agree.
     writing: Mutex<()>,
     events: broadcast::Sender<Watched>,
+    /// Decisions go to watchers apart from changes: a flood of Checks never pushes a
+    /// revocation out of a watcher's buffer.
+    decisions: broadcast::Sender<Arc<DecisionNote>>,
     reports: Reports,
 }
 
@@ -104,11 +107,13 @@ impl Updater {
         let (pauses, paused) = mpsc::channel(PAUSES);
         let (approvals, asked) = mpsc::channel(PAUSES);
         let (events, _) = broadcast::channel(EVENTS);
+        let (decisions, _) = broadcast::channel(EVENTS);
         let updater = Arc::new(Self {
             state: Arc::new(State::new(snapshot)),
             store,
             writing: Mutex::new(()),
             events,
+            decisions,
             reports: Reports {
                 sightings,
                 pauses,
@@ -143,14 +148,19 @@ impl Updater {
         self.events.subscribe()
     }
 
-    /// Whether anyone watches: a Check builds its note only then.
-    pub fn watched(&self) -> bool {
-        self.events.receiver_count() > 0
+    /// The decisions as they are made, for watchers that asked for them.
+    pub fn watch_decisions(&self) -> broadcast::Receiver<Arc<DecisionNote>> {
+        self.decisions.subscribe()
     }
 
-    /// Announces a decision to the watchers, between the changes around it.
+    /// Whether anyone watches decisions: a Check builds its note only then.
+    pub fn watched(&self) -> bool {
+        self.decisions.receiver_count() > 0
+    }
+
+    /// Announces a decision to the watchers of decisions.
     pub fn announce(&self, note: DecisionNote) {
-        let _ = self.events.send(Watched::Decision(Arc::new(note)));
+        let _ = self.decisions.send(Arc::new(note));
     }
 
     /// Builds changes from the snapshot serving now, commits them durably, then
@@ -214,7 +224,10 @@ impl Updater {
         let Ok(spent) = super::ops::spend(approval, now) else {
             return Ok(false);
         };
-        let (expected, next) = (Record::Approval(approval.clone()), Record::Approval(spent));
+        let (expected, next) = (
+            Record::Approval(Box::new(approval.clone())),
+            Record::Approval(Box::new(spent)),
+        );
         let Some(last) = self.store.swap(&expected, &next, LEASH, now)? else {
             return Ok(false);
         };
