@@ -278,15 +278,6 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .unwrap()
 }
 
-/// One Check against the ext_authz port at `addr`.
-pub async fn check_at(addr: SocketAddr, req: CheckRequest) -> CheckResponse {
-    AuthorizationClient::new(channel(addr).await)
-        .check(req)
-        .await
-        .expect("Check")
-        .into_inner()
-}
-
 /// A control API client at `addr` presenting the token in `token_file`.
 pub async fn control_at(addr: SocketAddr, token_file: &Path) -> Control {
     let token = std::fs::read_to_string(token_file).expect("the admin token file");

@@ -413,9 +413,15 @@ async fn a_revoked_agent_does_not_act_through_a_delegate_and_unrevocable_ids_are
     assert_eq!(typo.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
 
-/// A revocation acknowledged, then `kill -9`: after a restart it still holds.
+/// A revocation acknowledged, then `kill -9`: after a restart it still holds, through
+/// a real Envoy.
 #[tokio::test]
 async fn an_acknowledged_revocation_survives_kill_9() {
+    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
+
+    let Some(envoy_bin) = require_envoy() else {
+        return;
+    };
     let issuer = issuer();
     let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
     let dir = tempfile::tempdir().unwrap();
@@ -430,13 +436,18 @@ async fn an_acknowledged_revocation_survives_kill_9() {
         "--set",
         "tokens.mode=required",
         "--set",
+        "response.reason_header=x-leash-reason",
+        "--set",
         &store,
     ];
     let token = issuer.token("jti-k", "t-k", 1);
+    let auth = bearer(&token);
+    let headers = [("authorization", auth.as_str()), ("x-agent-task", "t-k")];
+    let upstream = Upstream::start().await;
 
     let mut first = LeashProcess::start(&args).await;
-    let resp = common::check_at(first.grpc, call(&token, "t-k")).await;
-    assert!(is_allowed(&resp), "{:?}", reason(&resp));
+    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(first.grpc), upstream.addr).await;
+    assert_eq!(envoy.send("GET", "/repos", &headers, "").await.status, 200);
     let mut control = first.control_client().await;
     control
         .revoke_token(RevokeTokenRequest {
@@ -447,11 +458,15 @@ async fn an_acknowledged_revocation_survives_kill_9() {
         })
         .await
         .unwrap();
+    // Acknowledged: now the process dies without a chance to flush anything.
     first.kill().await;
+    drop(envoy);
 
     let second = LeashProcess::start(&args).await;
-    let resp = common::check_at(second.grpc, call(&token, "t-k")).await;
-    assert_eq!(reason(&resp).as_deref(), Some("token.revoked"));
+    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(second.grpc), upstream.addr).await;
+    let refused = envoy.send("GET", "/repos", &headers, "").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("x-leash-reason"), Some("token.revoked"));
 }
 
 /// Through a real Envoy on the shipped bootstrap, leash on its embedded library: the
