@@ -46,13 +46,53 @@ fn issuer() -> Issuer {
 impl Issuer {
     /// A token of agent `planner` for human `alice` on `task`, issued `age` seconds ago.
     fn token(&self, jti: &str, task: &str, age: i64) -> String {
+        self.scoped(jti, task, age, "")
+    }
+
+    /// As [`token`](Self::token), carrying `scope` (the library reads it).
+    fn scoped(&self, jti: &str, task: &str, age: i64, scope: &str) -> String {
         let now = leash::clock::unix_now();
         let claims = claims(json!({
             "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
-            "task_id": task, "jti": jti, "iat": now - age, "exp": now - age + 600,
+            "task_id": task, "jti": jti, "scope": scope,
+            "iat": now - age, "exp": now - age + 600,
         }));
         self.key.sign(&claims, Some("k1"), None).unwrap()
     }
+}
+
+/// `leash serve` on its embedded library, trusting `issuer`, behind a real Envoy on
+/// the shipped bootstrap; `None` (a skip) where Envoy is missing outside CI.
+struct Governed {
+    leash: LeashProcess,
+    envoy: common::envoy::Envoy,
+    upstream: common::envoy::Upstream,
+    _dir: tempfile::TempDir,
+}
+
+async fn governed(issuer: &Issuer, extra_yaml: &str) -> Option<Governed> {
+    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
+    let envoy_bin = require_envoy()?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(&config, format!("{}{extra_yaml}", issuer.yaml)).unwrap();
+    let leash = LeashProcess::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "tokens.mode=required",
+        "--set",
+        "response.reason_header=x-leash-reason",
+    ])
+    .await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
+    Some(Governed {
+        leash,
+        envoy,
+        upstream,
+        _dir: dir,
+    })
 }
 
 fn call(token: &str, task: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
@@ -473,27 +513,12 @@ async fn an_acknowledged_revocation_survives_kill_9() {
 /// live context decides the next request the agent sends.
 #[tokio::test]
 async fn through_envoy_the_live_context_decides_the_next_request() {
-    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
     use leash::edge::control::proto::Event;
 
-    let Some(envoy_bin) = require_envoy() else {
+    let issuer = issuer();
+    let Some(Governed { leash, envoy, .. }) = governed(&issuer, "").await else {
         return;
     };
-    let issuer = issuer();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("leash.yaml");
-    std::fs::write(&config, &issuer.yaml).unwrap();
-    let leash = LeashProcess::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        "tokens.mode=required",
-        "--set",
-        "response.reason_header=x-leash-reason",
-    ])
-    .await;
-    let upstream = Upstream::start().await;
-    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
     let mut control = leash.control_client().await;
     let mut watch = control
         .watch_events(WatchEventsRequest {
@@ -505,21 +530,7 @@ async fn through_envoy_the_live_context_decides_the_next_request() {
         .into_inner();
 
     // The library needs a scope for the host and, for writes, a delegating human.
-    let mint = |jti: &str, age: i64| {
-        let now = leash::clock::unix_now();
-        issuer
-            .key
-            .sign(
-                &claims(json!({
-                    "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
-                    "task_id": "t-1", "jti": jti, "scope": "host:*:write",
-                    "iat": now - age, "exp": now - age + 600,
-                })),
-                Some("k1"),
-                None,
-            )
-            .unwrap()
-    };
+    let mint = |jti: &str, age: i64| issuer.scoped(jti, "t-1", age, "host:*:write");
     let old = mint("e-1", 30);
     let send = |method: &'static str, token: String| {
         let envoy = &envoy;
@@ -752,47 +763,13 @@ allow := {"allowed": false, "pause": {"reason": "asked to wipe everything"}} if 
 /// pause is announced naming the rule.
 #[tokio::test]
 async fn through_envoy_denials_pause_the_session_automatically() {
-    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
-
-    let Some(envoy_bin) = require_envoy() else {
+    let issuer = issuer();
+    let rules = "behaviour:\n  rules:\n    - { name: denial-burst, when: denials, at_least: 3, within: 1m }\n";
+    let Some(Governed { leash, envoy, .. }) = governed(&issuer, rules).await else {
         return;
     };
-    let issuer = issuer();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("leash.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}behaviour:\n  rules:\n    - {{ name: denial-burst, when: denials, at_least: 3, within: 1m }}\n",
-            issuer.yaml
-        ),
-    )
-    .unwrap();
-    let leash = LeashProcess::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        "tokens.mode=required",
-        "--set",
-        "response.reason_header=x-leash-reason",
-    ])
-    .await;
-    let upstream = Upstream::start().await;
-    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
-    let now = leash::clock::unix_now();
     // A token that may read hosts, not write them.
-    let token = issuer
-        .key
-        .sign(
-            &claims(json!({
-                "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
-                "task_id": "t-1", "jti": "a-1", "scope": "host:*:read",
-                "iat": now - 1, "exp": now + 600,
-            })),
-            Some("k1"),
-            None,
-        )
-        .unwrap();
+    let token = issuer.scoped("a-1", "t-1", 1, "host:*:read");
     let auth = bearer(&token);
     let headers = [
         ("authorization", auth.as_str()),
@@ -841,48 +818,21 @@ async fn through_envoy_denials_pause_the_session_automatically() {
 /// once.
 #[tokio::test]
 async fn through_envoy_an_approval_allows_exactly_one_matching_call() {
-    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
     use leash::edge::control::proto::{ApproveRequest, ListApprovalsRequest};
 
-    let Some(envoy_bin) = require_envoy() else {
+    let issuer = issuer();
+    let tools = "actions:\n  tools: { delete_repo: { class: destructive } }\n";
+    let Some(Governed {
+        leash,
+        envoy,
+        upstream,
+        ..
+    }) = governed(&issuer, tools).await
+    else {
         return;
     };
-    let issuer = issuer();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("leash.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}actions:\n  tools: {{ delete_repo: {{ class: destructive }} }}\n",
-            issuer.yaml
-        ),
-    )
-    .unwrap();
-    let leash = LeashProcess::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        "tokens.mode=required",
-        "--set",
-        "response.reason_header=x-leash-reason",
-    ])
-    .await;
-    let upstream = Upstream::start().await;
-    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
     let mut control = leash.control_client().await;
-    let now = leash::clock::unix_now();
-    let token = issuer
-        .key
-        .sign(
-            &claims(json!({
-                "iss": ISS, "aud": "tools", "sub": "alice", "act": {"sub": "planner"},
-                "task_id": "t-1", "jti": "p-1", "scope": "tool:delete_repo:destructive",
-                "iat": now - 1, "exp": now + 600,
-            })),
-            Some("k1"),
-            None,
-        )
-        .unwrap();
+    let token = issuer.scoped("p-1", "t-1", 1, "tool:delete_repo:destructive");
     let auth = bearer(&token);
     let delete = |repo: &'static str| {
         let envoy = &envoy;
