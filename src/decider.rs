@@ -67,16 +67,15 @@ impl Decider {
         let verdict = match self.approvals.clone() {
             Some(updater) if verdict.spends_approval.is_some() => {
                 let now = (self.clock)();
+                // Kept for the denial should the blocking pool be gone: it stays this
+                // Check's, facts and all.
+                let fallback = verdict.clone();
                 tokio::task::spawn_blocking(move || spend(&updater, verdict, now))
                     .await
                     .unwrap_or_else(|_| {
-                        Verdict::new(
-                            Decision::deny(
-                                DenyReason::ApprovalRequired,
-                                "the approval could not be spent: the updater stopped",
-                            ),
-                            None,
-                            Facts::default(),
+                        refused_use(
+                            fallback,
+                            "the approval could not be spent: the updater stopped",
                         )
                     })
             }
@@ -86,11 +85,15 @@ impl Decider {
         verdict
     }
 
-    /// Decides `view` without waiting for keys (a token naming an unknown key is
-    /// denied), spending an approval on this thread: for callers outside the async
-    /// serving path.
-    pub fn decide_now(&self, view: &RequestView, arrived: Instant) -> Verdict {
-        let verdict = self.settle_blocking(self.pipeline.check(view, (self.clock)()));
+    /// [`finish`](Self::finish) without waiting, for callers outside the async serving
+    /// path: keys are not fetched (a token naming an unknown key is denied), and an
+    /// approval is spent on this thread.
+    pub fn finish_now(&self, view: &RequestView, wait: Wait, arrived: Instant) -> Verdict {
+        let verdict = match wait {
+            Wait::Keys(_) => self.pipeline.check(view, (self.clock)()),
+            Wait::Approval(verdict) => *verdict,
+        };
+        let verdict = self.settle_blocking(verdict);
         self.record(&verdict, Some(view), arrived);
         verdict
     }

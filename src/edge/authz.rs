@@ -55,9 +55,12 @@ impl Authz {
     pub fn check(&self, incoming: Incoming) -> CheckResponse {
         match self.start(incoming) {
             Started::Done(response) => response,
-            Started::Waits(waiting) => {
-                self.respond(&self.decider.decide_now(&waiting.view, waiting.arrived))
-            }
+            // A decided Check is not decided again: its behaviour is counted once.
+            Started::Waits(waiting) => self.respond(&self.decider.finish_now(
+                &waiting.view,
+                waiting.wait,
+                waiting.arrived,
+            )),
         }
     }
 
