@@ -365,8 +365,16 @@ impl Pipeline {
         };
         let leash_headers = shape.notes.leash;
         // The approval asked for this very action, looked for only once any was asked.
-        let binding_of =
-            || action_binding(facts.identity.as_ref(), view, &shape.target, tool.as_ref());
+        // A call whose body leash saw only in part cannot be bound: two calls alike in
+        // their first bytes would share an approval.
+        let whole_body = !shape.parsed.truncated;
+        let binding_of = || {
+            whole_body
+                .then(|| {
+                    action_binding(facts.identity.as_ref(), view, &shape.target, tool.as_ref())
+                })
+                .flatten()
+        };
         let binding = if snapshot.no_approvals() {
             None
         } else {
@@ -655,6 +663,7 @@ fn classify(
 /// of this issuer on this task, and the tool call with its arguments on this server,
 /// or the method on the whole URL (query as sent) with its body. `None` without an
 /// agent and a task, or for tool arguments leash cannot hash as the tool reads them.
+/// The caller makes sure leash saw the whole body.
 fn action_binding(
     identity: Option<&Identity>,
     view: &RequestView,
