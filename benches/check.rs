@@ -128,7 +128,7 @@ fn trust() -> leash::state::ops::Trust<'static> {
 /// few risk signals. Loaded in large commits, as a restart loads it.
 fn loaded_state(dir: &std::path::Path) -> Arc<leash::state::Updater> {
     use leash::state::ops::{self, By};
-    use leash::state::{Change, Record, Task, TaskStatus};
+    use leash::state::{Change, Record, Session, Task, TaskStatus};
     let (updater, _sightings) = leash::state::Updater::open(Box::new(
         leash::state::RedbStore::open(&dir.join("state.redb")).unwrap(),
     ))
@@ -157,7 +157,7 @@ fn loaded_state(dir: &std::path::Path) -> Arc<leash::state::Updater> {
             .unwrap();
     }
     updater
-        .update_blocking("bench", by.now, move |snapshot| {
+        .update_blocking("bench", by.now, move |_| {
             let mut changes = Vec::new();
             for i in 0..10_000 {
                 // Live tasks, as Checks record them.
@@ -172,7 +172,13 @@ fn loaded_state(dir: &std::path::Path) -> Arc<leash::state::Updater> {
                     end_reason: None,
                 })));
             }
-            changes.extend(ops::pause_session(snapshot, "planner", "t-1", "", 1, by)?);
+            // The bench agent's session on its task, as its first Check records it.
+            changes.push(Change::Put(Record::Session(Session {
+                agent: Arc::from("planner"),
+                task: Arc::from("t-1"),
+                first_seen: by.now,
+                pause: None,
+            })));
             for (kind, id) in [("agent", "someone"), ("task", "t-2"), ("human", "bob")] {
                 changes.extend(ops::report_risk(
                     &ops::Report {
@@ -187,12 +193,6 @@ fn loaded_state(dir: &std::path::Path) -> Arc<leash::state::Updater> {
                 )?);
             }
             Ok(changes)
-        })
-        .unwrap();
-    // The session exists, unpaused: its one-second pause has already been lifted.
-    updater
-        .update_blocking("bench", by.now, move |snapshot| {
-            ops::resume_session(snapshot, "planner", "t-1")
         })
         .unwrap();
     updater

@@ -298,30 +298,6 @@ impl Snapshot {
         ]
     }
 
-    /// Every record, for a store to compare with or a listing.
-    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        let tasks = self.tasks.values().cloned().map(Record::Task);
-        let tokens = self
-            .tokens
-            .values()
-            .flat_map(|m| m.values().cloned().map(Record::Token));
-        let subjects = [&self.agents, &self.humans, &self.workloads]
-            .into_iter()
-            .flat_map(|m| m.values().cloned())
-            .chain(self.subjects.values().flat_map(|m| m.values().cloned()))
-            .map(Record::Subject);
-        tasks
-            .chain(tokens)
-            .chain(subjects)
-            .chain(self.sessions().cloned().map(Record::Session))
-            .chain(self.risk_signals().cloned().map(Record::Risk))
-            .chain(
-                self.approvals
-                    .values()
-                    .map(|a| Record::Approval(Box::new(a.clone()))),
-            )
-    }
-
     /// Applies one change in place: the updater does this on its own copy, which
     /// shares every untouched branch with the snapshot being read.
     pub fn apply(&mut self, change: &Change) {
@@ -447,33 +423,53 @@ impl Snapshot {
     /// revocations past their token's expiry, expired risk signals, pauses that ran
     /// out, and tasks ended more than [`ENDED_TASK_RETENTION`] ago.
     pub fn expired(&self, now: i64) -> Vec<Change> {
-        let mut gone: Vec<Change> = Vec::new();
-        for rec in self.records() {
-            let drop = match &rec {
-                Record::Token(rev) => rev.until <= now,
-                Record::Subject(rev) => rev.until <= now,
-                Record::Risk(signal) => !signal.live(now),
-                Record::Session(s) => s
-                    .pause
-                    .as_ref()
-                    .is_some_and(|p| p.until.is_some_and(|u| u <= now)),
-                Record::Task(t) => t
-                    .ended
-                    .is_some_and(|ended| ended.saturating_add(ENDED_TASK_RETENTION) <= now),
-                // Kept an hour past its deadline, for the agent polling its status.
-                Record::Approval(a) => a.expires_at.saturating_add(3600) <= now,
-            };
-            if drop {
-                gone.push(match rec {
-                    // A session outlives its pause: only the pause goes.
-                    Record::Session(mut s) => {
-                        s.pause = None;
-                        Change::Put(Record::Session(s))
-                    }
-                    other => Change::Delete(other.key()),
-                });
-            }
-        }
+        // Read in place, every 30 s under the writer lock: only what goes is copied.
+        // Subject revocations are kept (their `until` is never reached).
+        let tokens = self
+            .tokens
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|rev| rev.until <= now)
+            .map(|rev| Key::token(&rev.issuer, &rev.jti));
+        let signals = self
+            .risk_signals()
+            .filter(|signal| !signal.live(now))
+            .map(Key::risk);
+        let tasks = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.ended
+                    .is_some_and(|ended| ended.saturating_add(ENDED_TASK_RETENTION) <= now)
+            })
+            .map(|t| Key::task(&t.id));
+        // Kept an hour past its deadline, for the agent polling its status.
+        let approvals = self
+            .approvals
+            .values()
+            .filter(|a| a.expires_at.saturating_add(3600) <= now)
+            .map(|a| Key::approval(&a.id));
+        let mut gone: Vec<Change> = tokens
+            .chain(signals)
+            .chain(tasks)
+            .chain(approvals)
+            .map(Change::Delete)
+            .collect();
+        // A session outlives its pause: only the pause goes.
+        gone.extend(
+            self.sessions()
+                .filter(|s| {
+                    s.pause
+                        .as_ref()
+                        .is_some_and(|p| p.until.is_some_and(|u| u <= now))
+                })
+                .map(|s| {
+                    Change::Put(Record::Session(Session {
+                        pause: None,
+                        ..s.clone()
+                    }))
+                }),
+        );
         gone
     }
 }
