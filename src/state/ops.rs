@@ -49,11 +49,14 @@ fn id<'a>(what: &str, value: &'a str) -> Result<&'a str, UpdateError> {
     Ok(value)
 }
 
+/// The longest reason a change keeps.
+pub const MAX_REASON_BYTES: usize = 1024;
+
 fn reason(value: &str) -> Result<String, UpdateError> {
-    if value.len() > 1024 {
-        return Err(UpdateError::Invalid(
-            "reason is longer than 1024 bytes".into(),
-        ));
+    if value.len() > MAX_REASON_BYTES {
+        return Err(UpdateError::Invalid(format!(
+            "reason is longer than {MAX_REASON_BYTES} bytes"
+        )));
     }
     Ok(value.chars().filter(|c| !c.is_control()).collect())
 }

@@ -269,11 +269,13 @@ impl Updater {
                 Some(approval) = inbox.approvals.recv() => {
                     let (id, at) = (approval.id.clone(), approval.requested_at);
                     let action = approval.binding.action.clone();
-                    match self
-                        .update(LEASH, at, move |s| Ok(super::ops::request_approval(s, approval)))
-                        .await
-                    {
-                        Ok(_) => tracing::info!(approval = %id, %action, "approval requested"),
+                    let recorded = self
+                        .update_changed(at, move |s| Ok(super::ops::request_approval(s, approval)))
+                        .await;
+                    match recorded {
+                        Ok(true) => tracing::info!(approval = %id, %action, "approval requested"),
+                        // Another for the same action waits, or there is no room.
+                        Ok(false) => {}
                         Err(err) => tracing::error!(approval = %id, "could not record an approval request: {err}"),
                     }
                 }
@@ -294,46 +296,65 @@ impl Updater {
         }
     }
 
+    /// Makes the changes `build` returns, by leash itself; `true` when there were any.
+    async fn update_changed<F>(self: &Arc<Self>, at: i64, build: F) -> Result<bool, UpdateError>
+    where
+        F: FnOnce(&Snapshot) -> Result<Vec<Change>, UpdateError> + Send + 'static,
+    {
+        let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = changed.clone();
+        self.update(LEASH, at, move |snapshot| {
+            let changes = build(snapshot)?;
+            seen.store(!changes.is_empty(), std::sync::atomic::Ordering::Relaxed);
+            Ok(changes)
+        })
+        .await?;
+        Ok(changed.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Pauses a session a Check called to pause, unless a pause already holds it.
     async fn pause(self: &Arc<Self>, request: PauseRequest) {
         let cause = match &request.rule {
             Some(rule) => format!("behaviour rule {rule:?}: {}", request.reason),
             None => format!("the policy asked: {}", request.reason),
         };
-        let why = cause.clone();
+        // A reason is kept to 1 KiB; the pause must not fail for a long one.
+        let mut why = cause.clone();
+        if why.len() > super::ops::MAX_REASON_BYTES {
+            let mut end = super::ops::MAX_REASON_BYTES;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+        }
         let (agent, task, at) = (request.agent.clone(), request.task.clone(), request.at);
         let ttl = request
             .pause_for
             .map_or(0, |s| u64::try_from(s).unwrap_or(0));
         let result = self
-            .update(LEASH, at, move |snapshot| {
+            .update_changed(at, move |snapshot| {
                 if snapshot
                     .session(&agent, &task)
                     .is_some_and(|s| s.paused(at).is_some())
                 {
                     return Ok(Vec::new());
                 }
-                super::ops::pause_session(
-                    snapshot,
-                    &agent,
-                    &task,
-                    &why,
-                    ttl,
-                    super::ops::By {
-                        caller: LEASH,
-                        now: at,
-                    },
-                )
+                let by = super::ops::By {
+                    caller: LEASH,
+                    now: at,
+                };
+                super::ops::pause_session(snapshot, &agent, &task, &why, ttl, by)
             })
             .await;
         match result {
-            Ok(seq) => tracing::warn!(
+            Ok(true) => tracing::warn!(
                 agent = %request.agent,
                 task = %request.task,
                 rule = request.rule.as_deref().unwrap_or("policy"),
-                seq,
                 "session paused automatically: {cause}"
             ),
+            // A pause already holds it.
+            Ok(false) => {}
             Err(err) => tracing::error!(
                 agent = %request.agent,
                 task = %request.task,

@@ -936,3 +936,28 @@ async fn through_envoy_an_approval_allows_exactly_one_matching_call() {
     let (_, body) = poll(Some(auth.clone())).await;
     assert!(body.contains(r#""status":"used""#), "{body}");
 }
+
+/// A policy's pause reason may be longer than the state keeps: the pause still holds,
+/// its reason cut short.
+#[tokio::test]
+async fn a_long_pause_reason_still_pauses() {
+    let issuer = issuer();
+    // regorus takes lines of up to 1024 columns: the reason is built of parts.
+    let part = "x".repeat(900);
+    let policy = PolicyDir::new(&[(
+        "authz.rego",
+        &format!(
+            "package envoy.authz\nimport rego.v1\npart := \"{part}\"\nallow := {{\"allowed\": false, \"pause\": {{\"reason\": concat(\"\", [part, part, part])}}}}\n"
+        ),
+    )]);
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("state.redb").display().to_string();
+    let leash = start(&issuer, &policy, &path).await;
+    let token = issuer.token("j-1", "t-1", 1);
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            reason(&leash.check(call(&token, "t-1")).await).as_deref() == Some("session.paused")
+        })
+        .await
+    );
+}
