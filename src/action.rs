@@ -106,6 +106,18 @@ impl ResourceKind {
             Self::Host => "host",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Tool,
+            Self::Resource,
+            Self::Prompt,
+            Self::Rule,
+            Self::Host,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
+    }
 }
 
 /// What the request acts on.

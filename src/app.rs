@@ -14,6 +14,7 @@ use tonic::service::Routes;
 
 use crate::audit::{self, AuditSink};
 use crate::config::Config;
+use crate::credential::{self, CredentialSettings, KeyRing, Minter, Signer};
 use crate::decider::Decider;
 use crate::edge::authz::{AuthorizationService, Authz};
 use crate::edge::bounds::Slots;
@@ -77,6 +78,25 @@ impl App {
                 ))),
         );
         warn_about_tokens(&config);
+        if let Some(minter) = pipeline.minter() {
+            let ring = minter.ring();
+            let signer = ring.signer();
+            if config.credentials.keys_dir.is_none() {
+                tracing::warn!(
+                    kid = signer.kid().as_ref(),
+                    alg = signer.algorithm().name(),
+                    "credentials are signed with a key generated at start: it dies with this process, so tools must fetch the JWKS again after every restart, and sidecars do not share it; set credentials.keys_dir for anything but a trial"
+                );
+            } else {
+                tracing::info!(
+                    kid = signer.kid().as_ref(),
+                    alg = signer.algorithm().name(),
+                    file = signer.source(),
+                    issuer = config.credentials.issuer.as_str(),
+                    "credentials signed with the key directory's newest key"
+                );
+            }
+        }
         let (audit, audit_rx) =
             AuditSink::new(config.log.decisions, metrics.decision_log_dropped());
         let authz = Arc::new(Authz {
@@ -243,6 +263,7 @@ impl App {
                     state: self.updater.state().clone(),
                     tokens: self.authz.decider.pipeline.authenticator().clone(),
                 }),
+                self.authz.decider.pipeline.minter().cloned(),
             );
             tasks.spawn(serve::http1(
                 slots("admin").tcp(listener),
@@ -259,6 +280,9 @@ impl App {
             keepers.spawn(self.updater.clone().record_reports(inbox, stopped()));
         }
         keepers.spawn(sweep(self.updater.clone(), stopped()));
+        if let Some(minter) = self.authz.decider.pipeline.minter() {
+            keepers.spawn(watch_keys(minter.clone(), self.metrics.clone(), stopped()));
+        }
 
         tokio::select! {
             () = shutdown => tracing::info!("shutting down: draining in-flight Checks"),
@@ -415,7 +439,72 @@ pub fn pipeline(config: &Config, store: Arc<PolicyStore>) -> anyhow::Result<Pipe
         Arc::new(auth),
         config.tokens.unauthenticated.clone(),
         config.mcp_routes.clone(),
-    ))
+    )
+    .with_minter(Arc::new(minter(&config.credentials)?)))
+}
+
+/// The minter of per-call credentials: keys from `credentials.keys_dir`, or one
+/// generated now.
+pub fn minter(settings: &CredentialSettings) -> anyhow::Result<Minter> {
+    let ring = match &settings.keys_dir {
+        Some(dir) => {
+            let keys = credential::keys::load_dir(dir, settings.algorithm)?;
+            let ttl = i64::try_from(settings.ttl.as_secs()).unwrap_or(i64::MAX);
+            KeyRing::of_dir(keys, crate::clock::unix_now(), ttl)
+                .context("credentials.keys_dir holds no key")?
+        }
+        None => KeyRing::new(Signer::generate(settings.algorithm)?),
+    };
+    Ok(Minter::new(settings.clone(), ring))
+}
+
+/// Looks at `credentials.keys_dir` every `watch_interval`: when the key that should
+/// sign (the last by file name) is not the one signing, it takes over, and the old
+/// one stays published until its credentials have expired. A directory that cannot
+/// be read, or a key that does not parse, leaves the serving key signing.
+async fn watch_keys(minter: Arc<Minter>, metrics: Arc<Metrics>, stop: impl Future<Output = ()>) {
+    let settings = minter.settings().clone();
+    let Some(dir) = settings.keys_dir.clone() else {
+        return;
+    };
+    let mut stop = std::pin::pin!(stop);
+    let mut tick = tokio::time::interval(settings.watch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = String::new();
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let (dir, alg) = (dir.clone(), settings.algorithm);
+        let loaded =
+            tokio::task::spawn_blocking(move || credential::keys::load_dir(&dir, alg)).await;
+        let newest = match loaded {
+            Ok(Ok(mut keys)) => keys.pop(),
+            Ok(Err(err)) => {
+                let text = err.to_string();
+                if text != last_error {
+                    tracing::error!("credential keys: {text}; the serving key keeps signing");
+                    last_error = text;
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
+        last_error.clear();
+        let Some(next) = newest else { continue };
+        let (from, to) = (minter.ring().signer().kid().clone(), next.kid().clone());
+        let source = next.source().to_owned();
+        if minter.rotate(next, crate::clock::unix_now()) {
+            metrics.key_rotated();
+            tracing::info!(
+                from = from.as_ref(),
+                to = to.as_ref(),
+                file = source.as_str(),
+                "credential signing key rotated; the old key stays in the JWKS until its credentials expire"
+            );
+        }
+    }
 }
 
 /// Says loudly when requests are not authenticated, or cannot be.

@@ -33,6 +33,8 @@ pub struct DecisionRecord {
     pub path: String,
     pub source_principal: String,
     pub facts: Facts,
+    /// The `jti` of the credential minted for the call (never the token).
+    pub minted_jti: Option<Arc<str>>,
     pub took: Duration,
 }
 
@@ -92,6 +94,10 @@ impl AuditSink {
             path,
             source_principal,
             facts: verdict.facts.clone(),
+            minted_jti: match &verdict.decision {
+                Decision::Allow(permit) => permit.credential().map(|c| c.jti.clone()),
+                Decision::Deny(_) => None,
+            },
             took,
         };
         if self.tx.try_send(record).is_err() {
@@ -127,6 +133,7 @@ pub async fn write(mut rx: mpsc::Receiver<DecisionRecord>) {
             action = r.facts.action.map_or("", ActionClass::name),
             resource = clip(resource.as_deref().unwrap_or("")),
             tool = clip(r.facts.tool.as_deref().unwrap_or("")),
+            minted_jti = r.minted_jti.as_deref().unwrap_or(""),
             took_us = u64::try_from(r.took.as_micros()).unwrap_or(u64::MAX),
             "decision"
         );

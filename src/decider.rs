@@ -138,6 +138,13 @@ impl Decider {
         let took = arrived.elapsed();
         self.metrics
             .record_decision(verdict.decision.reason(), took);
+        match &verdict.decision {
+            Decision::Allow(permit) if permit.credential().is_some() => {
+                self.metrics.record_mint(Ok(()));
+            }
+            Decision::Deny(denial) => self.metrics.record_mint(Err(denial.reason())),
+            Decision::Allow(_) => {}
+        }
         self.audit.record(verdict, view, took);
         if let Some(updater) = self.approvals.as_ref().filter(|u| u.watched()) {
             let facts = &verdict.facts;

@@ -6,8 +6,8 @@
 //! whose [`code`](DenyReason::code) is what logs, metrics and headers record.
 
 pub use crate::effects::{
-    AGENT_HEADER, DenyResponse, HUMAN_HEADER, Header, HttpStatus, LEASH_HEADER_PREFIX, Metadata,
-    Mutations, TASK_HEADER, Vouched, is_leash_header,
+    AGENT_HEADER, Credential, DenyResponse, HUMAN_HEADER, Header, HttpStatus, LEASH_HEADER_PREFIX,
+    Metadata, MintAsk, Mutations, TASK_HEADER, Vouched, is_leash_header,
 };
 pub use crate::policy::outcome::{Permit, PolicyAnswer};
 pub use crate::reason::DenyReason;

@@ -17,7 +17,7 @@ fn reason_codes_are_unique_and_dotted() {
         assert!(
             [
                 "policy", "request", "token", "binding", "dpop", "mcp", "agent", "human",
-                "workload", "subject", "task", "session", "approval",
+                "workload", "subject", "task", "session", "approval", "mint",
             ]
             .contains(&family),
             "{code}"

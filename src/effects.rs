@@ -47,6 +47,43 @@ impl Default for DenyResponse {
     }
 }
 
+/// What a policy asks of the credential leash mints for an allowed call
+/// (`mint: {ttl, audience, scope}`): each field may only narrow what the configuration
+/// would give. An empty ask mints with the configured claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MintAsk {
+    /// Seconds the credential lives.
+    pub ttl: Option<u64>,
+    pub audience: Option<String>,
+    /// Scopes, each covered by the action's own.
+    pub scope: Option<Vec<String>>,
+}
+
+/// A credential leash minted for one call: it replaces the agent's on the upstream
+/// request. The token goes to Envoy only; logs and metadata carry the `jti`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The header it is set in, and its value (`Bearer <token>`).
+    pub header: Arc<str>,
+    pub value: String,
+    /// Headers that carry the agent's credentials, removed from the upstream request.
+    pub remove: Arc<[String]>,
+    pub jti: Arc<str>,
+    pub exp: i64,
+    pub kid: Arc<str>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("header", &self.header)
+            .field("jti", &self.jti)
+            .field("exp", &self.exp)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Who acts, as leash verified it, for the tool: `x-leash-agent`, `x-leash-human` and
 /// `x-leash-task` on the upstream request. Shared, not copied, from the token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

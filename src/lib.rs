@@ -37,6 +37,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod credential;
 pub mod decider;
 pub mod decision;
 pub mod document;

@@ -72,6 +72,11 @@ struct ReloadLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FailureLabels {
+    reason: ReasonLabel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PortLabels {
     port: &'static str,
 }
@@ -95,7 +100,18 @@ pub struct Metrics {
     log_dropped: Counter,
     connections_refused: Family<PortLabels, Counter>,
     requests_timed_out: Family<PortLabels, Counter>,
+    credentials_minted: Counter,
+    /// Indexed like [`MINT_FAILURES`].
+    mint_failures: Vec<Counter>,
+    key_rotations: Counter,
 }
+
+/// The denials that count as failures to mint.
+const MINT_FAILURES: [DenyReason; 3] = [
+    DenyReason::MintFailed,
+    DenyReason::MintWidening,
+    DenyReason::MintTokenExposed,
+];
 
 /// Counts decision records the log could not take; handed to the audit sink.
 #[derive(Debug, Clone, Default)]
@@ -200,6 +216,35 @@ impl Metrics {
             requests_timed_out.clone(),
         );
 
+        let credentials_minted = Counter::default();
+        registry.register(
+            "leash_credentials_minted",
+            "Credentials minted for allowed calls, sent upstream in place of the agent's token",
+            credentials_minted.clone(),
+        );
+        let failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "leash_credential_mint_failures",
+            "Calls denied because no credential could be minted for them, by reason code",
+            failures.clone(),
+        );
+        let mint_failures = MINT_FAILURES
+            .iter()
+            .map(|reason| {
+                failures
+                    .get_or_create(&FailureLabels {
+                        reason: ReasonLabel(Some(*reason)),
+                    })
+                    .clone()
+            })
+            .collect();
+        let key_rotations = Counter::default();
+        registry.register(
+            "leash_credential_key_rotations",
+            "Times a new signing key took over from the key directory",
+            key_rotations.clone(),
+        );
+
         Self {
             registry,
             allowed,
@@ -211,7 +256,30 @@ impl Metrics {
             log_dropped,
             connections_refused,
             requests_timed_out,
+            credentials_minted,
+            mint_failures,
+            key_rotations,
         }
+    }
+
+    /// A credential was minted (`Ok`), or a call was denied for want of one.
+    pub fn record_mint(&self, outcome: Result<(), DenyReason>) {
+        match outcome {
+            Ok(()) => {
+                self.credentials_minted.inc();
+            }
+            Err(reason) => {
+                if let Some(i) = MINT_FAILURES.iter().position(|r| *r == reason)
+                    && let Some(counter) = self.mint_failures.get(i)
+                {
+                    counter.inc();
+                }
+            }
+        }
+    }
+
+    pub fn key_rotated(&self) {
+        self.key_rotations.inc();
     }
 
     /// Counted off the Check path: only when a request ran out of time.

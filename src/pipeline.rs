@@ -8,6 +8,9 @@
 //!                   (token.revoked, agent.revoked, ..., task.completed, session.paused)
 //!             -> 4. policy: action classification, input document (+ input.leash),
 //!                   evaluation, result shape -> Decision  (policy.*)
+//!             -> 5. credential: on an allow the configuration or the policy
+//!                   asks it for, a token minted for this call replaces the agent's
+//!                   (mint.failed, mint.widening, mint.token_exposed)
 //!             -> the headers leash vouches for, on an allow
 //! ```
 //!
@@ -22,7 +25,8 @@ use std::sync::Arc;
 use crate::action::{self, Action, ActionClass, Actions, Classifier, Resource, ToolCall};
 use crate::config::RequestConfig;
 use crate::context::{self, Established};
-use crate::decision::{Decision, DenyReason, Vouched};
+use crate::credential::{self, Invocation, MintError, Minter};
+use crate::decision::{Decision, DenyReason, MintAsk, Permit, Vouched};
 use crate::glob::RouteMatcher;
 use crate::mcp::{self, Message};
 use crate::policy::input::{self, InputError, Parsed};
@@ -100,6 +104,19 @@ pub struct Pipeline {
     /// Where an agent polls an approval, up to the id (the admin port's
     /// `/v1/approvals/`).
     approval_url: Option<String>,
+    /// Mints the credentials that replace the agent's token upstream. Without one, a
+    /// call that should get a credential is denied (mint.failed).
+    minter: Option<Arc<Minter>>,
+}
+
+/// The call a credential would be minted for.
+struct Call<'a> {
+    view: &'a RequestView,
+    target: &'a Target<'a>,
+    action: &'a Action,
+    /// The end of the approval the call spends, if it spends one.
+    not_after: Option<i64>,
+    now: i64,
 }
 
 /// What step 1 established: the request leash decides on, read one way.
@@ -129,7 +146,15 @@ impl Pipeline {
             reports: None,
             behaviour: None,
             approval_url: None,
+            minter: None,
         }
+    }
+
+    /// Mints credentials with `minter` where the configuration or the policy asks.
+    #[must_use]
+    pub fn with_minter(mut self, minter: Arc<Minter>) -> Self {
+        self.minter = Some(minter);
+        self
     }
 
     /// Tells agents to poll approvals at `base` followed by the approval's id.
@@ -161,6 +186,10 @@ impl Pipeline {
 
     pub fn authenticator(&self) -> &Arc<Authenticator> {
         &self.auth
+    }
+
+    pub fn minter(&self) -> Option<&Arc<Minter>> {
+        self.minter.as_ref()
     }
 
     /// Decides `view` at `now` (Unix seconds). The caller reads the clock: the edge
@@ -428,13 +457,23 @@ impl Pipeline {
         };
         // leash's own fields beside the plugin's: a malformed one refuses the result.
         let asks = match &result {
-            Ok(value) => outcome::requested_pause(value)
-                .and_then(|pause| Ok((pause, outcome::requested_approval(value)?))),
-            Err(_) => Ok((None, None)),
+            Ok(value) => outcome::requested_pause(value).and_then(|pause| {
+                Ok((
+                    pause,
+                    outcome::requested_approval(value)?,
+                    outcome::requested_mint(value)?,
+                ))
+            }),
+            Err(_) => Ok((None, None, None)),
         };
-        let (mut decision, pause, needs_approval) = match asks {
-            Ok((pause, approval)) => (decision_of(result), pause, approval),
-            Err(err) => (Decision::deny(err.reason(), err.to_string()), None, None),
+        let (mut decision, pause, needs_approval, mint) = match asks {
+            Ok((pause, approval, mint)) => (decision_of(result), pause, approval, mint),
+            Err(err) => (
+                Decision::deny(err.reason(), err.to_string()),
+                None,
+                None,
+                None,
+            ),
         };
         let mut spends = None;
         let binding = match needs_approval {
@@ -458,11 +497,97 @@ impl Pipeline {
                 vouched(facts.identity.as_ref()),
                 client.into_iter().flatten(),
             );
+            // 5. Credential.
+            let not_after = spends.as_ref().and_then(|_| approval.map(|a| a.expires_at));
+            let call = Call {
+                view,
+                target: &shape.target,
+                action: &action,
+                not_after,
+                now,
+            };
+            if let Err((reason, why)) =
+                self.mint(permit, facts.identity.as_ref(), &call, mint.as_ref())
+            {
+                decision = Decision::deny(reason, why);
+                spends = None;
+            }
         }
         let mut verdict = Verdict::new(decision, revision, facts);
         verdict.pause = pause;
         verdict.spends_approval = spends;
         Ok(verdict)
+    }
+
+    /// Replaces the agent's credentials on the upstream request with one minted for
+    /// `call`, where the configuration or the policy (`ask`) wants one. A denial when
+    /// none can be minted: the agent's token is never sent instead.
+    fn mint(
+        &self,
+        permit: &mut Permit,
+        identity: Option<&crate::token::Identity>,
+        call: &Call<'_>,
+        ask: Option<&MintAsk>,
+    ) -> Result<(), (DenyReason, String)> {
+        let rule = self
+            .minter
+            .as_ref()
+            .and_then(|m| m.rule_for(&call.action.resource));
+        if rule.is_none() && ask.is_none() {
+            return Ok(());
+        }
+        let Some(minter) = &self.minter else {
+            return Err((
+                DenyReason::MintFailed,
+                "the policy asks for a minted credential, and this pipeline has no signing key"
+                    .into(),
+            ));
+        };
+        let Some(identity) = identity else {
+            return Err((DenyReason::MintFailed, "a minted credential is asked for a call with no verified token (an unauthenticated route)".into(),
+            ));
+        };
+        let claims = &identity.token.claims;
+        let Some(agent) = claims.agent.as_deref() else {
+            return Err((
+                DenyReason::MintFailed,
+                "the verified token names no agent to mint a credential for".into(),
+            ));
+        };
+        let settings = minter.settings();
+        let replaced: Vec<&str> = std::iter::once(settings.header.as_ref())
+            .chain(settings.remove.iter().map(String::as_str))
+            .collect();
+        if let Some(exposure) = credential::exposed(call.view, &call.target.path, &replaced) {
+            return Err((DenyReason::MintTokenExposed, exposure.to_string()));
+        }
+        let host = match call.target.port {
+            Some(port) => format!("{}:{port}", call.target.host),
+            None => call.target.host.to_string(),
+        };
+        let ends = [
+            claims.exp,
+            identity.txn.as_ref().and_then(|t| t.claims.exp),
+            call.not_after,
+        ];
+        let invocation = Invocation {
+            human: claims.human.as_deref(),
+            agent,
+            chain: &claims.chain,
+            task: identity.binding.task.as_deref(),
+            resource: &call.action.resource,
+            class: call.action.class,
+            host: &host,
+            not_after: ends.into_iter().flatten().min(),
+            now: call.now,
+        };
+        match minter.mint(&invocation, rule, ask) {
+            Ok(credential) => permit
+                .carry(credential)
+                .map_err(|why| (DenyReason::PolicyInvalidResult, why)),
+            Err(MintError::Widening(why)) => Err((DenyReason::MintWidening, why)),
+            Err(MintError::Failed(why)) => Err((DenyReason::MintFailed, why)),
+        }
     }
 
     /// The denial that asks for an approval of this very action: the pending one

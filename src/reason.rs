@@ -100,6 +100,15 @@ pub enum DenyReason {
     SessionPaused,
     /// The policy asks a human to approve this very action first.
     ApprovalRequired,
+    /// A credential was to be minted for the call and could not be: nothing to mint
+    /// for, or signing failed. The agent's token is never sent instead.
+    MintFailed,
+    /// The policy asked for a credential wider (audience, scope, lifetime) than the
+    /// configuration gives.
+    MintWidening,
+    /// The call gets a minted credential, and the agent's token also sits where the
+    /// tool would read it (a parameter, another header, the body).
+    MintTokenExposed,
 }
 
 impl DenyReason {
@@ -162,6 +171,9 @@ impl DenyReason {
             Self::TaskRevoked => "task.revoked",
             Self::SessionPaused => "session.paused",
             Self::ApprovalRequired => "approval.required",
+            Self::MintFailed => "mint.failed",
+            Self::MintWidening => "mint.widening",
+            Self::MintTokenExposed => "mint.token_exposed",
         }
     }
 }

@@ -31,6 +31,18 @@ allow_unknown_tools := a if {
 	is_boolean(a)
 }
 
+# Classes whose allowed calls carry a credential leash mints for the call alone, in
+# place of the agent's token, when the call carries one: the tool then holds a
+# token for this resource, class and task that expires in seconds. Reads keep the
+# agent's token unless listed here; the configuration (credentials.mint) can add
+# resources of any class.
+default mint_for := ["write", "destructive"]
+
+mint_for := m if {
+	m := data.leash.settings.mint_for
+	is_array(m)
+}
+
 # The highest live risk score (0 to 100) each class tolerates: reads more than
 # writes, destructive actions least. A class the setting leaves out tolerates none.
 default max_risk := {"read": 80, "write": 50, "destructive": 20}
@@ -87,6 +99,13 @@ resource := r if {
 }
 
 resource_id := sprintf("%s:%s", [resource.kind, resource.name])
+
+# This call gets a minted credential: it carries a verified token and its class is
+# one of mint_for.
+mint if {
+	input.leash.authenticated == true
+	class in mint_for
+}
 
 # The human on whose behalf the agent acts, when there is one.
 human := h if {

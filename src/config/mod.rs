@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod credentials;
 mod tokens;
 
 use tokens::RawTokens;
@@ -62,6 +63,7 @@ pub struct RawConfig {
     pub control: RawControl,
     pub state: RawState,
     pub behaviour: RawBehaviour,
+    pub credentials: credentials::RawCredentials,
 }
 
 /// Rules that pause a session when its behaviour shifts.
@@ -284,6 +286,8 @@ pub struct Config {
     pub state_path: PathBuf,
     /// The rules that pause a session automatically.
     pub behaviour: Vec<crate::state::behaviour::Rule>,
+    /// The credentials minted for calls in place of the agent's token.
+    pub credentials: crate::credential::CredentialSettings,
 }
 
 /// Who may call the control API: the configured token files, or else the admin token
@@ -799,8 +803,13 @@ impl RawConfig {
             PathBuf::from(&self.state.path)
         };
         let behaviour = behaviour_rules(&self.behaviour, &invalid)?;
+        let credentials = self
+            .credentials
+            .validate(&tokens.settings.headers, listen.admin)
+            .map_err(|(key, value, hint)| invalid(&key, &value, &hint))?;
         Ok(Config {
             behaviour,
+            credentials,
             state_path,
             control,
             tokens,

@@ -187,11 +187,15 @@ pub struct TokensConfig {
 /// A validation failure: the key, the value, and how to fix it.
 pub type Invalid = (String, String, String);
 
-fn bad(key: impl Into<String>, value: impl Into<String>, hint: impl Into<String>) -> Invalid {
+pub(super) fn bad(
+    key: impl Into<String>,
+    value: impl Into<String>,
+    hint: impl Into<String>,
+) -> Invalid {
     (key.into(), value.into(), hint.into())
 }
 
-fn duration(key: &str, value: &str) -> Result<Duration, Invalid> {
+pub(super) fn duration(key: &str, value: &str) -> Result<Duration, Invalid> {
     humantime::parse_duration(value)
         .map_err(|_| bad(key, value, "use a duration such as 500ms, 30s or 15m"))
 }
@@ -228,7 +232,7 @@ fn at_least(key: &str, value: &str, min: Duration) -> Result<Duration, Invalid> 
     Ok(d)
 }
 
-fn header(key: &str, value: &str) -> Result<String, Invalid> {
+pub(super) fn header(key: &str, value: &str) -> Result<String, Invalid> {
     let name = value.trim().to_ascii_lowercase();
     if name.is_empty()
         || !name

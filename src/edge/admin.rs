@@ -1,5 +1,6 @@
-//! The admin HTTP endpoints: liveness, readiness, Prometheus metrics, and the status
-//! of an approval for the agent that asked for it.
+//! The admin HTTP endpoints: liveness, readiness, Prometheus metrics, the status of an
+//! approval for the agent that asked for it, and the keys tools verify leash's minted
+//! credentials with (a JWKS and a discovery document).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ struct Admin {
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
     approvals: Option<Approvals>,
+    minter: Option<Arc<crate::credential::Minter>>,
 }
 
 /// What the approval status endpoint reads: the live context, and the verifier of the
@@ -30,21 +32,84 @@ pub struct Approvals {
 /// Where agents poll their approvals, followed by the approval's id.
 pub const APPROVALS_PATH: &str = "/v1/approvals/";
 
+/// Where tools fetch the keys of leash's minted credentials.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// The discovery document naming the issuer, the JWKS and the algorithms.
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
 pub fn router(
     store: Arc<PolicyStore>,
     metrics: Arc<Metrics>,
     approvals: Option<Approvals>,
+    minter: Option<Arc<crate::credential::Minter>>,
 ) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/v1/approvals/{id}", get(approval_status))
+        .route(JWKS_PATH, get(jwks))
+        .route(DISCOVERY_PATH, get(discovery))
         .with_state(Admin {
             store,
             metrics,
             approvals,
+            minter,
         })
+}
+
+/// The keys a minted credential may name: the signer's, and each retired key while a
+/// credential it signed can still be valid. Verifiers may keep it a minute: standard
+/// libraries fetch it again when a token names a `kid` they have not seen.
+async fn jwks(State(admin): State<Admin>) -> impl IntoResponse {
+    let Some(minter) = admin.minter else {
+        return (
+            StatusCode::NOT_FOUND,
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            r#"{"error":"not_found"}"#.to_owned(),
+        );
+    };
+    let body = minter.ring().jwks(crate::clock::unix_now()).to_string();
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "max-age=60"),
+        ],
+        body,
+    )
+}
+
+/// Enough of an OpenID discovery document for a JWT library to find the keys: the
+/// issuer, the JWKS address (as this request reached the port), the algorithm.
+async fn discovery(State(admin): State<Admin>, headers: HeaderMap) -> impl IntoResponse {
+    let Some(minter) = admin.minter else {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"not_found"}"#.to_owned(),
+        );
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
+        .unwrap_or("127.0.0.1");
+    let settings = minter.settings();
+    let body = serde_json::json!({
+        "issuer": settings.issuer,
+        "jwks_uri": format!("http://{host}{JWKS_PATH}"),
+        "id_token_signing_alg_values_supported": [settings.algorithm.name()],
+        "token_signing_alg_values_supported": [settings.algorithm.name()],
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 /// An approval's status, for the agent that asked: its bearer token must verify and

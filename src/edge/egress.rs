@@ -18,6 +18,8 @@ use crate::pipeline::Verdict;
 pub const DECISION_ID_KEY: &str = "decision_id";
 /// The dynamic-metadata key holding the deny reason code.
 pub const REASON_KEY: &str = "leash_reason";
+/// The dynamic-metadata key holding the `jti` of the credential minted for the call.
+pub const MINTED_JTI_KEY: &str = "minted_jti";
 
 #[derive(Debug, Clone, Default)]
 pub struct EgressOptions {
@@ -32,6 +34,11 @@ pub fn response(verdict: &Verdict, options: &EgressOptions) -> CheckResponse {
         .insert(DECISION_ID_KEY.to_owned(), string(&verdict.decision_id));
     match &verdict.decision {
         Decision::Allow(permit) => {
+            if let Some(credential) = permit.credential() {
+                metadata
+                    .fields
+                    .insert(MINTED_JTI_KEY.to_owned(), string(&credential.jti));
+            }
             let m = permit.mutations();
             CheckResponse {
                 status: Some(rpc::Status {

@@ -20,7 +20,7 @@ use regorus::Value;
 /// The sha256 of the embedded library's modules (path and text) this file implements.
 /// A change to the Rego turns the Rust form off until it is brought along, and a test
 /// fails meanwhile.
-pub const SPECIFICATION: &str = "b52d506b9d6326fa98bdcb0716fdee56113a88acaba2482b355b0f07fda6708b";
+pub const SPECIFICATION: &str = "6ab0cfdb1f6f21756229b6dbc1de0626947375cdcc9719d22c2e94dd875720b1";
 
 /// Data paths of the library's own rules. Data there clashes with a rule: the VM
 /// refuses it and the interpreter lets it override the rule.
@@ -215,10 +215,14 @@ pub struct Library {
     /// The highest risk score each class tolerates, in [`Class`] order; `None` where
     /// the setting names no number for the class (the requirement is then unmet).
     max_risk: [Option<i64>; 3],
+    /// Whether an authenticated call of each class, in [`Class`] order, gets a minted
+    /// credential (`mint_for`).
+    mint_for: [bool; 3],
     /// `data.leash.grants`: task -> grant kind -> names.
     grants: Value,
-    /// The allow results, one per class, built once.
-    allows: [Value; 3],
+    /// The allow results per class, in [`Class`] order, without and with `mint`,
+    /// built once.
+    allows: [[Value; 2]; 3],
 }
 
 impl Library {
@@ -255,6 +259,15 @@ impl Library {
             needs_human(Class::Destructive),
         ];
         let allow_unknown_tools = matches!(setting("allow_unknown_tools"), Some(Value::Bool(true)));
+        let mints = |class: Class| match setting("mint_for") {
+            Some(Value::Array(classes)) => classes.as_slice().contains(&Value::from(class.name())),
+            _ => class != Class::Read,
+        };
+        let mint_for = [
+            mints(Class::Read),
+            mints(Class::Write),
+            mints(Class::Destructive),
+        ];
         let max_risk = match setting("max_risk") {
             Some(limits @ Value::Object(_)) => {
                 let limit = |class: Class| match member(limits, class.name()) {
@@ -293,19 +306,25 @@ impl Library {
             );
         }
         let allow = |class: Class| {
-            object([
+            let plain = object([
                 ("allowed", Value::Bool(true)),
                 (
                     "dynamic_metadata",
                     object([("leash_action", Value::from(class.name()))]),
                 ),
-            ])
+            ]);
+            let mut minted = plain.clone();
+            if let Ok(map) = minted.as_object_mut() {
+                map.insert(Value::from("mint"), Value::new_object());
+            }
+            [plain, minted]
         };
         Ok(Self {
             max_delegation_depth,
             human_required_for,
             allow_unknown_tools,
             max_risk,
+            mint_for,
             grants,
             allows: [
                 allow(Class::Read),
@@ -323,15 +342,13 @@ impl Library {
         }
         let reasons = self.reasons(input);
         if reasons.is_empty() {
-            let [read, write, destructive] = &self.allows;
-            return Some(
-                match input.class {
-                    Class::Read => read,
-                    Class::Write => write,
-                    Class::Destructive => destructive,
-                }
-                .clone(),
-            );
+            let class = input.class as usize;
+            let minted = input.authenticated && self.mint_for.get(class) == Some(&true);
+            return self
+                .allows
+                .get(class)
+                .and_then(|pair| pair.get(usize::from(minted)))
+                .cloned();
         }
         // Approvable: the one reason is the missing destructive grant.
         let approvable = input.class == Class::Destructive

@@ -6,7 +6,8 @@ use regorus::Value;
 use regorus::value::Object;
 
 use crate::effects::{
-    DenyResponse, Header, HttpStatus, Metadata, Mutations, Vouched, is_leash_header,
+    Credential, DenyResponse, Header, HttpStatus, Metadata, MintAsk, Mutations, Vouched,
+    is_leash_header,
 };
 use crate::reason::DenyReason;
 
@@ -30,6 +31,7 @@ pub enum PolicyAnswer {
 ///     mutations: Default::default(),
 ///     metadata: Default::default(),
 ///     vouched: Default::default(),
+///     credential: None,
 /// };
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +39,8 @@ pub struct Permit {
     mutations: Mutations,
     metadata: Metadata,
     vouched: Vouched,
+    /// The credential minted for this call, sent in place of the agent's.
+    credential: Option<Credential>,
 }
 
 impl Permit {
@@ -45,6 +49,7 @@ impl Permit {
             mutations,
             metadata,
             vouched: Vouched::default(),
+            credential: None,
         }
     }
 
@@ -61,6 +66,11 @@ impl Permit {
         &self.vouched
     }
 
+    /// The credential minted for this call, if one was.
+    pub fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
+    }
+
     /// Every header set on the upstream request, in order: leash's own first, so that
     /// each replaces what the client sent under that name, then the policy's.
     pub fn upstream_headers(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -68,7 +78,11 @@ impl Permit {
             .vouched
             .headers()
             .map(|(name, value)| (name as &str, value));
-        vouched.chain(
+        let credential = self
+            .credential
+            .iter()
+            .map(|c| (c.header.as_ref(), c.value.as_str()));
+        vouched.chain(credential).chain(
             self.mutations
                 .headers
                 .iter()
@@ -104,6 +118,30 @@ impl Permit {
             added.sort_unstable();
         }
         self.vouched = vouched;
+    }
+
+    /// Sends `credential` upstream in place of the agent's: set in its header, with the
+    /// other credential headers removed. Refused when the policy sets that header too,
+    /// which would send a second credential beside it.
+    pub(crate) fn carry(&mut self, credential: Credential) -> Result<(), String> {
+        if let Some(h) = self
+            .mutations
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(&credential.header))
+        {
+            return Err(format!(
+                "the policy sets {:?}, where leash sends the credential it minted",
+                h.name
+            ));
+        }
+        for name in credential.remove.iter() {
+            if !self.mutations.request_headers_to_remove.contains(name) {
+                self.mutations.request_headers_to_remove.push(name.clone());
+            }
+        }
+        self.credential = Some(credential);
+        Ok(())
     }
 }
 
@@ -297,6 +335,69 @@ pub fn requested_approval(result: &Value) -> Result<Option<String>, OutcomeError
         ));
     }
     Ok(asked)
+}
+
+/// leash's own addition to an allow: `mint: {ttl, audience, scope}` asks for a
+/// credential minted for this call, each field narrowing the configured one (all
+/// optional). `None` without the field; an error for any other shape, or on a denial.
+pub fn requested_mint(result: &Value) -> Result<Option<MintAsk>, OutcomeError> {
+    let Value::Object(object) = result else {
+        return Ok(None);
+    };
+    let Some(ask) = object
+        .iter()
+        .find_map(|(k, v)| matches!(k, Value::String(k) if k.as_ref() == "mint").then_some(v))
+    else {
+        return Ok(None);
+    };
+    if object.get(&Value::from("allowed")) != Some(&Value::Bool(true)) {
+        return Err(invalid(
+            "`mint` comes with `allowed: true`: a denied call gets no credential",
+        ));
+    }
+    let Value::Object(fields) = ask else {
+        return Err(invalid(
+            "`mint` must be an object: {}, or with ttl, audience and scope",
+        ));
+    };
+    let mut out = MintAsk::default();
+    for (key, value) in fields.iter() {
+        let key = match key {
+            Value::String(k) => Ok(k.as_ref()),
+            _ => Err(()),
+        };
+        match (key, value) {
+            (Ok("ttl"), Value::Number(n)) => {
+                out.ttl = Some(n.as_u64().filter(|t| *t > 0).ok_or_else(|| {
+                    invalid("`mint.ttl` must be a whole number of seconds, 1 or more")
+                })?);
+            }
+            (Ok("audience"), Value::String(aud)) => out.audience = Some(aud.to_string()),
+            (Ok("scope"), Value::String(scope)) => {
+                out.scope = Some(scope.split_whitespace().map(str::to_owned).collect());
+            }
+            (Ok("scope"), Value::Array(scopes)) => {
+                out.scope = Some(
+                    scopes
+                        .iter()
+                        .map(|s| match s {
+                            Value::String(s) if !s.is_empty() => Ok(s.to_string()),
+                            _ => Err(invalid("`mint.scope` holds only non-empty strings")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            (Ok(name @ ("ttl" | "audience" | "scope")), _) => {
+                return Err(invalid(format!("`mint.{name}` has the wrong type")));
+            }
+            _ => {
+                return Err(invalid(
+                    "`mint` takes only ttl, audience and scope: a claim leash does not set cannot be asked for",
+                ));
+            }
+        }
+    }
+    Ok(Some(out))
 }
 
 /// `<field>: {reason}`: the reason, `None` without the field, an error otherwise.

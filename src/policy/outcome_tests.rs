@@ -207,3 +207,78 @@ fn effects_envoy_or_the_tool_could_misread_are_refused() {
     );
     assert!(fine.is_ok(), "{fine:?}");
 }
+
+#[test]
+fn a_mint_ask_is_read_strictly() {
+    let ask = |json: &str| requested_mint(&Value::from_json_str(json).unwrap());
+    assert_eq!(ask(r#"{"allowed": true}"#), Ok(None));
+    assert_eq!(ask("true"), Ok(None));
+    assert_eq!(
+        ask(r#"{"allowed": true, "mint": {}}"#),
+        Ok(Some(MintAsk::default()))
+    );
+    assert_eq!(
+        ask(
+            r#"{"allowed": true, "mint": {"ttl": 5, "audience": "a", "scope": "x:y:read z:w:read"}}"#
+        ),
+        Ok(Some(MintAsk {
+            ttl: Some(5),
+            audience: Some("a".into()),
+            scope: Some(vec!["x:y:read".into(), "z:w:read".into()]),
+        }))
+    );
+    assert_eq!(
+        ask(r#"{"allowed": true, "mint": {"scope": ["x:y:read"]}}"#)
+            .unwrap()
+            .unwrap()
+            .scope,
+        Some(vec!["x:y:read".into()])
+    );
+    for refused in [
+        r#"{"allowed": false, "mint": {}}"#,
+        r#"{"allowed": true, "mint": true}"#,
+        r#"{"allowed": true, "mint": {"ttl": 0}}"#,
+        r#"{"allowed": true, "mint": {"ttl": 1.5}}"#,
+        r#"{"allowed": true, "mint": {"ttl": "60"}}"#,
+        r#"{"allowed": true, "mint": {"scope": [""]}}"#,
+        r#"{"allowed": true, "mint": {"sub": "root"}}"#,
+    ] {
+        assert!(
+            matches!(ask(refused), Err(OutcomeError::Invalid(_))),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn a_permit_carrying_a_credential_sets_it_and_removes_the_others() {
+    let Ok(PolicyAnswer::Allow(mut permit)) =
+        read_json(r#"{"allowed": true, "request_headers_to_remove": ["dpop"]}"#)
+    else {
+        panic!()
+    };
+    let credential = Credential {
+        header: "authorization".into(),
+        value: "Bearer minted".into(),
+        remove: vec!["dpop".to_owned(), "txn-token".to_owned()].into(),
+        jti: "j".into(),
+        exp: 1,
+        kid: "k".into(),
+    };
+    permit.carry(credential.clone()).unwrap();
+    assert_eq!(
+        permit.upstream_headers().collect::<Vec<_>>(),
+        [("authorization", "Bearer minted")]
+    );
+    assert_eq!(
+        permit.mutations().request_headers_to_remove,
+        ["dpop", "txn-token"]
+    );
+    // A policy that sets the credential header itself would send a second one.
+    let Ok(PolicyAnswer::Allow(mut permit)) =
+        read_json(r#"{"allowed": true, "headers": {"Authorization": "Bearer other"}}"#)
+    else {
+        panic!()
+    };
+    assert!(permit.carry(credential).is_err());
+}

@@ -43,6 +43,11 @@ impl SigningKey {
         Ok(Self { alg, key })
     }
 
+    /// The key's DER bytes as jsonwebtoken read them from the PEM.
+    pub(crate) fn der(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+
     /// The public half as a JWK (with `kid` and `alg`), for a JWKS or a DPoP header.
     pub fn public_jwk(&self, kid: Option<&str>) -> Result<Json, MintError> {
         if self.alg.family() == AlgorithmFamily::Hmac {

@@ -319,14 +319,22 @@ fn outcome(resp: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> S
 }
 
 /// A response with what differs per Check taken out, to compare: the decision id in
-/// the metadata, and an approval's id, address and deadline (each leash records its
-/// own).
+/// the metadata, an approval's id, address and deadline (each leash records its own),
+/// and a minted credential and its `jti` (each leash signs with its own key).
 fn without_decision_id(
     mut resp: envoy_types::pb::envoy::service::auth::v3::CheckResponse,
 ) -> String {
     use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
     if let Some(meta) = resp.dynamic_metadata.as_mut() {
         meta.fields.remove("decision_id");
+        meta.fields.remove("minted_jti");
+    }
+    if let Some(HttpResponse::OkResponse(ok)) = resp.http_response.as_mut() {
+        for option in &mut ok.headers {
+            if let Some(h) = option.header.as_mut().filter(|h| h.key == "authorization") {
+                h.value = "(minted per leash)".into();
+            }
+        }
     }
     if let Some(HttpResponse::DeniedResponse(denied)) = resp.http_response.as_mut() {
         if let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&denied.body) {

@@ -8,6 +8,7 @@ mod common;
 mod builtins;
 mod cli;
 mod compat;
+mod credentials;
 mod engines;
 mod envoy;
 mod grpc;

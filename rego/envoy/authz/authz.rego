@@ -2,7 +2,9 @@
 # governance library has positive evidence (data.leash.gates.unmet is empty) and no
 # gate denies it. The reasons reach the client (JSON body), the decision log
 # (`reason`) and Envoy's metadata. leash itself tells the tool who acts
-# (x-leash-agent, x-leash-human, x-leash-task), from what it verified.
+# (x-leash-agent, x-leash-human, x-leash-task), from what it verified, and for
+# writes and destructive calls replaces the agent's token with one minted for the
+# call (settings: data.leash.settings.mint_for).
 #
 # Extend it without editing these files: serve with `--library embedded --policy DIR`
 # and put more `deny contains "..." if { ... }` rules in package leash.gates, and
@@ -19,13 +21,22 @@ default allow := {
 	"reason": "no decision",
 }
 
-allow := {
-	"allowed": true,
-	"dynamic_metadata": {"leash_action": data.leash.lib.class},
-} if {
+allow := object.union(
+	{
+		"allowed": true,
+		"dynamic_metadata": {"leash_action": data.leash.lib.class},
+	},
+	credential,
+) if {
 	count(data.leash.gates.unmet) == 0
 	count(data.leash.gates.deny) == 0
 }
+
+# Calls the library mints a credential for (data.leash.lib.mint, by class): leash
+# sends it upstream in place of the agent's token, which never reaches the tool.
+credential := {"mint": {}} if {
+	data.leash.lib.mint
+} else := {}
 
 denial := {
 	"allowed": false,

@@ -44,6 +44,45 @@ test_an_allow_sets_no_identity_headers if {
 	decision.dynamic_metadata == {"leash_action": "read"}
 }
 
+write_case := {
+	"scopes": ["tool:create_issue:write"],
+	"action": {"class": "write", "tags": [], "source": "tool"},
+	"resource": {"kind": "tool", "name": "create_issue", "id": "tool:create_issue"},
+	"tool": {"name": "create_issue", "arguments": {}, "known": true},
+}
+
+test_a_write_gets_a_minted_credential_a_read_does_not if {
+	write := decision_of({"leash": write_case})
+	write.allowed == true
+	write.mint == {}
+	read := decision_of(cases[0])
+	read.allowed == true
+	not read.mint
+}
+
+test_mint_for_chooses_the_classes_that_get_credentials if {
+	reads := decision_of({"leash": {}, "data": {"settings": {"mint_for": ["read"]}}})
+	reads.mint == {}
+	none := decision_of({"leash": write_case, "data": {"settings": {"mint_for": []}}})
+	none.allowed == true
+	not none.mint
+}
+
+test_no_credential_without_a_verified_token if {
+	anonymous := decision_of({
+		"leash": {"authenticated": false, "scopes": [], "human": null, "agent": null},
+		"data": {"settings": {"mint_for": ["read"]}},
+	})
+	anonymous.allowed == true
+	not anonymous.mint
+}
+
+test_a_denial_never_asks_for_a_credential if {
+	denied := decision_of({"leash": object.union(write_case, {"scopes": []})})
+	denied.allowed == false
+	not denied.mint
+}
+
 test_operator_gates_can_only_take_an_allow_away if {
 	decision := data.envoy.authz.allow with input as input_of(cases[0]) with data.leash.gates.deny as {"the operator says no"}
 	decision.allowed == false
