@@ -310,7 +310,7 @@ async fn keys_rotate_from_the_key_directory_and_the_old_key_lingers_until_its_cr
     let leash = Leash::start_yaml(&issuer.yaml, &[("tokens.mode", "required")]).await;
     let token = issuer.token("a-4");
     let write = || call("POST", "/issues/7", &token, &[], "{}");
-    let kid = |resp: &CheckResponse| jsonwebtoken::decode_header(&minted(resp)).unwrap().kid;
+    let kid = |resp: &CheckResponse| jsonwebtoken::decode_header(minted(resp)).unwrap().kid;
 
     let first = leash.check(write()).await;
     let old_kid = kid(&first);
