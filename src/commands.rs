@@ -8,6 +8,7 @@ use serde_json::{Value as Json, json};
 
 use crate::clock::unix_now;
 use crate::config::{AuditLevel, Config};
+use crate::credential::CredentialSettings;
 use crate::decision::{Decision, Header};
 use crate::edge;
 use crate::pipeline::Verdict;
@@ -266,11 +267,103 @@ pub struct InspectReport {
     pub accepted: bool,
 }
 
+/// The JWKS of `credentials.keys_dir`: every key in it, for publishing where tools
+/// cannot reach a sidecar. A key stays in it as long as its file does: remove an old
+/// key's file once the credentials it signed have expired (`credentials.ttl` after the
+/// newer key took over).
+pub fn credential_jwks(settings: &CredentialSettings) -> Result<Json, CliError> {
+    let dir = settings.keys_dir.as_deref().ok_or_else(|| {
+        CliError::Token(
+            "credentials.keys_dir is not set: a running leash publishes its generated key at its admin port's /.well-known/jwks.json".into(),
+        )
+    })?;
+    let keys = crate::credential::keys::load_dir(dir, settings.algorithm)
+        .map_err(|e| CliError::Token(e.to_string()))?;
+    let jwks: Vec<Json> = keys.iter().map(|k| k.jwk().clone()).collect();
+    Ok(json!({ "keys": jwks }))
+}
+
+/// What a credential leash minted allows, and whether it still verifies with the
+/// keys in `credentials.keys_dir`. `None` for a token from another issuer.
+fn inspect_minted(
+    settings: &CredentialSettings,
+    header: &Json,
+    claims: &Json,
+    raw: &str,
+    now: i64,
+) -> Option<InspectReport> {
+    if claims.get("iss").and_then(Json::as_str) != Some(settings.issuer.as_str()) {
+        return None;
+    }
+    let text = |name: &str| claims.get(name).and_then(Json::as_str);
+    let time = |name: &str| claims.get(name).and_then(Json::as_i64);
+    let mut actors = Vec::new();
+    let mut act = claims.get("act");
+    while let Some(Json::Object(a)) = act {
+        actors.extend(a.get("sub").and_then(Json::as_str).map(str::to_owned));
+        act = a.get("act");
+    }
+    let expires_in = time("exp").map(|e| e - now);
+    let kid = header.get("kid").and_then(Json::as_str);
+    let key = settings.keys_dir.as_deref().and_then(|dir| {
+        crate::credential::keys::load_dir(dir, settings.algorithm)
+            .ok()?
+            .into_iter()
+            .find(|k| Some(k.kid().as_ref()) == kid)
+    });
+    let signature = match &key {
+        Some(key) => match verify_with(key.jwk(), raw) {
+            Ok(()) => "verified with credentials.keys_dir".to_owned(),
+            Err(e) => format!("does not verify with the key it names: {e}"),
+        },
+        None => "not checked: its key is not in credentials.keys_dir (a generated key: fetch the sidecar's /.well-known/jwks.json)".to_owned(),
+    };
+    let valid = expires_in.is_some_and(|s| s > 0) && !signature.starts_with("does not");
+    Some(InspectReport {
+        json: json!({
+            "header": header,
+            "claims": claims,
+            "minted_by": "leash",
+            "verdict": if valid { "valid" } else if signature.starts_with("does not") { "invalid" } else { "expired" },
+            "signature": signature,
+            "explained": {
+                "on_behalf_of": text("sub"),
+                "actors": actors,
+                "for_audience": claims.get("aud"),
+                "may": text("scope").map(|s| s.split(' ').collect::<Vec<_>>()),
+                "task": text("task_id"),
+                "credential_id": text("jti"),
+                "lifetime_seconds": time("exp").zip(time("iat")).map(|(e, i)| e - i),
+                "expires_in_seconds": expires_in,
+            },
+        }),
+        accepted: valid,
+    })
+}
+
+fn verify_with(jwk: &Json, raw: &str) -> Result<(), String> {
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    let header = jsonwebtoken::decode_header(raw).map_err(|e| e.to_string())?;
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    jsonwebtoken::decode::<Json>(raw, &key, &validation)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Decodes `raw` and runs the configured issuers' checks on it: everything but the
-/// binding, which needs a request. Fetches JWKS files and URLs once.
+/// binding, which needs a request. Fetches JWKS files and URLs once. A credential
+/// leash minted is explained instead.
 pub async fn inspect(config: &Config, raw: &str) -> Result<InspectReport, CliError> {
     let (header, claims, _) =
         crate::policy::opa::decode(raw).map_err(|e| CliError::Token(format!("not a JWT: {e}")))?;
+    if let Some(report) = inspect_minted(&config.credentials, &header, &claims, raw, unix_now()) {
+        return Ok(report);
+    }
     let auth = Authenticator::new(config.tokens.settings.clone()).map_err(CliError::Token)?;
     auth.load_key_sources().await.map_err(CliError::Token)?;
     let now = unix_now();

@@ -186,10 +186,12 @@ pub(crate) enum CtlCommand {
 pub(crate) enum TokenCommand {
     /// Sign a test token with a private key (PEM) or an HMAC secret file
     Mint(Box<MintArgs>),
-    /// Decode a token and say whether the configured issuers would accept it, and why not
+    /// Decode a token and say whether the configured issuers would accept it, and why
+    /// not; or, for a credential leash minted, what it allows and until when
     Inspect(InspectArgs),
-    /// Print the JWKS for a private key's public half
-    Jwks(KeyArgs),
+    /// Print a JWKS: of one private key (--key), or of credentials.keys_dir, the keys
+    /// leash signs minted credentials with
+    Jwks(JwksArgs),
     /// Sign a DPoP proof for one request
     Proof(ProofArgs),
 }
@@ -205,6 +207,22 @@ pub(crate) struct KeyArgs {
     /// Key id (`kid`)
     #[arg(long)]
     pub(crate) kid: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JwksArgs {
+    /// Private key (PEM, PKCS#8) whose public half to print; without it, the keys in
+    /// the configuration's credentials.keys_dir
+    #[arg(long)]
+    pub(crate) key: Option<PathBuf>,
+    /// The key's algorithm, with --key: RS256, PS256, ES256, EdDSA, ...
+    #[arg(long, default_value = "ES256")]
+    pub(crate) alg: String,
+    /// Key id (`kid`), with --key
+    #[arg(long)]
+    pub(crate) kid: Option<String>,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -295,12 +295,20 @@ fn token(command: TokenCommand) -> anyhow::Result<ExitCode> {
             println!("{}", leash::commands::mint(&request)?);
         }
         TokenCommand::Jwks(args) => {
-            let key = signing_key(&args)?;
-            let jwk = key.public_jwk(args.kid.as_deref())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "keys": [jwk] }))?
-            );
+            let jwks = match &args.key {
+                Some(path) => {
+                    let key = leash::commands::signing_key(path, &args.alg)?;
+                    serde_json::json!({ "keys": [key.public_jwk(args.kid.as_deref())?] })
+                }
+                None => {
+                    let config = match args.policy.load(Vec::new()) {
+                        Ok(config) => config,
+                        Err(code) => return Ok(code),
+                    };
+                    leash::commands::credential_jwks(&config.credentials)?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&jwks)?);
         }
         TokenCommand::Proof(args) => {
             let key = signing_key(&args.key)?;

@@ -423,3 +423,68 @@ async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agent
         [auth.as_str()]
     );
 }
+
+#[tokio::test]
+async fn the_cli_publishes_the_key_directory_and_explains_a_minted_credential() {
+    let keys = tempfile::tempdir().unwrap();
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    std::fs::write(keys.path().join("2026-12.pem"), pair.serialize_pem()).unwrap();
+    let issuer = issuer(&format!(
+        "credentials:\n  keys_dir: {}\n  issuer: https://leash.test\n",
+        keys.path().display()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(&config, &issuer.yaml).unwrap();
+    let leash = Leash::start_yaml(&issuer.yaml, &[("tokens.mode", "required")]).await;
+    let resp = leash
+        .check(call("POST", "/issues/7", &issuer.token("a-6"), &[], "{}"))
+        .await;
+    let token = minted(&resp);
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+            .args(args)
+            .args(["--config", config.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run(&["token", "jwks"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+    verify(
+        &token,
+        &jwks.to_string(),
+        "tools.example",
+        "https://leash.test",
+    )
+    .unwrap();
+
+    let out = run(&["token", "inspect", &token]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "valid");
+    assert_eq!(report["signature"], "verified with credentials.keys_dir");
+    assert_eq!(report["explained"]["may"], json!(["rule:issues:write"]));
+    assert_eq!(report["explained"]["actors"], json!(["planner"]));
+    assert_eq!(report["explained"]["on_behalf_of"], "alice");
+
+    // One character of the signature changed: refused, and the exit code says so.
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let out = run(&["token", "inspect", &forged]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "invalid");
+}
