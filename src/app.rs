@@ -449,8 +449,7 @@ pub fn minter(settings: &CredentialSettings) -> anyhow::Result<Minter> {
     let ring = match &settings.keys_dir {
         Some(dir) => {
             let keys = credential::keys::load_dir(dir, settings.algorithm)?;
-            let ttl = i64::try_from(settings.ttl.as_secs()).unwrap_or(i64::MAX);
-            KeyRing::of_dir(keys, crate::clock::unix_now(), ttl)
+            KeyRing::of_dir(keys, crate::clock::unix_now(), settings.linger())
                 .context("credentials.keys_dir holds no key")?
         }
         None => KeyRing::new(Signer::generate(settings.algorithm)?),

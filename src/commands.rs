@@ -130,10 +130,17 @@ pub fn verdict_json(verdict: &Verdict) -> Json {
                 "decision": "allow",
                 "decision_id": verdict.decision_id,
                 "revision": verdict.revision.as_deref(),
+                // A minted credential is live: it is shown by its id, never its value.
                 "upstream_headers": Json::Array(
                     permit
                         .upstream_headers()
-                        .map(|(name, value)| json!({ "name": name, "value": value }))
+                        .map(|(name, value)| match permit.credential() {
+                            Some(c) if value == c.value => json!({
+                                "name": name,
+                                "value": format!("Bearer (credential minted for this call, jti {})", c.jti),
+                            }),
+                            _ => json!({ "name": name, "value": value }),
+                        })
                         .collect()
                 ),
                 "response_headers_to_add": headers_json(&m.response_headers_to_add),

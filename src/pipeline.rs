@@ -116,6 +116,8 @@ struct Call<'a> {
     action: &'a Action,
     /// The end of the approval the call spends, if it spends one.
     not_after: Option<i64>,
+    /// Envoy sent only part of the body.
+    truncated: bool,
     now: i64,
 }
 
@@ -504,6 +506,7 @@ impl Pipeline {
                 target: &shape.target,
                 action: &action,
                 not_after,
+                truncated: !whole_body,
                 now,
             };
             if let Err((reason, why)) =
@@ -558,12 +561,20 @@ impl Pipeline {
         let replaced: Vec<&str> = std::iter::once(settings.header.as_ref())
             .chain(settings.remove.iter().map(String::as_str))
             .collect();
+        if call.truncated {
+            return Err((
+                DenyReason::MintTokenExposed,
+                "Envoy sent only part of the body: leash cannot tell whether the agent's token is in the rest, which would reach the tool".into(),
+            ));
+        }
         if let Some(exposure) = credential::exposed(call.view, &call.target.path, &replaced) {
             return Err((DenyReason::MintTokenExposed, exposure.to_string()));
         }
-        let host = match call.target.port {
-            Some(port) => format!("{}:{port}", call.target.host),
-            None => call.target.host.to_string(),
+        // The agent writes Host; Envoy's route name for the upstream it cannot choose.
+        let audience = match (&call.view.route_resource, call.target.port) {
+            (Some(route), _) => route.to_string(),
+            (None, Some(port)) => format!("{}:{port}", call.target.host),
+            (None, None) => call.target.host.to_string(),
         };
         let ends = [
             claims.exp,
@@ -577,7 +588,7 @@ impl Pipeline {
             task: identity.binding.task.as_deref(),
             resource: &call.action.resource,
             class: call.action.class,
-            host: &host,
+            audience: &audience,
             not_after: ends.into_iter().flatten().min(),
             now: call.now,
         };

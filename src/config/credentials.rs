@@ -19,6 +19,7 @@ pub struct RawCredentials {
     pub ttl: String,
     pub keys_dir: String,
     pub watch_interval: String,
+    pub rotation_grace: String,
     pub remove_headers: Vec<String>,
     pub upstream_certificate: String,
     pub mint: Vec<RawMintRule>,
@@ -32,6 +33,7 @@ impl Default for RawCredentials {
             ttl: "60s".into(),
             keys_dir: String::new(),
             watch_interval: "10s".into(),
+            rotation_grace: "5m".into(),
             remove_headers: Vec::new(),
             upstream_certificate: String::new(),
             mint: Vec::new(),
@@ -153,7 +155,9 @@ impl RawCredentials {
                 "must be more than 0s",
             ));
         }
+        let rotation_grace = duration("credentials.rotation_grace", &self.rotation_grace)?;
         Ok(CredentialSettings {
+            rotation_grace,
             issuer,
             algorithm,
             ttl,

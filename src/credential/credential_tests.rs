@@ -14,6 +14,7 @@ fn minter(rules: Vec<MintRule>) -> Minter {
     let settings = CredentialSettings {
         issuer: "https://leash.test".into(),
         rules,
+        rotation_grace: Duration::ZERO,
         ..CredentialSettings::default()
     };
     Minter::new(
@@ -37,7 +38,7 @@ fn call<'a>(resource: &'a Resource, chain: &'a [String]) -> Invocation<'a> {
         task: Some("t-1"),
         resource,
         class: ActionClass::Write,
-        host: "mcp.example",
+        audience: "mcp.example",
         not_after: None,
         now: NOW,
     }
@@ -202,6 +203,19 @@ fn the_policy_may_narrow_the_claims_but_never_widen_them() {
 }
 
 #[test]
+fn a_resource_name_that_would_read_as_several_scopes_gets_no_credential() {
+    let minter = minter(Vec::new());
+    let resource = Resource {
+        kind: ResourceKind::Resource,
+        name: Arc::from("x tool:delete_repo:destructive y"),
+    };
+    assert!(matches!(
+        minter.mint(&call(&resource, &[]), None, Some(&MintAsk::default())),
+        Err(MintError::Failed(_))
+    ));
+}
+
+#[test]
 fn configured_rules_match_by_resource() {
     let parse = |s| ResourcePattern::parse(s).unwrap();
     assert_eq!(parse("*"), ResourcePattern::Any);
@@ -310,6 +324,22 @@ fn the_agents_token_anywhere_else_is_found() {
     assert_eq!(
         exposed_in("/mcp", &[], &format!(r#"{{"token":"{escaped}"}}"#)),
         Some(Exposure::Copy("body".into()))
+    );
+    // Escaped in a body no JSON parser accepts (a trailing comma), which a lenient
+    // one still reads.
+    assert_eq!(
+        exposed_in("/mcp", &[], &format!(r#"{{"token":"{escaped}",}}"#)),
+        Some(Exposure::Copy("body".into()))
+    );
+    // In the path as sent, where the canonical path lost it to a dot segment.
+    let v = view(
+        &format!("/a/{SIGNATURE}/../b"),
+        &[("authorization", bearer.as_str())],
+        "",
+    );
+    assert_eq!(
+        exposed(&v, "/a/b", &replaced),
+        Some(Exposure::Copy("path".into()))
     );
     let form = [("content-type", "application/x-www-form-urlencoded")];
     assert_eq!(

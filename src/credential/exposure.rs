@@ -4,8 +4,10 @@
 //!
 //! Looked for: RFC 6750's `access_token` parameter (query or form body), and a copy of
 //! any credential the request carries (its signature part, which no one can replay a
-//! token without) in the decoded path, the query, another header, or the body, raw,
-//! form-decoded or with JSON escapes read. A token the agent re-encodes on purpose
+//! token without) in the path (as sent and canonical), the query, another header, or
+//! the body, raw, form-decoded or with JSON-style escapes (`\u0041`, `\/`) undone,
+//! whether or not the body parses. A body Envoy sent only in part is refused before
+//! this (the pipeline): its rest cannot be searched. A token the agent re-encodes on purpose
 //! (base64, split in pieces) is not found: the tool then holds a token it was never
 //! configured to trust, since it verifies leash's credentials.
 
@@ -53,7 +55,7 @@ pub fn exposed(view: &RequestView, decoded_path: &str, replaced: &[&str]) -> Opt
     if let Some(at) = parameters(query.as_bytes(), "query", &found) {
         return Some(at);
     }
-    if found(decoded_path.as_bytes()) {
+    if found(view.path.as_bytes()) || found(decoded_path.as_bytes()) {
         return Some(Exposure::Copy("path".into()));
     }
     for (name, value) in &view.headers {
@@ -76,11 +78,7 @@ pub fn exposed(view: &RequestView, decoded_path: &str, replaced: &[&str]) -> Opt
     if form && let Some(at) = parameters(body, "form body", &found) {
         return Some(at);
     }
-    let escaped = memmem::find(body, b"\\").is_some();
-    if escaped
-        && let Ok(json) = serde_json::from_slice::<serde_json::Value>(body)
-        && strings_contain(&json, &found)
-    {
+    if memmem::find(body, b"\\").is_some() && found(&unescaped(body)) {
         return Some(Exposure::Copy("body".into()));
     }
     None
@@ -120,13 +118,38 @@ fn parameters(
     None
 }
 
-fn strings_contain(value: &serde_json::Value, found: &impl Fn(&[u8]) -> bool) -> bool {
-    match value {
-        serde_json::Value::String(s) => found(s.as_bytes()),
-        serde_json::Value::Array(items) => items.iter().any(|v| strings_contain(v, found)),
-        serde_json::Value::Object(map) => map
-            .iter()
-            .any(|(k, v)| found(k.as_bytes()) || strings_contain(v, found)),
-        _ => false,
+/// `body` with the escapes a JSON (or JavaScript) parser would undo, undone: `\uXXXX`
+/// below 0x80 and `\/`. Credentials are ASCII, so nothing else can spell one.
+fn unescaped(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while let Some((&byte, tail)) = rest.split_first() {
+        rest = tail;
+        if byte != b'\\' {
+            out.push(byte);
+            continue;
+        }
+        match rest {
+            [b'u', a, b, c, d, tail @ ..] => {
+                let code = [*a, *b, *c, *d];
+                match std::str::from_utf8(&code)
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .filter(u8::is_ascii)
+                {
+                    Some(ascii) => {
+                        out.push(ascii);
+                        rest = tail;
+                    }
+                    None => out.push(byte),
+                }
+            }
+            [b'/', tail @ ..] => {
+                out.push(b'/');
+                rest = tail;
+            }
+            _ => out.push(byte),
+        }
     }
+    out
 }

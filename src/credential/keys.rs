@@ -5,9 +5,9 @@
 //! A key directory holds PEM private keys (PKCS#8; PKCS#1 for RSA). The key whose file
 //! name sorts last signs, so every sidecar sharing the directory (a Kubernetes Secret)
 //! picks the same one: name them by date. A key that stops signing stays published
-//! until the last token it signed has expired, and at least one credential lifetime
-//! (`credentials.ttl`) after it stopped, for what other sidecars signed with it; then
-//! it leaves the JWKS.
+//! until the last token it signed has expired, and at least a credential lifetime plus
+//! `credentials.rotation_grace` after it stopped, for what other sidecars, which see
+//! the new key a little later, signed with it meanwhile; then it leaves the JWKS.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,7 +239,8 @@ fn pem(label: &str, der: &[u8]) -> String {
 #[derive(Debug, Clone)]
 struct Retired {
     signer: Arc<Signer>,
-    /// When it stopped signing plus the lifetime a credential is given.
+    /// When it stopped signing, plus the lifetime a credential is given and the grace
+    /// other sidecars have to see the new key.
     until_at_least: i64,
 }
 
@@ -270,9 +271,9 @@ impl KeyRing {
         &self.signer
     }
 
-    /// A ring where `next` signs and the current signer is retired at `now`. Keys whose
-    /// tokens have all expired are dropped.
-    pub fn rotate(&self, next: Arc<Signer>, now: i64, max_ttl: i64) -> Self {
+    /// A ring where `next` signs and the current signer is retired at `now`, published
+    /// for `linger` seconds at least. Keys whose tokens have all expired are dropped.
+    pub fn rotate(&self, next: Arc<Signer>, now: i64, linger: i64) -> Self {
         let mut retired: Vec<Retired> = self
             .retired
             .iter()
@@ -282,7 +283,7 @@ impl KeyRing {
         if self.signer.kid != next.kid {
             retired.push(Retired {
                 signer: self.signer.clone(),
-                until_at_least: now.saturating_add(max_ttl),
+                until_at_least: now.saturating_add(linger),
             });
         }
         Self {
@@ -292,8 +293,9 @@ impl KeyRing {
     }
 
     /// A ring at start: the last key signs, the ones before it are retired now (a
-    /// token one of them signed before a restart stays verifiable for `max_ttl`).
-    pub fn of_dir(mut keys: Vec<Signer>, now: i64, max_ttl: i64) -> Option<Self> {
+    /// token one of them signed before a restart, here or in another sidecar, stays
+    /// verifiable for `linger` seconds).
+    pub fn of_dir(mut keys: Vec<Signer>, now: i64, linger: i64) -> Option<Self> {
         let signer = keys.pop()?;
         let mut ring = Self::new(signer);
         ring.retired = keys
@@ -301,7 +303,7 @@ impl KeyRing {
             .filter(|k| k.kid != ring.signer.kid)
             .map(|k| Retired {
                 signer: Arc::new(k),
-                until_at_least: now.saturating_add(max_ttl),
+                until_at_least: now.saturating_add(linger),
             })
             .collect();
         Some(ring)

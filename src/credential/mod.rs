@@ -53,6 +53,17 @@ pub struct CredentialSettings {
     pub keys_dir: Option<PathBuf>,
     /// How often the key directory is looked at for a new key.
     pub watch_interval: Duration,
+    /// How long beyond a credential's lifetime a superseded key stays published: the
+    /// time every sidecar sharing the key directory takes to see the new key.
+    pub rotation_grace: Duration,
+}
+
+impl CredentialSettings {
+    /// Seconds a superseded key stays published at least: a credential's lifetime
+    /// plus the rotation grace.
+    pub fn linger(&self) -> i64 {
+        secs(self.ttl.saturating_add(self.rotation_grace))
+    }
 }
 
 impl Default for CredentialSettings {
@@ -67,6 +78,7 @@ impl Default for CredentialSettings {
             certificate_thumbprint: None,
             keys_dir: None,
             watch_interval: Duration::from_secs(10),
+            rotation_grace: Duration::from_secs(300),
         }
     }
 }
@@ -139,8 +151,9 @@ pub struct Invocation<'a> {
     pub task: Option<&'a str>,
     pub resource: &'a Resource,
     pub class: ActionClass,
-    /// The canonical host, with its port when not the scheme's default.
-    pub host: &'a str,
+    /// The audience when no rule names one: the upstream as Envoy's route names it,
+    /// else the canonical host (with its port when not the scheme's default).
+    pub audience: &'a str,
     /// The earliest end of what authorizes the call: the agent's token, a
     /// transaction token beside it, the approval it spends.
     pub not_after: Option<i64>,
@@ -203,7 +216,7 @@ impl Minter {
     ) -> Result<Credential, MintError> {
         let audience = rule
             .and_then(|r| r.audience.as_deref())
-            .unwrap_or(call.host);
+            .unwrap_or(call.audience);
         let ceiling_ttl = secs(rule.and_then(|r| r.ttl).unwrap_or(self.settings.ttl));
         let scope = format!(
             "{}:{}:{}",
@@ -211,6 +224,14 @@ impl Minter {
             call.resource.name,
             call.class.name()
         );
+        // A scope is one word: a name with a space in it would read as several scopes
+        // to whoever splits the claim, one of them of the agent's choosing.
+        if scope.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(MintError::Failed(format!(
+                "the resource {:?} holds whitespace or a control character, which no scope can carry",
+                crate::quote::Quoted(&call.resource.name)
+            )));
+        }
         let ask = ask.cloned().unwrap_or_default();
         if let Some(asked) = &ask.audience
             && asked != audience

@@ -84,30 +84,50 @@ async fn jwks(State(admin): State<Admin>) -> impl IntoResponse {
 }
 
 /// Enough of an OpenID discovery document for a JWT library to find the keys: the
-/// issuer, the JWKS address (as this request reached the port), the algorithm.
+/// issuer, the JWKS address, the algorithm. The address is the issuer's when the issuer
+/// is a URL (as it should be for tools to discover it); else the port as this request
+/// reached it, never cached.
 async fn discovery(State(admin): State<Admin>, headers: HeaderMap) -> impl IntoResponse {
     let Some(minter) = admin.minter else {
         return (
             StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "application/json")],
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
             r#"{"error":"not_found"}"#.to_owned(),
         );
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
-        .unwrap_or("127.0.0.1");
     let settings = minter.settings();
+    let issuer = settings.issuer.trim_end_matches('/');
+    let jwks_uri = if issuer.starts_with("https://") || issuer.starts_with("http://") {
+        format!("{issuer}{JWKS_PATH}")
+    } else {
+        // host[:port] only: a Host of anything else names no address of this port.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                    })
+            })
+            .unwrap_or("127.0.0.1");
+        format!("http://{host}{JWKS_PATH}")
+    };
     let body = serde_json::json!({
         "issuer": settings.issuer,
-        "jwks_uri": format!("http://{host}{JWKS_PATH}"),
+        "jwks_uri": jwks_uri,
         "id_token_signing_alg_values_supported": [settings.algorithm.name()],
         "token_signing_alg_values_supported": [settings.algorithm.name()],
     });
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
         body.to_string(),
     )
 }

@@ -122,7 +122,8 @@ impl Permit {
 
     /// Sends `credential` upstream in place of the agent's: set in its header, with the
     /// other credential headers removed. Refused when the policy sets that header too,
-    /// which would send a second credential beside it.
+    /// which would send a second credential beside it, or removes it, which would send
+    /// none while the log says one went.
     pub(crate) fn carry(&mut self, credential: Credential) -> Result<(), String> {
         if let Some(h) = self
             .mutations
@@ -133,6 +134,16 @@ impl Permit {
             return Err(format!(
                 "the policy sets {:?}, where leash sends the credential it minted",
                 h.name
+            ));
+        }
+        if let Some(name) = self
+            .mutations
+            .request_headers_to_remove
+            .iter()
+            .find(|name| name.eq_ignore_ascii_case(&credential.header))
+        {
+            return Err(format!(
+                "the policy removes {name:?}, where leash sends the credential it minted"
             ));
         }
         for name in credential.remove.iter() {

@@ -280,5 +280,13 @@ fn a_permit_carrying_a_credential_sets_it_and_removes_the_others() {
     else {
         panic!()
     };
+    assert!(permit.carry(credential.clone()).is_err());
+    // Nor may it remove it: the call would go out with no credential while the log
+    // says one went.
+    let Ok(PolicyAnswer::Allow(mut permit)) =
+        read_json(r#"{"allowed": true, "request_headers_to_remove": ["Authorization"]}"#)
+    else {
+        panic!()
+    };
     assert!(permit.carry(credential).is_err());
 }

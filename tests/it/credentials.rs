@@ -37,7 +37,7 @@ fn issuer(extra_yaml: &str) -> Issuer {
     - {{name: open, paths: [\"/open/**\"]}}
 actions:
   rules:
-    - {{name: issues, paths: [\"/issues/**\"], methods: [POST], class: write}}
+    - {{name: issues, paths: [\"/issues/**\"], methods: [POST], class: write, allow_opaque_body: true}}
     - {{name: repos, paths: [\"/repos/**\"], methods: [GET], class: read}}
 {extra_yaml}",
         jwks(&[(&key, "k1")])
@@ -202,11 +202,22 @@ async fn the_agents_token_anywhere_the_tool_could_read_it_is_refused_while_minti
         let resp = leash.check(req).await;
         assert_eq!(reason(&resp).as_deref(), Some("mint.token_exposed"));
     }
+    // A body Envoy sent only in part: its rest could hold the token.
+    let resp = leash
+        .check(call(
+            "POST",
+            "/issues/7",
+            &token,
+            &[("x-envoy-auth-partial-body", "true")],
+            "{}",
+        ))
+        .await;
+    assert_eq!(reason(&resp).as_deref(), Some("mint.token_exposed"));
     assert_eq!(
         leash
             .metric("leash_credential_mint_failures_total{reason=\"mint.token_exposed\"}")
             .await,
-        3.0
+        4.0
     );
     // Where no credential is minted (a read), the parameter is the tool's business.
     let resp = leash
@@ -304,7 +315,7 @@ async fn keys_rotate_from_the_key_directory_and_the_old_key_lingers_until_its_cr
     };
     write_key("2026-11.pem");
     let issuer = issuer(&format!(
-        "credentials:\n  keys_dir: {}\n  ttl: 2s\n  watch_interval: 100ms\n  issuer: https://leash.test\n",
+        "credentials:\n  keys_dir: {}\n  ttl: 2s\n  rotation_grace: 0s\n  watch_interval: 100ms\n  issuer: https://leash.test\n",
         keys.path().display()
     ));
     let leash = Leash::start_yaml(&issuer.yaml, &[("tokens.mode", "required")]).await;
@@ -406,7 +417,9 @@ async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agent
         .unwrap();
     let (status, jwks) = common::http_get(leash.admin, &jwks_path).await;
     assert_eq!(status, 200);
-    let claims = verify(token, &jwks, "tools.example", "leash").unwrap();
+    // The shipped bootstrap names the upstream (leash_resource: tools), which the agent
+    // cannot choose, unlike Host: that name is the audience.
+    let claims = verify(token, &jwks, "tools", "leash").unwrap();
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["act"], json!({"sub": "planner"}));
     assert_eq!(claims["scope"], "rule:issues:write");
