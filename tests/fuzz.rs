@@ -307,7 +307,7 @@ fn the_unfuzzed_tool_call_is_allowed() {
     assert!(common::is_allowed(&resp), "{resp:?}");
 }
 
-/// The shipped library with three kinds of data, as Rego on the VM and in Rust.
+/// The shipped library with five kinds of data, as Rego on the VM and in Rust.
 struct Libraries {
     sets: Vec<(leash::policy::PolicySet, leash::policy::PolicySet)>,
     _dirs: Vec<tempfile::TempDir>,
@@ -318,7 +318,8 @@ static LIBRARIES: LazyLock<Libraries> = LazyLock::new(|| {
         "{}",
         r#"{"settings": {"max_delegation_depth": 1, "human_required_for": ["destructive"], "allow_unknown_tools": true}}"#,
         r#"{"grants": {"t-1": {"destructive": ["tool:delete_repo", "host:*"], "export": ["*"]}}, "settings": {"human_required_for": []}}"#,
-        r#"{"settings": {"max_risk": {"read": 60, "destructive": 0}}}"#,
+        r#"{"settings": {"max_risk": {"read": 60, "destructive": 0}, "mint_for": ["read", 7]}}"#,
+        r#"{"settings": {"mint_for": "write"}}"#,
     ];
     let mut sets = Vec::new();
     let mut dirs = Vec::new();
