@@ -358,54 +358,40 @@ async fn keys_rotate_from_the_key_directory_and_the_old_key_lingers_until_its_cr
     );
 }
 
-#[tokio::test]
-async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agents_token() {
+/// `leash serve` with `yaml` and `args`, behind a real Envoy on the shipped bootstrap,
+/// in front of a recording tool; `None` (a skip) where Envoy is missing outside CI.
+async fn behind_envoy(
+    yaml: &str,
+    args: &[&str],
+) -> Option<(
+    LeashProcess,
+    common::envoy::Envoy,
+    common::envoy::Upstream,
+    tempfile::TempDir,
+)> {
     use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
-    let Some(envoy_bin) = require_envoy() else {
-        return;
-    };
-    let issuer = issuer("");
+    let envoy_bin = require_envoy()?;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("leash.yaml");
-    std::fs::write(&config, &issuer.yaml).unwrap();
-    let leash = LeashProcess::start(&[
+    std::fs::write(&config, yaml).unwrap();
+    let mut all = vec![
         "--config",
         config.to_str().unwrap(),
         "--set",
         "tokens.mode=required",
         "--set",
         "response.reason_header=x-leash-reason",
-    ])
-    .await;
+    ];
+    all.extend_from_slice(args);
+    let leash = LeashProcess::start(&all).await;
     let upstream = Upstream::start().await;
     let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
+    Some((leash, envoy, upstream, dir))
+}
 
-    let agent_token = issuer.token("a-5");
-    let auth = bearer(&agent_token);
-    let headers = [
-        ("authorization", auth.as_str()),
-        ("x-agent-task", "t-1"),
-        ("content-type", "application/json"),
-    ];
-    let resp = envoy
-        .send("POST", "/issues/7", &headers, r#"{"title":"x"}"#)
-        .await;
-    assert_eq!(resp.status, 200, "{:?}", resp.header("x-leash-reason"));
-    let seen = upstream.last().expect("the tool was called");
-    let signature = agent_token.rsplit('.').next().unwrap();
-    for (name, value) in &seen.headers {
-        assert!(
-            !value.contains(signature),
-            "the agent's token reached the tool in {name}"
-        );
-    }
-    let authorization = seen.header("authorization");
-    assert_eq!(authorization.len(), 1);
-    let token = authorization[0].strip_prefix("Bearer ").unwrap();
-
-    // The tool fetches the keys from the admin port, as any JWT library would.
-    let (status, discovery) =
-        common::http_get(leash.admin, "/.well-known/openid-configuration").await;
+/// The JWKS a tool finds from the admin port's discovery document.
+async fn discovered_jwks(admin: std::net::SocketAddr) -> String {
+    let (status, discovery) = common::http_get(admin, "/.well-known/openid-configuration").await;
     assert_eq!(status, 200);
     let discovery: Value = serde_json::from_str(&discovery).unwrap();
     let jwks_path = discovery["jwks_uri"]
@@ -415,18 +401,94 @@ async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agent
         .and_then(|(_, rest)| rest.split_once('/'))
         .map(|(_, path)| format!("/{path}"))
         .unwrap();
-    let (status, jwks) = common::http_get(leash.admin, &jwks_path).await;
+    let (status, jwks) = common::http_get(admin, &jwks_path).await;
     assert_eq!(status, 200);
-    // The shipped bootstrap names the upstream (leash_resource: tools), which the agent
+    jwks
+}
+
+#[tokio::test]
+async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agents_token() {
+    let keys = tempfile::tempdir().unwrap();
+    let write_key = |name: &str| {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        std::fs::write(keys.path().join(name), pair.serialize_pem()).unwrap();
+    };
+    write_key("2026-11.pem");
+    let issuer = issuer(&format!(
+        "credentials:\n  keys_dir: {}\n  ttl: 3s\n  rotation_grace: 0s\n  watch_interval: 100ms\n",
+        keys.path().display()
+    ));
+    let Some((leash, envoy, upstream, _dir)) = behind_envoy(&issuer.yaml, &[]).await else {
+        return;
+    };
+
+    let agent_token = issuer.token("a-5");
+    let auth = bearer(&agent_token);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-agent-task", "t-1"),
+        ("content-type", "application/json"),
+    ];
+    let write = async || {
+        let resp = envoy
+            .send("POST", "/issues/7", &headers, r#"{"title":"x"}"#)
+            .await;
+        assert_eq!(resp.status, 200, "{:?}", resp.header("x-leash-reason"));
+        let seen = upstream.last().expect("the tool was called");
+        let signature = agent_token.rsplit('.').next().unwrap();
+        for (name, value) in &seen.headers {
+            assert!(
+                !value.contains(signature),
+                "the agent's token reached the tool in {name}"
+            );
+        }
+        let authorization = seen.header("authorization");
+        assert_eq!(authorization.len(), 1);
+        authorization[0].strip_prefix("Bearer ").unwrap().to_owned()
+    };
+    let first = write().await;
+
+    // The tool fetches the keys from the admin port, as any JWT library would. The
+    // shipped bootstrap names the upstream (leash_resource: tools), which the agent
     // cannot choose, unlike Host: that name is the audience.
-    let claims = verify(token, &jwks, "tools", "leash").unwrap();
+    let jwks = discovered_jwks(leash.admin).await;
+    let claims = verify(&first, &jwks, "tools", "leash").unwrap();
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["act"], json!({"sub": "planner"}));
     assert_eq!(claims["scope"], "rule:issues:write");
     assert_eq!(claims["task_id"], "t-1");
     let now = leash::clock::unix_now();
     let exp = claims["exp"].as_i64().unwrap();
-    assert!(exp > now && exp <= now + 60, "exp {exp}, now {now}");
+    assert!(exp > now && exp <= now + 3, "exp {exp}, now {now}");
+
+    // A new key file: it takes over, and what the old key signed still verifies
+    // while it lives; then the old key leaves the JWKS.
+    let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let old_kid = kid(&first);
+    write_key("2026-12.pem");
+    let mut second = String::new();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            second = write().await;
+            kid(&second) != old_kid
+        })
+        .await,
+        "the newer key never took over"
+    );
+    let jwks = discovered_jwks(leash.admin).await;
+    verify(&second, &jwks, "tools", "leash").unwrap();
+    if leash::clock::unix_now() < exp {
+        verify(&first, &jwks, "tools", "leash").expect("the old key verifies what it signed");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), async || !discovered_jwks(
+            leash.admin
+        )
+        .await
+        .contains(&old_kid))
+        .await,
+        "the old key stayed published after its credentials expired"
+    );
 
     // A read through the library keeps the agent's token (reads are not minted by default).
     let resp = envoy.send("GET", "/repos/1", &headers, "").await;
@@ -434,6 +496,75 @@ async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agent
     assert_eq!(
         upstream.last().unwrap().header("authorization"),
         [auth.as_str()]
+    );
+}
+
+/// Mints as the request's `x-ask` header (JSON) says; on /open/, with no token at all.
+const ASKING_OR_OPEN: &str = r#"package envoy.authz
+import rego.v1
+default allow := false
+allow := {"allowed": true, "mint": json.unmarshal(input.attributes.request.http.headers["x-ask"])} if {
+	input.attributes.request.http.headers["x-ask"]
+}
+allow := {"allowed": true, "mint": {}} if startswith(input.attributes.request.http.path, "/open/")
+"#;
+
+#[tokio::test]
+async fn through_envoy_a_widening_policy_and_a_failure_to_mint_reach_no_tool() {
+    let issuer = issuer("");
+    let policy = PolicyDir::new(&[("authz.rego", ASKING_OR_OPEN)]);
+    let dir = policy.path_str();
+    let Some((leash, envoy, upstream, _dir)) =
+        behind_envoy(&issuer.yaml, &["--policy", dir.as_str()]).await
+    else {
+        return;
+    };
+    let token = issuer.token("a-7");
+    let auth = bearer(&token);
+    let ask = async |json: &str| {
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-agent-task", "t-1"),
+            ("content-type", "application/json"),
+            ("x-ask", json),
+        ];
+        let resp = envoy.send("POST", "/issues/7", &headers, "{}").await;
+        (
+            resp.status,
+            resp.header("x-leash-reason").map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        ask(r#"{"ttl": 600}"#).await,
+        (403, Some("mint.widening".to_owned()))
+    );
+    assert_eq!(
+        ask(r#"{"audience": "https://everything.internal"}"#).await,
+        (403, Some("mint.widening".to_owned()))
+    );
+    let resp = envoy.send("GET", "/open/docs", &[], "").await;
+    assert_eq!(
+        (resp.status, resp.header("x-leash-reason")),
+        (403, Some("mint.failed"))
+    );
+    assert_eq!(upstream.hits(), 0, "a refused call reached the tool");
+
+    assert_eq!(ask(r#"{"ttl": 5}"#).await, (200, None));
+    let seen = upstream.last().unwrap();
+    let minted = seen.header("authorization")[0]
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    let claims = verify(
+        &minted,
+        &discovered_jwks(leash.admin).await,
+        "tools",
+        "leash",
+    )
+    .unwrap();
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        5
     );
 }
 
