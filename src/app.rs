@@ -109,10 +109,9 @@ impl App {
             },
         });
         // Credentials are read (or the admin token written) before anything listens.
-        let control_access = config
-            .listen
-            .control
-            .map(|_| {
+        let listen = &config.listen;
+        let control_access = (listen.control.is_some() || listen.control_uds.is_some())
+            .then(|| {
                 crate::access::Access::load(
                     &config.control.tokens,
                     config.control.admin_token_file.as_deref(),
@@ -136,7 +135,16 @@ impl App {
     pub async fn bind(&self) -> anyhow::Result<Listeners> {
         let listen = &self.config.listen;
         let grpc = bind(listen.grpc, "grpc").await?;
-        let uds = listen.grpc_uds.as_deref().map(bind_unix).transpose()?;
+        let uds = listen
+            .grpc_uds
+            .as_deref()
+            .map(|path| bind_unix(path, "grpc_uds"))
+            .transpose()?;
+        let control_uds = listen
+            .control_uds
+            .as_deref()
+            .map(|path| bind_unix(path, "control_uds"))
+            .transpose()?;
         let control = match listen.control {
             Some(addr) => Some(bind(addr, "control").await?),
             None => None,
@@ -149,6 +157,7 @@ impl App {
             grpc,
             uds,
             control,
+            control_uds,
             admin,
         })
     }
@@ -232,26 +241,39 @@ impl App {
             ));
         }
 
-        if let Some(control) = listeners.control {
-            tracing::info!(addr = %control.local_addr()?, "control API (leash.v1.Control) listening");
+        if listeners.control.is_some() || listeners.control_uds.is_some() {
             let access = self
                 .control_access
                 .clone()
                 .context("the control API has no credentials loaded")?;
-            let service = ControlService::new(
+            let routes = Routes::new(ControlServer::new(ControlService::new(
                 self.reloader.clone(),
                 self.metrics.clone(),
                 access,
                 self.updater.clone(),
                 &self.config.tokens.settings,
-            );
-            tasks.spawn(serve::grpc(
-                slots("control").tcp(control),
-                Routes::new(ControlServer::new(service)),
-                limits,
-                port("control", CONTROL_MAX_MESSAGE, CONTROL_TIMEOUT),
-                stopped(),
-            ));
+            )));
+            if let Some(control) = listeners.control {
+                tracing::info!(addr = %control.local_addr()?, "control API (leash.v1.Control) listening");
+                tasks.spawn(serve::grpc(
+                    slots("control").tcp(control),
+                    routes.clone(),
+                    limits,
+                    port("control", CONTROL_MAX_MESSAGE, CONTROL_TIMEOUT),
+                    stopped(),
+                ));
+            }
+            if let Some(uds) = listeners.control_uds {
+                let path = self.config.listen.control_uds.clone().unwrap_or_default();
+                tracing::info!(path = %path.display(), "control API (leash.v1.Control) listening on a Unix socket");
+                tasks.spawn(serve::grpc(
+                    slots("control_uds").unix(uds),
+                    routes,
+                    limits,
+                    port("control_uds", CONTROL_MAX_MESSAGE, CONTROL_TIMEOUT),
+                    stopped(),
+                ));
+            }
         }
 
         if let Some(listener) = listeners.admin {
@@ -297,7 +319,13 @@ impl App {
             result.context("a server task panicked while draining")?;
         }
         while keepers.join_next().await.is_some() {}
-        if let Some(path) = &self.config.listen.grpc_uds {
+        for path in [
+            &self.config.listen.grpc_uds,
+            &self.config.listen.control_uds,
+        ]
+        .into_iter()
+        .flatten()
+        {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
@@ -337,6 +365,7 @@ pub struct Listeners {
     grpc: TcpListener,
     uds: Option<UnixListener>,
     control: Option<TcpListener>,
+    control_uds: Option<UnixListener>,
     admin: Option<TcpListener>,
 }
 
@@ -361,7 +390,7 @@ async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
     })
 }
 
-fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind_unix(path: &Path, name: &str) -> anyhow::Result<UnixListener> {
     if path.exists() {
         // A socket left by a previous run would make bind fail.
         std::fs::remove_file(path)
@@ -369,7 +398,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     }
     UnixListener::bind(path).with_context(|| {
         format!(
-            "cannot listen on Unix socket {} (listen.grpc_uds)",
+            "cannot listen on Unix socket {} (listen.{name})",
             path.display()
         )
     })

@@ -49,7 +49,7 @@ pub(crate) struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CtlArgs {
-    /// The control API's address
+    /// The control API's address: host:port, or unix:/path/to/control.sock
     #[arg(long, default_value = "127.0.0.1:9193")]
     pub(crate) addr: String,
     /// A file holding a control token [default: the admin token `serve` writes]
@@ -351,6 +351,9 @@ pub(crate) struct ServeArgs {
     /// Control gRPC address; empty disables [listen.control]
     #[arg(long)]
     pub(crate) control_addr: Option<String>,
+    /// Also serve the control API on this Unix socket [listen.control_uds]
+    #[arg(long)]
+    pub(crate) control_uds: Option<String>,
     /// Largest CheckRequest accepted, in bytes [listen.max_receive_bytes]
     #[arg(long)]
     pub(crate) max_receive_bytes: Option<String>,

@@ -32,11 +32,21 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.trim())
         .parse()
         .with_context(|| format!("{} does not hold a token", token_file.display()))?;
-    let endpoint = format!("http://{}", args.addr);
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the control API at {}", args.addr))?;
+    let channel = match args.addr.strip_prefix("unix:") {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            // The URI is not used: every connection goes to the socket.
+            tonic::transport::Endpoint::from_static("http://localhost")
+                .connect_with_connector(UnixConnector(path))
+                .await
+        }
+        None => {
+            tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
+                .connect()
+                .await
+        }
+    }
+    .with_context(|| format!("cannot reach the control API at {}", args.addr))?;
     let mut client = ControlClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
         req.metadata_mut().insert("authorization", bearer.clone());
         Ok(req)
@@ -445,4 +455,32 @@ fn print_reload(reply: &ReloadPolicyResponse) {
         }
     }
     print_policy(reply.policy.as_ref());
+}
+
+/// Connects to the control API's Unix socket (`--addr unix:/path`).
+#[derive(Clone)]
+struct UnixConnector(std::path::PathBuf);
+
+impl tower_service::Service<http::Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            Ok(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        })
+    }
 }

@@ -93,6 +93,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     put("listen.grpc_uds", &args.grpc_uds);
     put("listen.admin", &args.admin_addr);
     put("listen.control", &args.control_addr);
+    put("listen.control_uds", &args.control_uds);
     put("listen.max_receive_bytes", &args.max_receive_bytes);
     put("policy.watch_interval", &args.watch_interval);
     put("log.level", &args.log_level);

@@ -119,6 +119,7 @@ pub struct RawControlToken {
 pub struct RawListen {
     pub grpc: String,
     pub grpc_uds: String,
+    pub control_uds: String,
     pub admin: String,
     pub control: String,
     pub max_receive_bytes: usize,
@@ -137,6 +138,7 @@ impl Default for RawListen {
         Self {
             grpc: "127.0.0.1:9191".into(),
             grpc_uds: String::new(),
+            control_uds: String::new(),
             admin: "127.0.0.1:9192".into(),
             control: "127.0.0.1:9193".into(),
             max_receive_bytes: 4 * 1024 * 1024,
@@ -309,6 +311,9 @@ pub struct RequestConfig {
 pub struct ListenConfig {
     pub grpc: SocketAddr,
     pub grpc_uds: Option<PathBuf>,
+    /// The control API on a Unix socket too, for pods: a socket in a volume the agent's
+    /// container does not mount is out of its reach, where a loopback port is not.
+    pub control_uds: Option<PathBuf>,
     pub admin: Option<SocketAddr>,
     pub control: Option<SocketAddr>,
     pub max_receive_bytes: NonZeroUsize,
@@ -541,6 +546,7 @@ impl RawConfig {
         let listen = ListenConfig {
             grpc: addr("listen.grpc", &l.grpc)?,
             grpc_uds: (!l.grpc_uds.is_empty()).then(|| PathBuf::from(&l.grpc_uds)),
+            control_uds: (!l.control_uds.is_empty()).then(|| PathBuf::from(&l.control_uds)),
             admin: optional_addr("listen.admin", &l.admin)?,
             control: optional_addr("listen.control", &l.control)?,
             max_receive_bytes: NonZeroUsize::new(l.max_receive_bytes).ok_or_else(|| {

@@ -533,3 +533,83 @@ async fn ctl_reads_status_and_reloads_with_the_admin_token() {
     assert!(!out.status.success());
     has(&stderr(&out), "Unauthenticated");
 }
+
+/// In a pod, the control API sits on a Unix socket in a volume the agent's container
+/// does not mount; `leash ctl --addr unix:PATH` reaches it there.
+#[tokio::test]
+async fn ctl_reaches_the_control_api_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let serving = common::LeashProcess::start(&["--control-uds", socket.to_str().unwrap()]).await;
+    let token = serving.control_token_file().display().to_string();
+    let addr = format!("unix:{}", socket.display());
+    let out = tokio::task::spawn_blocking(move || {
+        leash(&[
+            "ctl",
+            "--addr",
+            &addr,
+            "--token-file",
+            &token,
+            "--json",
+            "status",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    has(&stdout(&out), "\"revision\"");
+}
+
+/// Kubernetes updates a mounted ConfigMap by pointing `..data` at a new snapshot
+/// folder in one rename; the watcher serves the new policy.
+#[tokio::test]
+async fn a_configmap_update_reloads_the_policy() {
+    use std::os::unix::fs::symlink;
+    let configmap = PolicyDir::new(&[]);
+    let root = configmap.path();
+    let snapshot = |name: &str, decision: &str| {
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("authz.rego"),
+            format!("package envoy.authz\nimport rego.v1\ndefault allow := {decision}\n"),
+        )
+        .unwrap();
+    };
+    snapshot("..2026_12_04_1", "false");
+    symlink("..2026_12_04_1", root.join("..data")).unwrap();
+    symlink("..data/authz.rego", root.join("authz.rego")).unwrap();
+    let dir = configmap.path_str();
+    let serving = common::LeashProcess::start(&[
+        "--policy",
+        &dir,
+        "--watch-interval",
+        "100ms",
+        "--set",
+        "tokens.mode=off",
+    ])
+    .await;
+    let mut authz =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            common::channel(serving.grpc).await,
+        );
+    let check = common::request("GET", "/", &[]);
+    let resp = authz.check(check.clone()).await.unwrap().into_inner();
+    assert!(!common::is_allowed(&resp));
+
+    // As the kubelet does it: a new snapshot, a new link, renamed over `..data`.
+    snapshot("..2026_12_04_2", "true");
+    symlink("..2026_12_04_2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(root.join("..2026_12_04_1")).unwrap();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), async || {
+            authz
+                .check(check.clone())
+                .await
+                .is_ok_and(|r| common::is_allowed(r.get_ref()))
+        })
+        .await,
+        "the swapped policy never served"
+    );
+}
