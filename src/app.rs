@@ -396,12 +396,24 @@ fn bind_unix(path: &Path, name: &str) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
     }
-    UnixListener::bind(path).with_context(|| {
+    let listener = UnixListener::bind(path).with_context(|| {
         format!(
             "cannot listen on Unix socket {} (listen.{name})",
             path.display()
         )
-    })
+    })?;
+    // Envoy runs as another user in a pod: it reaches the ext_authz socket through
+    // the group of their shared folder (a setgid emptyDir under fsGroup). The control
+    // socket is for leash's own user alone.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = if name == "control_uds" { 0o600 } else { 0o660 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| {
+        format!(
+            "cannot set the permissions of {} (listen.{name})",
+            path.display()
+        )
+    })?;
+    Ok(listener)
 }
 
 /// SIGHUP and, for a policy directory, file changes reload the policy.

@@ -40,7 +40,6 @@ pub mod context;
 pub mod credential;
 pub mod decider;
 pub mod decision;
-pub mod demo;
 pub mod document;
 pub mod edge;
 pub mod effects;

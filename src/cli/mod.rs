@@ -3,6 +3,7 @@
 
 mod args;
 mod ctl;
+mod demo;
 
 use std::process::ExitCode;
 
@@ -143,14 +144,14 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 /// fetch keys once and exit.
 /// `leash demo`: the story, then everything left running until Ctrl-C.
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    use leash::demo::{Demo, Ports};
-    let envoy = leash::demo::find_envoy()?;
+    use demo::{Demo, Ports};
+    let envoy = demo::find_envoy()?;
     let ports = if args.free_ports {
         Ports::free()?
     } else {
         Ports::DEFAULT
     };
-    let dir = leash::demo::work_dir();
+    let dir = demo::work_dir();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -160,7 +161,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         println!(
             "Starting leash, Envoy ({}) and a tool:\n{}",
             envoy.display(),
-            leash::demo::describe(ports)
+            demo::describe(ports)
         );
         let mut demo = Demo::start(&envoy, ports, dir.clone()).await?;
         let told = demo.story(&mut std::io::stdout()).await;

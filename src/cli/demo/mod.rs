@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::edge::control::proto::control_client::ControlClient;
-use crate::edge::control::proto::{
+use leash::edge::control::proto::control_client::ControlClient;
+use leash::edge::control::proto::{
     ApproveRequest, ClearRiskSignalRequest, CompleteTaskRequest, PauseSessionRequest,
     ReportRiskSignalRequest, ResumeSessionRequest,
 };
-use crate::token::mint::SigningKey;
+use leash::token::mint::SigningKey;
 
 /// Why the demo could not run, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +176,7 @@ impl Demo {
         .map_err(|_| fail("cannot generate a key"))?;
         write(
             "credential-keys/demo.pem",
-            &crate::credential::keys::pem("PRIVATE KEY", credential_key.as_ref()),
+            &leash::credential::keys::pem("PRIVATE KEY", credential_key.as_ref()),
         )?;
 
         let tool_listener = tokio::net::TcpListener::bind(("127.0.0.1", ports.tool))
@@ -191,14 +191,14 @@ impl Demo {
 
         let config = demo_config(&dir, ports);
         write("leash.yaml", &config)?;
-        let config = crate::config::Config::from_yaml(
+        let config = leash::config::Config::from_yaml(
             &dir.join("leash.yaml").display().to_string(),
             &config,
             &[],
         )
         .map_err(fail)?;
         let credential_issuer = config.credentials.issuer.clone();
-        let app = tokio::task::spawn_blocking(move || crate::app::App::build(config))
+        let app = tokio::task::spawn_blocking(move || leash::app::App::build(config))
             .await
             .map_err(fail)?
             .map_err(|e| fail(format!("leash did not start: {e:#}")))?;
@@ -282,7 +282,7 @@ impl Demo {
 
     /// An agent token for `task`: planner acting for alice, with a scope for each tool.
     fn agent_token(&self, task: &str) -> Result<String, DemoError> {
-        let now = crate::clock::unix_now();
+        let now = leash::clock::unix_now();
         let scope = tool::TOOLS
             .iter()
             .map(|(name, class)| format!("tool:{name}:{class}"))
@@ -389,7 +389,7 @@ impl Demo {
                     text("/sub"),
                     text("/act/sub"),
                     c.pointer("/exp").and_then(Value::as_i64).unwrap_or(0)
-                        - crate::clock::unix_now(),
+                        - leash::clock::unix_now(),
                 )
             }
             None => "a token that does not verify with leash's JWKS".into(),
@@ -651,7 +651,7 @@ fn generated_key(alg: jsonwebtoken::Algorithm) -> Result<SigningKey, DemoError> 
     .map_err(|_| fail("cannot generate a key"))?;
     SigningKey::from_pem(
         alg,
-        crate::credential::keys::pem("PRIVATE KEY", pair.as_ref()).as_bytes(),
+        leash::credential::keys::pem("PRIVATE KEY", pair.as_ref()).as_bytes(),
     )
     .map_err(fail)
 }
@@ -682,7 +682,7 @@ fn demo_config(dir: &Path, p: Ports) -> String {
 
 /// The shipped bootstrap (`deploy/envoy/envoy.yaml`) on the demo's ports.
 fn envoy_bootstrap(p: Ports) -> Result<String, DemoError> {
-    let mut text = include_str!("../../deploy/envoy/envoy.yaml").to_owned();
+    let mut text = include_str!("../../../deploy/envoy/envoy.yaml").to_owned();
     let address =
         |port: u16| format!("socket_address: {{ address: 127.0.0.1, port_value: {port} }}");
     for (shipped, port) in [
