@@ -215,6 +215,14 @@ impl Metrics {
             "gRPC requests ended with DEADLINE_EXCEEDED after listen.request_timeout (Envoy denies)",
             requests_timed_out.clone(),
         );
+        // Every port's series from the start, so a dashboard's rate() and an alert see
+        // zero rather than nothing.
+        for port in ["grpc", "grpc_uds", "control", "control_uds", "admin"] {
+            drop(connections_refused.get_or_create(&PortLabels { port }));
+            if port != "admin" {
+                drop(requests_timed_out.get_or_create(&PortLabels { port }));
+            }
+        }
 
         let credentials_minted = Counter::default();
         registry.register(

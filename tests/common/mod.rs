@@ -163,6 +163,14 @@ impl Drop for Leash {
     }
 }
 
+/// The leash binary the tests run: this build's, or `LEASH_BIN` (CI runs the
+/// end-to-end tests again on the release binary the Dockerfile builds).
+pub fn leash_bin() -> PathBuf {
+    std::env::var_os("LEASH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_leash")))
+}
+
 /// An HTTP/1.1 GET; returns the status and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use http_body_util::BodyExt;
@@ -337,7 +345,7 @@ impl LeashProcess {
     pub async fn start(args: &[&str]) -> Self {
         use tokio::io::AsyncBufReadExt;
         let state = tempfile::tempdir().unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+        let mut child = tokio::process::Command::new(leash_bin())
             .arg("serve")
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .args(["--control-addr", "127.0.0.1:0"])

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use common::PolicyDir;
 
 fn leash(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leash"))
+    Command::new(common::leash_bin())
         .args(args)
         .output()
         .unwrap()
@@ -612,4 +612,24 @@ async fn a_configmap_update_reloads_the_policy() {
         .await,
         "the swapped policy never served"
     );
+}
+
+/// `leash probe`, the image's health check: 0 once a policy serves, 1 (with why) when
+/// nothing answers.
+#[tokio::test]
+async fn probe_says_whether_leash_is_ready() {
+    let serving = common::LeashProcess::start(&[]).await;
+    let ready = format!("http://{}/readyz", serving.admin);
+    let out = tokio::task::spawn_blocking(move || leash(&["probe", &ready]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}/readyz", closed.local_addr().unwrap());
+    drop(closed);
+    let out = tokio::task::spawn_blocking(move || leash(&["probe", &gone]))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    has(&stderr(&out), "leash probe:");
 }

@@ -588,7 +588,7 @@ async fn the_cli_publishes_the_key_directory_and_explains_a_minted_credential() 
     let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
 
     let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_leash"))
+        std::process::Command::new(common::leash_bin())
             .args(args)
             .args(["--config", config.to_str().unwrap()])
             .output()

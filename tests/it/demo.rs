@@ -9,7 +9,7 @@ fn the_demo_tells_the_whole_story_through_envoy() {
     let Some(envoy) = common::envoy::require_envoy() else {
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_leash"))
+    let out = Command::new(common::leash_bin())
         .args(["demo", "--free-ports", "--once"])
         .env("LEASH_ENVOY", &envoy)
         .output()
@@ -38,7 +38,7 @@ fn the_demo_tells_the_whole_story_through_envoy() {
 
 #[test]
 fn without_envoy_the_demo_names_the_fix() {
-    let out = Command::new(env!("CARGO_BIN_EXE_leash"))
+    let out = Command::new(common::leash_bin())
         .args(["demo", "--free-ports", "--once"])
         .env("LEASH_ENVOY", "/nonexistent/envoy")
         .output()

@@ -10,6 +10,7 @@ mod cli;
 mod compat;
 mod credentials;
 mod demo;
+mod deploy;
 mod engines;
 mod envoy;
 mod grpc;
