@@ -108,13 +108,19 @@ fn the_istio_files_parse_and_name_leash_as_a_custom_provider() {
     assert!(provider["envoyExtAuthzGrpc"]["includeRequestBodyInCheck"].is_object());
     let custom = docs
         .iter()
-        .filter(|(_, d)| d["kind"] == "AuthorizationPolicy")
-        .inspect(|(_, d)| {
-            assert_eq!(d["spec"]["action"], "CUSTOM");
-            assert_eq!(d["spec"]["provider"]["name"], "leash");
-        })
+        .filter(|(_, d)| d["kind"] == "AuthorizationPolicy" && d["spec"]["action"] == "CUSTOM")
+        .inspect(|(_, d)| assert_eq!(d["spec"]["provider"]["name"], "leash"))
         .count();
-    assert!(custom >= 2);
+    assert!(custom >= 2, "the egress gateway and the waypoint ask leash");
+    // Only the gateway and the waypoint may call leash's ext_authz port.
+    assert!(docs.iter().any(|(_, d)| d["kind"] == "AuthorizationPolicy"
+        && d["spec"]["action"] == "ALLOW"
+        && d["metadata"]["namespace"] == "leash-system"));
+    let config = configmap(&docs, "leash-mesh-config")["leash.yaml"]
+        .as_str()
+        .unwrap();
+    leash::config::Config::from_yaml("leash-mesh-config/leash.yaml", config, &[])
+        .expect("the mesh's leash.yaml is a valid configuration");
 }
 
 /// The Envoy configurations leash ships, each as a file.

@@ -157,7 +157,12 @@ impl Demo {
                 )));
             }
         }
-        std::fs::create_dir_all(dir.join("credential-keys"))
+        // A folder of its own, private to this user: it holds keys and tokens.
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .and_then(|()| std::fs::create_dir(dir.join("credential-keys")))
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let write = |name: &str, text: &str| {
             std::fs::write(dir.join(name), text)
@@ -702,9 +707,10 @@ fn envoy_bootstrap(p: Ports) -> Result<String, DemoError> {
     Ok(text)
 }
 
-/// Where the demo keeps its files: a fresh folder under the temporary directory.
+/// Where the demo keeps its files: a new folder under the temporary directory, with a
+/// name no one can guess ahead.
 pub fn work_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("leash-demo-{}", std::process::id()))
+    std::env::temp_dir().join(format!("leash-demo-{}", uuid::Uuid::new_v4().simple()))
 }
 
 /// The ports in use, and where.
