@@ -58,19 +58,26 @@ pub fn router(
         })
 }
 
+type Json = (StatusCode, [(header::HeaderName, &'static str); 2], String);
+
+/// The answer of the credential endpoints where leash mints nothing.
+fn no_minter() -> Json {
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        r#"{"error":"not_found"}"#.to_owned(),
+    )
+}
+
 /// The keys a minted credential may name: the signer's, and each retired key while a
 /// credential it signed can still be valid. Verifiers may keep it a minute: standard
 /// libraries fetch it again when a token names a `kid` they have not seen.
-async fn jwks(State(admin): State<Admin>) -> impl IntoResponse {
+async fn jwks(State(admin): State<Admin>) -> Json {
     let Some(minter) = admin.minter else {
-        return (
-            StatusCode::NOT_FOUND,
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            r#"{"error":"not_found"}"#.to_owned(),
-        );
+        return no_minter();
     };
     let body = minter.ring().jwks(crate::clock::unix_now()).to_string();
     (
@@ -87,16 +94,9 @@ async fn jwks(State(admin): State<Admin>) -> impl IntoResponse {
 /// issuer, the JWKS address, the algorithm. The address is the issuer's when the issuer
 /// is a URL (as it should be for tools to discover it); else the port as this request
 /// reached it, never cached.
-async fn discovery(State(admin): State<Admin>, headers: HeaderMap) -> impl IntoResponse {
+async fn discovery(State(admin): State<Admin>, headers: HeaderMap) -> Json {
     let Some(minter) = admin.minter else {
-        return (
-            StatusCode::NOT_FOUND,
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            r#"{"error":"not_found"}"#.to_owned(),
-        );
+        return no_minter();
     };
     let settings = minter.settings();
     let issuer = settings.issuer.trim_end_matches('/');

@@ -427,3 +427,58 @@ impl Upstream {
         self.seen.lock().unwrap().last().cloned()
     }
 }
+
+/// `envoy --mode validate` on `config` (YAML): `Err` with Envoy's output when it refuses.
+pub fn validate(binary: &Path, config: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(binary)
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// `leash serve` with the configuration `yaml` (tokens required, the deny reason in
+/// `x-leash-reason`) and `args`, behind a real Envoy on the shipped bootstrap, in front
+/// of a recording tool; `None` (a skip) where Envoy is missing outside CI.
+pub struct Governed {
+    pub leash: super::LeashProcess,
+    pub envoy: Envoy,
+    pub upstream: Upstream,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn governed(yaml: &str, args: &[&str]) -> Option<Governed> {
+    let envoy_bin = require_envoy()?;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut all = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "tokens.mode=required",
+        "--set",
+        "response.reason_header=x-leash-reason",
+    ];
+    all.extend_from_slice(args);
+    let leash = super::LeashProcess::start(&all).await;
+    let upstream = Upstream::start().await;
+    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
+    Some(Governed {
+        leash,
+        envoy,
+        upstream,
+        _dir: dir,
+    })
+}

@@ -6,8 +6,9 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::envoy::{Governed, governed};
 use common::keys::{bearer, claims, jwks, signing_key};
-use common::{Leash, LeashProcess, PolicyDir, eventually, is_allowed, metadata_string, reason};
+use common::{Leash, PolicyDir, eventually, is_allowed, metadata_string, reason};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse, check_response};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -308,15 +309,10 @@ async fn a_call_no_credential_can_be_minted_for_is_denied() {
 
 #[tokio::test]
 async fn keys_rotate_from_the_key_directory_and_the_old_key_lingers_until_its_credentials_expire() {
-    let keys = tempfile::tempdir().unwrap();
-    let write_key = |name: &str| {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        std::fs::write(keys.path().join(name), pair.serialize_pem()).unwrap();
-    };
-    write_key("2026-11.pem");
-    let issuer = issuer(&format!(
-        "credentials:\n  keys_dir: {}\n  ttl: 2s\n  rotation_grace: 0s\n  watch_interval: 100ms\n  issuer: https://leash.test\n",
-        keys.path().display()
+    let keys = KeyDir::new();
+    keys.add("2026-11.pem");
+    let issuer = issuer(&keys.yaml(
+        "  ttl: 2s\n  rotation_grace: 0s\n  watch_interval: 100ms\n  issuer: https://leash.test\n",
     ));
     let leash = Leash::start_yaml(&issuer.yaml, &[("tokens.mode", "required")]).await;
     let token = issuer.token("a-4");
@@ -325,7 +321,7 @@ async fn keys_rotate_from_the_key_directory_and_the_old_key_lingers_until_its_cr
 
     let first = leash.check(write()).await;
     let old_kid = kid(&first);
-    write_key("2026-12.pem");
+    keys.add("2026-12.pem");
     assert!(
         eventually(Duration::from_secs(10), async || kid(&leash
             .check(write())
@@ -358,35 +354,26 @@ async fn keys_rotate_from_the_key_directory_and_the_old_key_lingers_until_its_cr
     );
 }
 
-/// `leash serve` with `yaml` and `args`, behind a real Envoy on the shipped bootstrap,
-/// in front of a recording tool; `None` (a skip) where Envoy is missing outside CI.
-async fn behind_envoy(
-    yaml: &str,
-    args: &[&str],
-) -> Option<(
-    LeashProcess,
-    common::envoy::Envoy,
-    common::envoy::Upstream,
-    tempfile::TempDir,
-)> {
-    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
-    let envoy_bin = require_envoy()?;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("leash.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let mut all = vec![
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        "tokens.mode=required",
-        "--set",
-        "response.reason_header=x-leash-reason",
-    ];
-    all.extend_from_slice(args);
-    let leash = LeashProcess::start(&all).await;
-    let upstream = Upstream::start().await;
-    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
-    Some((leash, envoy, upstream, dir))
+/// A key directory as a Secret holds one: PEM Ed25519 keys, added by name.
+struct KeyDir(tempfile::TempDir);
+
+impl KeyDir {
+    fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+
+    fn add(&self, name: &str) {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        std::fs::write(self.0.path().join(name), pair.serialize_pem()).unwrap();
+    }
+
+    /// `credentials` configuration over this directory, with `extra` keys.
+    fn yaml(&self, extra: &str) -> String {
+        format!(
+            "credentials:\n  keys_dir: {}\n{extra}",
+            self.0.path().display()
+        )
+    }
 }
 
 /// The JWKS a tool finds from the admin port's discovery document.
@@ -408,17 +395,16 @@ async fn discovered_jwks(admin: std::net::SocketAddr) -> String {
 
 #[tokio::test]
 async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agents_token() {
-    let keys = tempfile::tempdir().unwrap();
-    let write_key = |name: &str| {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        std::fs::write(keys.path().join(name), pair.serialize_pem()).unwrap();
-    };
-    write_key("2026-11.pem");
-    let issuer = issuer(&format!(
-        "credentials:\n  keys_dir: {}\n  ttl: 3s\n  rotation_grace: 0s\n  watch_interval: 100ms\n",
-        keys.path().display()
-    ));
-    let Some((leash, envoy, upstream, _dir)) = behind_envoy(&issuer.yaml, &[]).await else {
+    let keys = KeyDir::new();
+    keys.add("2026-11.pem");
+    let issuer = issuer(&keys.yaml("  ttl: 3s\n  rotation_grace: 0s\n  watch_interval: 100ms\n"));
+    let Some(Governed {
+        leash,
+        envoy,
+        upstream,
+        ..
+    }) = governed(&issuer.yaml, &[]).await
+    else {
         return;
     };
 
@@ -465,7 +451,7 @@ async fn through_envoy_the_tool_receives_a_minted_credential_and_never_the_agent
     // while it lives; then the old key leaves the JWKS.
     let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     let old_kid = kid(&first);
-    write_key("2026-12.pem");
+    keys.add("2026-12.pem");
     let mut second = String::new();
     assert!(
         eventually(Duration::from_secs(10), async || {
@@ -514,8 +500,12 @@ async fn through_envoy_a_widening_policy_and_a_failure_to_mint_reach_no_tool() {
     let issuer = issuer("");
     let policy = PolicyDir::new(&[("authz.rego", ASKING_OR_OPEN)]);
     let dir = policy.path_str();
-    let Some((leash, envoy, upstream, _dir)) =
-        behind_envoy(&issuer.yaml, &["--policy", dir.as_str()]).await
+    let Some(Governed {
+        leash,
+        envoy,
+        upstream,
+        ..
+    }) = governed(&issuer.yaml, &["--policy", dir.as_str()]).await
     else {
         return;
     };
@@ -570,13 +560,9 @@ async fn through_envoy_a_widening_policy_and_a_failure_to_mint_reach_no_tool() {
 
 #[tokio::test]
 async fn the_cli_publishes_the_key_directory_and_explains_a_minted_credential() {
-    let keys = tempfile::tempdir().unwrap();
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    std::fs::write(keys.path().join("2026-12.pem"), pair.serialize_pem()).unwrap();
-    let issuer = issuer(&format!(
-        "credentials:\n  keys_dir: {}\n  issuer: https://leash.test\n",
-        keys.path().display()
-    ));
+    let keys = KeyDir::new();
+    keys.add("2026-12.pem");
+    let issuer = issuer(&keys.yaml("  issuer: https://leash.test\n"));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("leash.yaml");
     std::fs::write(&config, &issuer.yaml).unwrap();

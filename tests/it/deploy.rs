@@ -1,6 +1,6 @@
 //! What ships under `deploy/` is checked here: the Kubernetes and Istio manifests
 //! parse (`.ci/run` also validates the Kubernetes ones against the schemas), the
-//! configuration and policy in the ConfigMaps load in leash, every Envoy configuration
+//! configuration and policy in the ConfigMaps load in leash, the pod's Envoy bootstrap
 //! passes `envoy --mode validate`, and the dashboard and alerts name only metrics that
 //! a live leash and a live Envoy export.
 
@@ -123,51 +123,19 @@ fn the_istio_files_parse_and_name_leash_as_a_custom_provider() {
         .expect("the mesh's leash.yaml is a valid configuration");
 }
 
-/// The Envoy configurations leash ships, each as a file.
-fn envoy_configs() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for name in ["envoy.yaml", "envoy-mtls.yaml"] {
-        let path = deploy("envoy").join(name);
-        out.push((name.to_owned(), std::fs::read_to_string(path).unwrap()));
-    }
-    let docs = documents("kubernetes");
-    let pod = configmap(&docs, "envoy-bootstrap")["envoy.yaml"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    out.push(("kubernetes envoy-bootstrap".to_owned(), pod));
-    out
-}
-
+/// The pod's Envoy bootstrap passes `envoy --mode validate` (the two under
+/// deploy/envoy are validated in tests/it/envoy.rs).
 #[test]
-fn every_shipped_envoy_configuration_passes_envoy_validate() {
+fn the_pods_envoy_bootstrap_passes_envoy_validate() {
     let Some(envoy) = common::envoy::require_envoy() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    // The mTLS bootstrap reads its certificates from /etc/envoy/tls: real ones here.
-    let tls = dir.path().join("tls");
-    std::fs::create_dir(&tls).unwrap();
-    let ca = common::pki::Ca::new("agents");
-    let server = ca.server();
-    std::fs::write(tls.join("server.pem"), &server.cert).unwrap();
-    std::fs::write(tls.join("server-key.pem"), &server.key).unwrap();
-    std::fs::write(tls.join("agents-ca.pem"), &ca.pem).unwrap();
-    for (name, text) in envoy_configs() {
-        let path = dir.path().join("envoy.yaml");
-        let text = text.replace("/etc/envoy/tls/", &format!("{}/", tls.display()));
-        std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(&envoy)
-            .args(["--mode", "validate", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let docs = documents("kubernetes");
+    let pod = configmap(&docs, "envoy-bootstrap")["envoy.yaml"]
+        .as_str()
+        .unwrap();
+    if let Err(refused) = common::envoy::validate(&envoy, pod) {
+        panic!("the envoy-bootstrap ConfigMap: {refused}");
     }
 }
 

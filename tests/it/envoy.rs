@@ -278,20 +278,12 @@ fn the_shipped_bootstraps_validate() {
         ] {
             assert!(shipped.contains(setting), "{bootstrap} lacks {setting}");
         }
-        let path = dir.path().join(bootstrap);
         let tls = format!("{}/", dir.path().display());
-        std::fs::write(&path, shipped.replace("/etc/envoy/tls/", &tls)).unwrap();
-        let out = std::process::Command::new(&binary)
-            .args(["--mode", "validate", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{bootstrap}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(refused) =
+            common::envoy::validate(&binary, &shipped.replace("/etc/envoy/tls/", &tls))
+        {
+            panic!("{bootstrap}: {refused}");
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::envoy::Governed;
 use common::keys::{bearer, claims, jwks, signing_key};
 use common::{Leash, LeashProcess, PolicyDir, eventually, is_allowed, reason, request};
 use jsonwebtoken::Algorithm;
@@ -61,38 +62,10 @@ impl Issuer {
     }
 }
 
-/// `leash serve` on its embedded library, trusting `issuer`, behind a real Envoy on
-/// the shipped bootstrap; `None` (a skip) where Envoy is missing outside CI.
-struct Governed {
-    leash: LeashProcess,
-    envoy: common::envoy::Envoy,
-    upstream: common::envoy::Upstream,
-    _dir: tempfile::TempDir,
-}
-
+/// `leash serve` on its embedded library, trusting `issuer` (with `extra_yaml`), behind
+/// a real Envoy on the shipped bootstrap.
 async fn governed(issuer: &Issuer, extra_yaml: &str) -> Option<Governed> {
-    use common::envoy::{Envoy, LeashAddr, Upstream, require_envoy};
-    let envoy_bin = require_envoy()?;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("leash.yaml");
-    std::fs::write(&config, format!("{}{extra_yaml}", issuer.yaml)).unwrap();
-    let leash = LeashProcess::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        "tokens.mode=required",
-        "--set",
-        "response.reason_header=x-leash-reason",
-    ])
-    .await;
-    let upstream = Upstream::start().await;
-    let envoy = Envoy::start(&envoy_bin, &LeashAddr::Tcp(leash.grpc), upstream.addr).await;
-    Some(Governed {
-        leash,
-        envoy,
-        upstream,
-        _dir: dir,
-    })
+    common::envoy::governed(&format!("{}{extra_yaml}", issuer.yaml), &[]).await
 }
 
 fn call(token: &str, task: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
