@@ -228,17 +228,9 @@ async fn the_agents_token_anywhere_the_tool_could_read_it_is_refused_while_minti
     assert_eq!(set_header(&resp, "authorization"), None);
 }
 
-/// Mints when the request's `x-ask` header (JSON) says how.
-const ASKING: &str = r#"package envoy.authz
-import rego.v1
-default allow := false
-allow := {"allowed": true, "mint": json.unmarshal(input.attributes.request.http.headers["x-ask"])}
-"#;
-
-#[tokio::test]
-async fn a_policy_may_narrow_the_credential_but_never_widen_it() {
-    let issuer = issuer("");
-    let policy = PolicyDir::new(&[("authz.rego", ASKING)]);
+/// leash in process, trusting `issuer` and serving `rego` as its policy.
+async fn serving(issuer: &Issuer, rego: &str) -> (Leash, PolicyDir) {
+    let policy = PolicyDir::new(&[("authz.rego", rego)]);
     let dir = policy.path_str();
     let leash = Leash::start_yaml(
         &issuer.yaml,
@@ -249,6 +241,20 @@ async fn a_policy_may_narrow_the_credential_but_never_widen_it() {
         ],
     )
     .await;
+    (leash, policy)
+}
+
+/// Mints when the request's `x-ask` header (JSON) says how.
+const ASKING: &str = r#"package envoy.authz
+import rego.v1
+default allow := false
+allow := {"allowed": true, "mint": json.unmarshal(input.attributes.request.http.headers["x-ask"])}
+"#;
+
+#[tokio::test]
+async fn a_policy_may_narrow_the_credential_but_never_widen_it() {
+    let issuer = issuer("");
+    let (leash, _policy) = serving(&issuer, ASKING).await;
     let token = issuer.token("a-3");
     let ask = |json: &str| {
         let json = json.to_owned();
@@ -286,18 +292,9 @@ async fn a_policy_may_narrow_the_credential_but_never_widen_it() {
 #[tokio::test]
 async fn a_call_no_credential_can_be_minted_for_is_denied() {
     let issuer = issuer("");
-    let policy = PolicyDir::new(&[(
-        "authz.rego",
+    let (leash, _policy) = serving(
+        &issuer,
         "package envoy.authz\nimport rego.v1\nallow := {\"allowed\": true, \"mint\": {}}\n",
-    )]);
-    let dir = policy.path_str();
-    let leash = Leash::start_yaml(
-        &issuer.yaml,
-        &[
-            ("tokens.mode", "required"),
-            ("policy.dir", dir.as_str()),
-            ("policy.watch_interval", "0s"),
-        ],
     )
     .await;
     // An unauthenticated route: no verified token to mint for, and the request is
