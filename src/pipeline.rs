@@ -366,6 +366,16 @@ impl Pipeline {
                 }
                 match snapshot.standing(&primary, now) {
                     Ok(live) => {
+                        // A rule fired on this session and its pause is being recorded.
+                        if let (Some(behaviour), Some(agent), Some(task)) =
+                            (&self.behaviour, primary.agent, primary.task)
+                            && let Some(why) = behaviour.held(agent, task, now)
+                        {
+                            return deny(
+                                Decision::deny(DenyReason::SessionPaused, why.to_string()),
+                                facts,
+                            );
+                        }
                         self.sight(&primary, &live, now);
                         Some(live)
                     }

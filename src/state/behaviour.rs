@@ -85,7 +85,16 @@ struct Session {
     /// After a rule fires, none fires again for this session before this moment: the
     /// pause it asked for is on its way.
     quiet_until: i64,
+    /// After a rule fires, the session's Checks are refused until this moment, while its
+    /// pause is recorded; then the live context's pause holds.
+    held_until: i64,
+    /// Why: the rule that fired and what it counted.
+    held_for: Option<Arc<str>>,
 }
+
+/// How long a rule's in-memory hold covers the pause it asked for while the updater
+/// records it (milliseconds as a rule, fsync included). A resume within it waits it out.
+pub const HOLD_SECONDS: i64 = 5;
 
 /// How many tools a session remembers; beyond it, new tools are not counted as new.
 const MAX_TOOLS: usize = 256;
@@ -144,6 +153,23 @@ impl Behaviour {
         self.shards.get(i).unwrap_or(first)
     }
 
+    /// Why the session is held, if a rule fired on it less than [`HOLD_SECONDS`] ago:
+    /// the Checks that arrive between a rule firing and its pause being recorded are
+    /// refused too, not only the one that tripped it.
+    pub fn held(&self, agent: &str, task: &str, now: i64) -> Option<Arc<str>> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let shard = self
+            .shard(agent, task)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let session = shard.get(agent).and_then(|tasks| tasks.get(task))?;
+        (now < session.held_until)
+            .then(|| session.held_for.clone())
+            .flatten()
+    }
+
     /// Lets a session's rules fire again at once: the pause the last one asked for
     /// could not be sent.
     pub fn rearm(&self, agent: &str, task: &str) {
@@ -153,6 +179,7 @@ impl Behaviour {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(session) = shard.get_mut(agent).and_then(|t| t.get_mut(task)) {
             session.quiet_until = 0;
+            session.held_until = 0;
         }
     }
 
@@ -281,8 +308,13 @@ impl Behaviour {
                 pause_for: rule.pause_for,
             })
         });
-        if fired.is_some() {
+        if let Some(fired) = &fired {
             session.quiet_until = o.at.saturating_add(self.window);
+            session.held_until = o.at.saturating_add(HOLD_SECONDS);
+            session.held_for = Some(Arc::from(format!(
+                "behaviour rule {:?} paused the session: {}",
+                fired.rule, fired.detail
+            )));
         }
         fired
     }

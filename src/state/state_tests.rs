@@ -445,6 +445,27 @@ mod behaviour {
     }
 
     #[test]
+    fn a_firing_rule_holds_the_session_until_its_pause_is_recorded() {
+        use super::super::behaviour::HOLD_SECONDS;
+        let b = Behaviour::new(vec![rule("denials", Trigger::Denials, 2, 60)], 1000);
+        assert_eq!(b.held("planner", "t1", 1_000), None);
+        b.observe(&call(1_000, 0, None, true));
+        assert_eq!(b.held("planner", "t1", 1_000), None);
+        assert!(b.observe(&call(1_001, 0, None, true)).is_some());
+        // Every Check of the session is refused from now, not only the one that tripped
+        // the rule, while the updater records the pause.
+        let why = b.held("planner", "t1", 1_001).expect("held");
+        assert!(why.contains("behaviour rule \"denials\""), "{why}");
+        assert!(b.held("planner", "t1", 1_001 + HOLD_SECONDS - 1).is_some());
+        assert_eq!(b.held("planner", "t1", 1_001 + HOLD_SECONDS), None);
+        // Other sessions are not held.
+        assert_eq!(b.held("other", "t1", 1_001), None);
+        // A pause that could not be sent lets the rule fire again, and lifts the hold.
+        b.rearm("planner", "t1");
+        assert_eq!(b.held("planner", "t1", 1_001), None);
+    }
+
+    #[test]
     fn a_class_rule_counts_only_its_class_and_sessions_apart() {
         let b = Behaviour::new(vec![rule("destructive", Trigger::Class(2), 2, 600)], 1000);
         assert_eq!(b.observe(&call(0, 1, None, false)), None);
