@@ -78,6 +78,8 @@ impl App {
                 ))),
         );
         warn_about_tokens(&config);
+        let tokens = pipeline.authenticator().clone();
+        metrics.watch_token_cache(move || tokens.cache_stats());
         if let Some(minter) = pipeline.minter() {
             let ring = minter.ring();
             let signer = ring.signer();

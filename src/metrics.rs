@@ -11,22 +11,78 @@
 //! | `leash_decision_log_dropped_total` | counter | |
 //! | `leash_build_info` | gauge | `version` |
 //! | `leash_connections_refused_total` | counter | `port` (grpc, grpc_uds, control, admin) |
-//! | `leash_requests_timed_out_total` | counter | `port` (grpc, grpc_uds, control) |
+//! | `leash_requests_timed_out_total` | counter | `port` (grpc, grpc_uds, control, control_uds) |
+//! | `leash_credentials_minted_total` | counter | |
+//! | `leash_credential_mint_failures_total` | counter | `reason` |
+//! | `leash_credential_key_rotations_total` | counter | |
+//! | `leash_token_cache_hits_total`, `leash_token_cache_misses_total` | counter | |
+//! | `leash_token_cache_entries` | gauge | |
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::decision::DenyReason;
+use crate::token::CacheStats;
+
+/// Reads the verified-token cache's counters when Prometheus scrapes: nothing is
+/// counted twice on the Check path, the cache keeps its own.
+type CacheReader = Box<dyn Fn() -> CacheStats + Send + Sync>;
+
+#[derive(Default, Clone)]
+struct TokenCache(Arc<OnceLock<CacheReader>>);
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCache")
+    }
+}
+
+impl Collector for TokenCache {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.get().map(|read| read()).unwrap_or_default();
+        for (name, help, value) in [
+            (
+                "leash_token_cache_hits",
+                "Checks whose token was found verified in the cache",
+                stats.hits,
+            ),
+            (
+                "leash_token_cache_misses",
+                "Checks whose token was verified afresh",
+                stats.misses,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let entries = ConstGauge::new(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        entries.encode(encoder.encode_descriptor(
+            "leash_token_cache_entries",
+            "Verified tokens held in the cache",
+            None,
+            entries.metric_type(),
+        )?)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
 #[allow(
@@ -104,6 +160,7 @@ pub struct Metrics {
     /// Indexed like [`MINT_FAILURES`].
     mint_failures: Vec<Counter>,
     key_rotations: Counter,
+    token_cache: TokenCache,
 }
 
 /// The denials that count as failures to mint.
@@ -253,6 +310,9 @@ impl Metrics {
             key_rotations.clone(),
         );
 
+        let token_cache = TokenCache::default();
+        registry.register_collector(Box::new(token_cache.clone()));
+
         Self {
             registry,
             allowed,
@@ -267,7 +327,13 @@ impl Metrics {
             credentials_minted,
             mint_failures,
             key_rotations,
+            token_cache,
         }
+    }
+
+    /// Reports the verified-token cache that `read` reads, from now on.
+    pub fn watch_token_cache(&self, read: impl Fn() -> CacheStats + Send + Sync + 'static) {
+        let _ = self.token_cache.0.set(Box::new(read));
     }
 
     /// A credential was minted (`Ok`), or a call was denied for want of one.
@@ -452,6 +518,22 @@ mod tests {
             metrics.decision_counts(),
             (1, 1, vec![("policy.undefined", 1)])
         );
+    }
+
+    #[test]
+    fn the_token_cache_is_read_when_scraped() {
+        let metrics = Metrics::new();
+        let text = metrics.encode();
+        assert!(text.contains("leash_token_cache_hits_total 0"), "{text}");
+        metrics.watch_token_cache(|| CacheStats {
+            hits: 41,
+            misses: 2,
+            entries: 2,
+        });
+        let text = metrics.encode();
+        assert!(text.contains("leash_token_cache_hits_total 41"), "{text}");
+        assert!(text.contains("leash_token_cache_misses_total 2"), "{text}");
+        assert!(text.contains("leash_token_cache_entries 2"), "{text}");
     }
 
     /// The counters are made from the reasons the enum derives, so a new reason is

@@ -26,7 +26,7 @@ pub use dpop::DpopSettings;
 pub use error::TokenError;
 pub use issuer::{HumanRule, Issuer, IssuerConfig, KeySource, TokenKind};
 pub use keys::KeySet;
-pub use verify::{MissingKey, Unverified, VerifiedToken};
+pub use verify::{CacheStats, MissingKey, Unverified, VerifiedToken};
 
 use crate::quote::Quoted;
 use crate::request::{PathAllowances, Target};
@@ -185,6 +185,11 @@ impl Authenticator {
 
     pub fn issuers(&self) -> &[Arc<Issuer>] {
         self.verifier.issuers()
+    }
+
+    /// How the verified-token cache serves.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.verifier.cache_stats()
     }
 
     /// Reads every issuer's JWKS file or URL once, as `serve` does at start: for the

@@ -76,6 +76,14 @@ impl From<TokenError> for Unverified {
 /// repeated token costs no cryptographic digest.
 pub type TokenCache = quick_cache::sync::Cache<Box<str>, Arc<VerifiedToken>>;
 
+/// How the verified-token cache serves, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+}
+
 #[derive(Debug)]
 pub struct Verifier {
     issuers: Vec<Arc<Issuer>>,
@@ -92,6 +100,15 @@ impl Verifier {
 
     pub fn issuers(&self) -> &[Arc<Issuer>] {
         &self.issuers
+    }
+
+    /// The cache's hits, misses and entries so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.cache.hits(),
+            misses: self.cache.misses(),
+            entries: self.cache.len() as u64,
+        }
     }
 
     /// Verifies `raw` at unix time `now`, from the cache when it can.

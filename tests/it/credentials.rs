@@ -181,6 +181,9 @@ async fn a_write_carries_a_credential_minted_for_it_alone() {
         30
     );
     assert_eq!(leash.metric("leash_credentials_minted_total").await, 2.0);
+    // The agent's token was verified once, then found in the cache.
+    assert_eq!(leash.metric("leash_token_cache_misses_total").await, 1.0);
+    assert_eq!(leash.metric("leash_token_cache_hits_total").await, 1.0);
 }
 
 #[tokio::test]
