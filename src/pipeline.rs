@@ -649,7 +649,7 @@ impl Pipeline {
                     );
                 }
                 let approval = Approval {
-                    id: Arc::from(uuid::Uuid::new_v4().to_string()),
+                    id: Arc::from(Binding::request_id(&digest, asked.map(|a| &*a.id))),
                     digest: Arc::from(digest),
                     binding,
                     reason: reason.clone(),

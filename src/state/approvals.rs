@@ -82,6 +82,23 @@ impl Binding {
     }
 
     /// The binding's identity: equal digests, equal actions.
+    /// The id of a new request for the action with `digest`, after the approval
+    /// `previous` for it (decided or expired; `None` for the first): Checks that ask at
+    /// once, before the first request is recorded, name the same approval, the one the
+    /// updater keeps, whatever else changes meanwhile. The next request, once this one is
+    /// decided or expired, gets an id of its own.
+    pub fn request_id(digest: &str, previous: Option<&str>) -> String {
+        let mut h = Sha256::new();
+        for part in [digest, previous.unwrap_or_default()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let hash = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(hash.get(..16).unwrap_or(&[0; 16]));
+        uuid::Uuid::from_bytes(bytes).to_string()
+    }
+
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         for part in [

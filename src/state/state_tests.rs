@@ -393,6 +393,20 @@ fn ended_tasks_are_kept_a_week_then_swept() {
     assert!(swept.task("t1").is_none());
 }
 
+#[test]
+fn requests_for_one_action_share_an_approval_id_until_it_is_decided() {
+    let first = Binding::request_id("digest-a", None);
+    // Two Checks asking at once, before the first request is recorded, name the same
+    // approval, so both agents poll the one the updater keeps.
+    assert_eq!(first, Binding::request_id("digest-a", None));
+    assert_ne!(first, Binding::request_id("digest-b", None));
+    // Once it is decided or expired, the next request has an id of its own.
+    let next = Binding::request_id("digest-a", Some(&first));
+    assert_ne!(next, first);
+    assert_eq!(next, Binding::request_id("digest-a", Some(&first)));
+    assert_eq!(first.len(), 36);
+}
+
 mod behaviour {
     use super::super::behaviour::{Behaviour, Observation, Rule, Trigger};
 

@@ -839,15 +839,39 @@ async fn through_envoy_an_approval_allows_exactly_one_matching_call() {
         "{status_url}"
     );
 
-    // Asked again before anyone decides: the same pending approval.
+    // Asked again before anyone decides, even before the first request is recorded:
+    // the same pending approval.
+    let id_of = |resp: common::envoy::Response| {
+        let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap_or_default();
+        body["approval"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(id_of(delete("a").await), id);
+    // Two calls at once for another action name one approval too.
+    let (one, two) = tokio::join!(delete("c"), delete("c"));
+    let (one, two) = (id_of(one), id_of(two));
+    assert!(!one.is_empty() && one != id);
+    assert_eq!(one, two);
     assert!(
         eventually(Duration::from_secs(5), async || {
-            let again: serde_json::Value =
-                serde_json::from_str(&delete("a").await.body).unwrap_or_default();
-            again["approval"]["id"] == id.as_str()
+            control
+                .list_approvals(ListApprovalsRequest {
+                    status: "pending".into(),
+                })
+                .await
+                .is_ok_and(|r| r.get_ref().approvals.len() == 2)
         })
         .await
     );
+    control
+        .deny(leash::edge::control::proto::DenyRequest {
+            id: one.clone(),
+            reason: "not that one".into(),
+        })
+        .await
+        .unwrap();
     let pending = control
         .list_approvals(ListApprovalsRequest {
             status: "pending".into(),
