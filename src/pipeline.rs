@@ -242,12 +242,7 @@ impl Pipeline {
                     .flatten(),
             })
         });
-        let paused = fired.as_ref().map(|f| {
-            format!(
-                "behaviour rule {:?} paused the session: {}",
-                f.rule, f.detail
-            )
-        });
+        let paused = fired.as_ref().map(|f| f.summary());
         let (rule, reason, pause_for) = match (fired, &verdict.pause) {
             (Some(fired), _) => (Some(fired.rule), fired.detail, fired.pause_for),
             (None, Some(reason)) => (None, reason.clone(), None),
@@ -567,16 +562,16 @@ impl Pipeline {
                 "the verified token names no agent to mint a credential for".into(),
             ));
         };
-        let settings = minter.settings();
-        let replaced: Vec<&str> = std::iter::once(settings.header.as_ref())
-            .chain(settings.remove.iter().map(String::as_str))
-            .collect();
         if call.truncated {
             return Err((
                 DenyReason::MintTokenExposed,
                 "Envoy sent only part of the body: leash cannot tell whether the agent's token is in the rest, which would reach the tool".into(),
             ));
         }
+        let settings = minter.settings();
+        let replaced: Vec<&str> = std::iter::once(settings.header.as_ref())
+            .chain(settings.remove.iter().map(String::as_str))
+            .collect();
         if let Some(exposure) = credential::exposed(call.view, &call.target.path, &replaced) {
             return Err((DenyReason::MintTokenExposed, exposure.to_string()));
         }

@@ -232,15 +232,14 @@ impl Minter {
                 crate::quote::Quoted(&call.resource.name)
             )));
         }
-        let ask = ask.cloned().unwrap_or_default();
-        if let Some(asked) = &ask.audience
+        if let Some(asked) = ask.and_then(|a| a.audience.as_ref())
             && asked != audience
         {
             return Err(MintError::Widening(format!(
                 "the policy asks for audience {asked:?}; this call's credential is for {audience:?} only"
             )));
         }
-        let ttl = match ask.ttl {
+        let ttl = match ask.and_then(|a| a.ttl) {
             Some(0) => {
                 return Err(MintError::Widening(
                     "the policy asks for a lifetime of 0 s".into(),
@@ -254,7 +253,7 @@ impl Minter {
             Some(t) => i64::try_from(t).unwrap_or(ceiling_ttl),
             None => ceiling_ttl,
         };
-        let scope = match &ask.scope {
+        let scope = match ask.and_then(|a| a.scope.as_ref()) {
             None => scope,
             Some(asked) => {
                 if let Some(wider) = asked.iter().find(|s| !covers(&scope, s)) {

@@ -337,7 +337,7 @@ pub fn requested_pause(result: &Value) -> Result<Option<String>, OutcomeError> {
 pub fn requested_approval(result: &Value) -> Result<Option<String>, OutcomeError> {
     let asked = leash_request(result, "require_approval")?;
     let allowed = || match result {
-        Value::Object(o) => o.get(&Value::from("allowed")) == Some(&Value::Bool(true)),
+        Value::Object(o) => allows(o),
         _ => false,
     };
     if asked.is_some() && allowed() {
@@ -361,7 +361,7 @@ pub fn requested_mint(result: &Value) -> Result<Option<MintAsk>, OutcomeError> {
     else {
         return Ok(None);
     };
-    if object.get(&Value::from("allowed")) != Some(&Value::Bool(true)) {
+    if !allows(object) {
         return Err(invalid(
             "`mint` comes with `allowed: true`: a denied call gets no credential",
         ));
@@ -409,6 +409,14 @@ pub fn requested_mint(result: &Value) -> Result<Option<MintAsk>, OutcomeError> {
         }
     }
     Ok(Some(out))
+}
+
+/// Whether a decision object says `allowed: true`, found by walking the keys: a lookup
+/// would allocate the key.
+fn allows(object: &Object) -> bool {
+    object.iter().any(|(k, v)| {
+        matches!(k, Value::String(k) if k.as_ref() == "allowed") && *v == Value::Bool(true)
+    })
 }
 
 /// `<field>: {reason}`: the reason, `None` without the field, an error otherwise.

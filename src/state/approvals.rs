@@ -9,6 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::policy::opa::hex;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
@@ -81,7 +83,6 @@ impl Binding {
         )
     }
 
-    /// The binding's identity: equal digests, equal actions.
     /// The id of a new request for the action with `digest`, after the approval
     /// `previous` for it (decided or expired; `None` for the first): Checks that ask at
     /// once, before the first request is recorded, name the same approval, the one the
@@ -99,6 +100,7 @@ impl Binding {
         uuid::Uuid::from_bytes(bytes).to_string()
     }
 
+    /// The binding's identity: equal digests, equal actions.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         for part in [
@@ -113,10 +115,6 @@ impl Binding {
         }
         hex(&h.finalize())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

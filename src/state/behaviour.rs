@@ -73,6 +73,16 @@ pub struct Fired {
     pub pause_for: Option<i64>,
 }
 
+impl Fired {
+    /// Why the session is paused, as the denial and the log say it.
+    pub fn summary(&self) -> String {
+        format!(
+            "behaviour rule {:?} paused the session: {}",
+            self.rule, self.detail
+        )
+    }
+}
+
 /// Per bucket: read, write, destructive, denials, body bytes.
 type Bucket = [u64; 5];
 
@@ -311,10 +321,7 @@ impl Behaviour {
         if let Some(fired) = &fired {
             session.quiet_until = o.at.saturating_add(self.window);
             session.held_until = o.at.saturating_add(HOLD_SECONDS);
-            session.held_for = Some(Arc::from(format!(
-                "behaviour rule {:?} paused the session: {}",
-                fired.rule, fired.detail
-            )));
+            session.held_for = Some(Arc::from(fired.summary()));
         }
         fired
     }
