@@ -216,7 +216,11 @@ impl App {
         };
         let mut tasks = tokio::task::JoinSet::new();
 
-        tracing::info!(addr = %listeners.grpc.local_addr()?, "ext_authz v3 gRPC listening");
+        tracing::info!(
+            addr = %listeners.grpc.local_addr()?,
+            worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+            "ext_authz v3 gRPC listening"
+        );
         let port = |name, max_message, timeout| GrpcPort {
             name,
             max_message,

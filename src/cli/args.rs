@@ -379,7 +379,7 @@ pub(crate) struct ServeArgs {
     /// Decisions to log: all, deny or off [log.decisions]
     #[arg(long)]
     pub(crate) log_decisions: Option<String>,
-    /// Threads serving Checks; 0 means one per CPU [runtime.worker_threads]
+    /// Threads serving Checks (default 1); 0 means one per CPU [runtime.worker_threads]
     #[arg(long)]
     pub(crate) worker_threads: Option<String>,
 }

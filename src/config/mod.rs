@@ -154,10 +154,19 @@ impl Default for RawListen {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRuntime {
     pub worker_threads: usize,
+}
+
+impl Default for RawRuntime {
+    /// One thread: Envoy sends every Check of a worker over one HTTP/2 connection, and a
+    /// second thread mostly adds the wake-ups that hand each stream between threads
+    /// (BENCHMARKS.md, "One worker thread").
+    fn default() -> Self {
+        Self { worker_threads: 1 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,7 +281,7 @@ impl Default for RawLog {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: ListenConfig,
-    /// Threads serving Checks; `None` means one per CPU.
+    /// Threads serving Checks (1 unless configured); `None` means one per CPU.
     pub worker_threads: Option<NonZeroUsize>,
     pub policy: PolicyConfig,
     pub request: RequestConfig,
