@@ -1,5 +1,6 @@
 //! Who may use the control API: callers that present a bearer token read from a file,
-//! each with a role. Protocol-free: the edge reads the `authorization` header and asks.
+//! or a client certificate whose identity is listed, each with a role. Protocol-free:
+//! the edge reads the `authorization` header and the verified certificate, and asks.
 //!
 //! With no token configured, leash writes a random admin token to a file only its user
 //! can read, once, and keeps using it: `serve` needs no setup and nothing on the host
@@ -61,10 +62,61 @@ pub struct TokenFile {
 
 /// A caller leash knows: a name, a role and the digest of its token.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub role: Role,
+struct Caller {
+    name: String,
+    role: Role,
     digest: [u8; 32],
+}
+
+/// A client certificate identity allowed to call, and its role, as configured: a URI
+/// (a SPIFFE ID, `spiffe://...`) matched against the certificate's URI SANs, or a DNS
+/// name matched against its DNS SANs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertClient {
+    pub name: String,
+    pub identity: String,
+    pub role: Role,
+}
+
+/// What a client certificate, verified against the control port's client CA, names:
+/// its URI and DNS subject alternative names. Never its subject's common name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub uris: Vec<String>,
+    pub dns_names: Vec<String>,
+}
+
+impl ClientIdentity {
+    fn names(&self, client: &CertClient) -> bool {
+        if client.identity.contains("://") {
+            self.uris.contains(&client.identity)
+        } else {
+            self.dns_names
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(&client.identity))
+        }
+    }
+
+    fn describe(&self) -> String {
+        let all: Vec<&str> = self
+            .uris
+            .iter()
+            .chain(&self.dns_names)
+            .map(String::as_str)
+            .collect();
+        if all.is_empty() {
+            "no URI or DNS name".to_owned()
+        } else {
+            all.join(", ")
+        }
+    }
+}
+
+/// Who a call is from, once known, and what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted<'a> {
+    pub name: &'a str,
+    pub role: Role,
 }
 
 /// Why a call is refused.
@@ -74,6 +126,13 @@ pub enum Refusal {
     Missing,
     #[error("the bearer token is not one leash knows")]
     Unknown,
+    #[error(
+        "the client certificate names {names}, which control.clients does not list, and \
+         no bearer token was sent"
+    )]
+    Unlisted { names: String },
+    #[error("the client certificate names more than one of control.clients ({first}, {second})")]
+    Ambiguous { first: String, second: String },
     #[error("{caller} has the role {role}, and this needs {needed}")]
     Forbidden {
         caller: String,
@@ -104,12 +163,18 @@ const MIN_TOKEN_BYTES: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Access {
     callers: Vec<Caller>,
+    clients: Vec<CertClient>,
 }
 
 impl Access {
-    /// Reads every configured token file; with none configured, reads the admin token
-    /// at `admin_file`, writing a new one there first if there is none.
-    pub fn load(configured: &[TokenFile], admin_file: Option<&Path>) -> Result<Self, AccessError> {
+    /// Reads every configured token file; with neither tokens nor certificate clients
+    /// configured, reads the admin token at `admin_file`, writing a new one there first
+    /// if there is none.
+    pub fn load(
+        configured: &[TokenFile],
+        clients: &[CertClient],
+        admin_file: Option<&Path>,
+    ) -> Result<Self, AccessError> {
         let mut callers = Vec::with_capacity(configured.len().max(1));
         for entry in configured {
             callers.push(Caller {
@@ -130,7 +195,7 @@ impl Access {
                 });
             }
         }
-        if callers.is_empty() {
+        if callers.is_empty() && clients.is_empty() {
             let admin_file = admin_file.ok_or(AccessError::NoCredential)?;
             let created = ensure_admin_token(admin_file)?;
             if created {
@@ -148,11 +213,64 @@ impl Access {
                 digest: digest(&read_token(admin_file, Owner::Leash)?),
             });
         }
-        Ok(Self { callers })
+        Ok(Self {
+            callers,
+            clients: clients.to_vec(),
+        })
     }
 
-    /// The caller an `authorization` header value names, if it may do what `needed` may.
-    pub fn authorize(&self, authorization: Option<&str>, needed: Role) -> Result<&Caller, Refusal> {
+    /// The caller a verified client certificate or else an `authorization` header value
+    /// names, if it may do what `needed` may. A listed certificate names the caller
+    /// whatever token comes with it.
+    pub fn authorize(
+        &self,
+        authorization: Option<&str>,
+        certificate: Option<&ClientIdentity>,
+        needed: Role,
+    ) -> Result<Granted<'_>, Refusal> {
+        let by_certificate = match certificate {
+            Some(identity) => self.client(identity)?,
+            None => None,
+        };
+        let granted = match by_certificate {
+            Some(client) => Granted {
+                name: &client.name,
+                role: client.role,
+            },
+            None => match (self.bearer(authorization), certificate) {
+                (Err(Refusal::Missing), Some(identity)) => {
+                    return Err(Refusal::Unlisted {
+                        names: identity.describe(),
+                    });
+                }
+                (found, _) => found?,
+            },
+        };
+        if granted.role.covers(needed) {
+            Ok(granted)
+        } else {
+            Err(Refusal::Forbidden {
+                caller: granted.name.to_owned(),
+                role: granted.role.name(),
+                needed: needed.name(),
+            })
+        }
+    }
+
+    /// The one listed client `identity` names, if any; naming two is refused rather
+    /// than resolved by order.
+    fn client(&self, identity: &ClientIdentity) -> Result<Option<&CertClient>, Refusal> {
+        let mut named = self.clients.iter().filter(|c| identity.names(c));
+        match (named.next(), named.next()) {
+            (Some(first), Some(second)) => Err(Refusal::Ambiguous {
+                first: first.name.clone(),
+                second: second.name.clone(),
+            }),
+            (first, _) => Ok(first),
+        }
+    }
+
+    fn bearer(&self, authorization: Option<&str>) -> Result<Granted<'_>, Refusal> {
         let token = authorization
             .and_then(|h| {
                 h.get(..7)
@@ -173,15 +291,10 @@ impl Access {
             }
         }
         let caller = found.ok_or(Refusal::Unknown)?;
-        if caller.role.covers(needed) {
-            Ok(caller)
-        } else {
-            Err(Refusal::Forbidden {
-                caller: caller.name.clone(),
-                role: caller.role.name(),
-                needed: needed.name(),
-            })
-        }
+        Ok(Granted {
+            name: &caller.name,
+            role: caller.role,
+        })
     }
 }
 
@@ -372,50 +485,51 @@ mod tests {
                     role: Role::Operator,
                 },
             ],
+            &[],
             Some(&dir.path().join("unused")),
         )
         .unwrap();
         let bearer = |t: &str| format!("Bearer {t}");
         assert_eq!(
             access
-                .authorize(Some(&bearer(&viewer)), Role::Viewer)
+                .authorize(Some(&bearer(&viewer)), None, Role::Viewer)
                 .unwrap()
                 .name,
             "dash"
         );
         assert!(matches!(
-            access.authorize(Some(&bearer(&viewer)), Role::Operator),
+            access.authorize(Some(&bearer(&viewer)), None, Role::Operator),
             Err(Refusal::Forbidden { .. })
         ));
         assert_eq!(
             access
-                .authorize(Some(&format!("bearer {operator}")), Role::Operator)
+                .authorize(Some(&format!("bearer {operator}")), None, Role::Operator)
                 .unwrap()
                 .name,
             "ops"
         );
         assert_eq!(
             access
-                .authorize(Some(&bearer(&operator)), Role::Approver)
+                .authorize(Some(&bearer(&operator)), None, Role::Approver)
                 .err()
                 .map(|e| matches!(e, Refusal::Forbidden { .. })),
             Some(true)
         );
         assert_eq!(
-            access.authorize(None, Role::Viewer).err(),
+            access.authorize(None, None, Role::Viewer).err(),
             Some(Refusal::Missing)
         );
         assert_eq!(
-            access.authorize(Some("Bearer "), Role::Viewer).err(),
+            access.authorize(Some("Bearer "), None, Role::Viewer).err(),
             Some(Refusal::Missing)
         );
         assert_eq!(
-            access.authorize(Some(&viewer), Role::Viewer).err(),
+            access.authorize(Some(&viewer), None, Role::Viewer).err(),
             Some(Refusal::Missing)
         );
         assert_eq!(
             access
-                .authorize(Some(&bearer(&"x".repeat(40))), Role::Viewer)
+                .authorize(Some(&bearer(&"x".repeat(40))), None, Role::Viewer)
                 .err(),
             Some(Refusal::Unknown)
         );
@@ -444,7 +558,7 @@ mod tests {
                 role: Role::Admin,
             }];
             assert!(
-                Access::load(&configured, Some(Path::new("/unused"))).is_err(),
+                Access::load(&configured, &[], Some(Path::new("/unused"))).is_err(),
                 "{name}"
             );
         }
@@ -458,7 +572,7 @@ mod tests {
         let theirs = write(dir.path(), "theirs", &"a".repeat(43), 0o600);
         let link = dir.path().join("link.token");
         std::os::unix::fs::symlink(&theirs, &link).unwrap();
-        let err = Access::load(&[], Some(&link)).unwrap_err().to_string();
+        let err = Access::load(&[], &[], Some(&link)).unwrap_err().to_string();
         assert!(err.contains("link"), "{err}");
 
         let fifo = dir.path().join("fifo.token");
@@ -467,18 +581,18 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let err = Access::load(&[], Some(&fifo)).unwrap_err().to_string();
+        let err = Access::load(&[], &[], Some(&fifo)).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
 
         let big = write(dir.path(), "big.token", &"a".repeat(10_000), 0o600);
-        assert!(Access::load(&[], Some(&big)).is_err());
+        assert!(Access::load(&[], &[], Some(&big)).is_err());
         // The operator's own file may be a link (a mounted Secret is one).
         let configured = [TokenFile {
             name: "secret".into(),
             file: link,
             role: Role::Viewer,
         }];
-        assert!(Access::load(&configured, None).is_ok());
+        assert!(Access::load(&configured, &[], None).is_ok());
     }
 
     #[test]
@@ -491,17 +605,17 @@ mod tests {
             file: file.clone(),
             role: Role::Viewer,
         };
-        assert!(Access::load(&[entry("x", &a), entry("y", &b)], None).is_err());
+        assert!(Access::load(&[entry("x", &a), entry("y", &b)], &[], None).is_err());
         let c = write(dir.path(), "c", &"c".repeat(43), 0o600);
-        assert!(Access::load(&[entry("x", &a), entry("x", &c)], None).is_err());
-        assert!(Access::load(&[entry("x", &a), entry("y", &c)], None).is_ok());
+        assert!(Access::load(&[entry("x", &a), entry("x", &c)], &[], None).is_err());
+        assert!(Access::load(&[entry("x", &a), entry("y", &c)], &[], None).is_ok());
     }
 
     #[test]
     fn with_no_token_configured_an_admin_token_is_written_once_for_this_user_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/leash/control.token");
-        let first = Access::load(&[], Some(&path)).unwrap();
+        let first = Access::load(&[], &[], Some(&path)).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(
@@ -511,12 +625,120 @@ mod tests {
         let token = std::fs::read_to_string(&path).unwrap();
         let header = format!("Bearer {}", token.trim());
         assert_eq!(
-            first.authorize(Some(&header), Role::Admin).unwrap().name,
+            first
+                .authorize(Some(&header), None, Role::Admin)
+                .unwrap()
+                .name,
             "admin"
         );
         // A restart reads the same token: `leash ctl` keeps working.
-        let again = Access::load(&[], Some(&path)).unwrap();
-        assert!(again.authorize(Some(&header), Role::Operator).is_ok());
+        let again = Access::load(&[], &[], Some(&path)).unwrap();
+        assert!(again.authorize(Some(&header), None, Role::Operator).is_ok());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+    }
+
+    #[test]
+    fn a_listed_client_certificate_names_its_caller_and_an_unlisted_one_needs_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = "t".repeat(40);
+        let bearer = format!("Bearer {token}");
+        let clients = [
+            CertClient {
+                name: "console".into(),
+                identity: "spiffe://corp/ns/sec/sa/console".into(),
+                role: Role::Approver,
+            },
+            CertClient {
+                name: "ops".into(),
+                identity: "ops.corp.internal".into(),
+                role: Role::Operator,
+            },
+        ];
+        let dash = TokenFile {
+            name: "dash".into(),
+            file: write(dir.path(), "t", &token, 0o600),
+            role: Role::Viewer,
+        };
+        let access = Access::load(&[dash], &clients, None).unwrap();
+        let id = |uris: &[&str], dns: &[&str]| ClientIdentity {
+            uris: uris.iter().map(|u| (*u).to_owned()).collect(),
+            dns_names: dns.iter().map(|d| (*d).to_owned()).collect(),
+        };
+        let console = id(&["spiffe://corp/ns/sec/sa/console"], &[]);
+        let name = |granted: Result<Granted<'_>, Refusal>| granted.map(|g| g.name.to_owned());
+
+        assert_eq!(
+            name(access.authorize(None, Some(&console), Role::Approver)),
+            Ok("console".into())
+        );
+        assert!(matches!(
+            access.authorize(None, Some(&console), Role::Operator),
+            Err(Refusal::Forbidden { .. })
+        ));
+        // A listed certificate names the caller, whatever token comes with it.
+        assert_eq!(
+            name(access.authorize(Some(&bearer), Some(&console), Role::Viewer)),
+            Ok("console".into())
+        );
+        // DNS names match in any case; a URI never matches a DNS name, nor the reverse.
+        assert_eq!(
+            name(access.authorize(None, Some(&id(&[], &["OPS.corp.internal"])), Role::Operator)),
+            Ok("ops".into())
+        );
+        let crossed = id(&["ops.corp.internal"], &["spiffe://corp/ns/sec/sa/console"]);
+        assert!(matches!(
+            access.authorize(None, Some(&crossed), Role::Viewer),
+            Err(Refusal::Unlisted { .. })
+        ));
+        // A longer or shorter name is another name.
+        let near = id(
+            &["spiffe://corp/ns/sec/sa/console/x"],
+            &["x.ops.corp.internal", "ops.corp"],
+        );
+        assert!(matches!(
+            access.authorize(None, Some(&near), Role::Viewer),
+            Err(Refusal::Unlisted { .. })
+        ));
+        // An unlisted certificate leaves it to the bearer token.
+        let other = id(&["spiffe://corp/ns/x/sa/y"], &[]);
+        assert_eq!(
+            name(access.authorize(Some(&bearer), Some(&other), Role::Viewer)),
+            Ok("dash".into())
+        );
+        assert_eq!(
+            access
+                .authorize(
+                    Some(&format!("Bearer {}", "u".repeat(40))),
+                    Some(&other),
+                    Role::Viewer
+                )
+                .err(),
+            Some(Refusal::Unknown)
+        );
+        // A certificate naming two listed clients is refused, not settled by order.
+        let both = id(&["spiffe://corp/ns/sec/sa/console"], &["ops.corp.internal"]);
+        assert!(matches!(
+            access.authorize(Some(&bearer), Some(&both), Role::Viewer),
+            Err(Refusal::Ambiguous { .. })
+        ));
+    }
+
+    #[test]
+    fn with_certificate_clients_listed_no_admin_token_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leash/control.token");
+        let clients = [CertClient {
+            name: "console".into(),
+            identity: "spiffe://corp/console".into(),
+            role: Role::Admin,
+        }];
+        let access = Access::load(&[], &clients, Some(&path)).unwrap();
+        assert!(!path.exists());
+        assert_eq!(
+            access
+                .authorize(Some("Bearer anything"), None, Role::Viewer)
+                .err(),
+            Some(Refusal::Unknown)
+        );
     }
 }

@@ -39,6 +39,8 @@ pub struct App {
     pub authz: Arc<Authz>,
     /// Who may call the control API, when it listens.
     control_access: Option<crate::access::Access>,
+    /// TLS on the control API's TCP port, when configured.
+    control_tls: Option<crate::edge::tls::TlsPort>,
     /// The live context's write side, and what Checks saw for it to record.
     pub updater: Arc<Updater>,
     inbox: Option<Inbox>,
@@ -116,10 +118,18 @@ impl App {
             .then(|| {
                 crate::access::Access::load(
                     &config.control.tokens,
+                    &config.control.clients,
                     config.control.admin_token_file.as_deref(),
                 )
             })
             .transpose()?;
+        let control_tls = match (&config.control.tls, listen.control) {
+            (Some(tls), Some(_)) => Some(
+                crate::edge::tls::TlsPort::load(tls, listen.limits.header_read_timeout)
+                    .context("control.tls")?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             config,
             metrics,
@@ -127,6 +137,7 @@ impl App {
             reloader,
             authz,
             control_access,
+            control_tls,
             updater,
             inbox: Some(inbox),
             audit_rx: Some(audit_rx),
@@ -260,14 +271,41 @@ impl App {
                 &self.config.tokens.settings,
             )));
             if let Some(control) = listeners.control {
-                tracing::info!(addr = %control.local_addr()?, "control API (leash.v1.Control) listening");
-                tasks.spawn(serve::grpc(
-                    slots("control").tcp(control),
-                    routes.clone(),
-                    limits,
-                    port("control", CONTROL_MAX_MESSAGE, CONTROL_TIMEOUT),
-                    stopped(),
-                ));
+                let addr = control.local_addr()?;
+                let incoming = slots("control").tcp(control);
+                let port = port("control", CONTROL_MAX_MESSAGE, CONTROL_TIMEOUT);
+                match self.control_tls.clone() {
+                    Some(tls) => {
+                        tracing::info!(
+                            %addr,
+                            tls = true,
+                            client_certificates = self
+                                .config
+                                .control
+                                .tls
+                                .as_ref()
+                                .is_some_and(|t| t.client_ca_file.is_some()),
+                            "control API (leash.v1.Control) listening"
+                        );
+                        tasks.spawn(serve::grpc(
+                            tls.accept(incoming),
+                            routes.clone(),
+                            limits,
+                            port,
+                            stopped(),
+                        ));
+                    }
+                    None => {
+                        tracing::info!(%addr, "control API (leash.v1.Control) listening");
+                        tasks.spawn(serve::grpc(
+                            incoming,
+                            routes.clone(),
+                            limits,
+                            port,
+                            stopped(),
+                        ));
+                    }
+                }
             }
             if let Some(uds) = listeners.control_uds {
                 let path = self.config.listen.control_uds.clone().unwrap_or_default();

@@ -62,9 +62,22 @@ pub(crate) struct CtlArgs {
     /// The control API's address: host:port, or unix:/path/to/control.sock
     #[arg(long, default_value = "127.0.0.1:9193")]
     pub(crate) addr: String,
-    /// A file holding a control token [default: the admin token `serve` writes]
+    /// A file holding a control token [default: the admin token `serve` writes, unless
+    /// a client certificate is given]
     #[arg(long)]
     pub(crate) token_file: Option<PathBuf>,
+    /// Speak TLS, trusting the control port's certificate if it chains to this CA (PEM)
+    #[arg(long, env = "LEASH_CTL_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) naming the caller, for a port with control.clients
+    #[arg(long, env = "LEASH_CTL_CERT_FILE", requires_all = ["key_file", "ca_file"])]
+    pub(crate) cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(long, env = "LEASH_CTL_KEY_FILE", requires = "cert_file")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// The name the control port's certificate must carry [default: the host of --addr]
+    #[arg(long, requires = "ca_file")]
+    pub(crate) server_name: Option<String>,
     /// Print JSON instead of text
     #[arg(long)]
     pub(crate) json: bool,

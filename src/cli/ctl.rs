@@ -17,38 +17,38 @@ use serde_json::{Value as Json, json};
 use super::args::{CtlArgs, CtlCommand};
 
 pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
-    let token_file = match args.token_file {
-        Some(path) => path,
-        None => leash::access::default_admin_token_file().context(
+    // A client certificate names the caller by itself; a token is read only when one
+    // is named, or when there is no certificate.
+    let token_file = match (&args.token_file, &args.cert_file) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(leash::access::default_admin_token_file().context(
             "no token file: pass --token-file (neither XDG_RUNTIME_DIR nor HOME is set)",
-        )?,
+        )?),
     };
-    let token = std::fs::read_to_string(&token_file).with_context(|| {
-        format!(
-            "cannot read the control token from {}",
-            token_file.display()
-        )
-    })?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.trim())
-        .parse()
-        .with_context(|| format!("{} does not hold a token", token_file.display()))?;
-    let channel = match args.addr.strip_prefix("unix:") {
-        Some(path) => {
-            let path = std::path::PathBuf::from(path);
-            // The URI is not used: every connection goes to the socket.
-            tonic::transport::Endpoint::from_static("http://localhost")
-                .connect_with_connector(UnixConnector(path))
-                .await
+    let bearer: Option<tonic::metadata::MetadataValue<_>> = match token_file {
+        Some(token_file) => {
+            let token = std::fs::read_to_string(&token_file).with_context(|| {
+                format!(
+                    "cannot read the control token from {}",
+                    token_file.display()
+                )
+            })?;
+            Some(
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .with_context(|| format!("{} does not hold a token", token_file.display()))?,
+            )
         }
-        None => {
-            tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
-                .connect()
-                .await
-        }
-    }
-    .with_context(|| format!("cannot reach the control API at {}", args.addr))?;
+        None => None,
+    };
+    let channel = connect(&args)
+        .await
+        .with_context(|| format!("cannot reach the control API at {}", args.addr))?;
     let mut client = ControlClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        req.metadata_mut().insert("authorization", bearer.clone());
+        if let Some(bearer) = &bearer {
+            req.metadata_mut().insert("authorization", bearer.clone());
+        }
         Ok(req)
     });
     let refused = |status: tonic::Status| {
@@ -455,6 +455,110 @@ fn print_reload(reply: &ReloadPolicyResponse) {
         }
     }
     print_policy(reply.policy.as_ref());
+}
+
+/// A channel to the control API: over its Unix socket, over TLS when a CA is given,
+/// else over plain TCP.
+async fn connect(args: &CtlArgs) -> anyhow::Result<tonic::transport::Channel> {
+    // The URI is not used by the connectors: each connection goes where they say.
+    let endpoint = tonic::transport::Endpoint::from_static("http://localhost");
+    if let Some(path) = args.addr.strip_prefix("unix:") {
+        return Ok(endpoint
+            .connect_with_connector(UnixConnector(std::path::PathBuf::from(path)))
+            .await?);
+    }
+    let Some(ca_file) = &args.ca_file else {
+        return Ok(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
+                .connect()
+                .await?,
+        );
+    };
+    let connector = TlsConnector::new(args, ca_file)?;
+    Ok(endpoint.connect_with_connector(connector).await?)
+}
+
+#[derive(Clone)]
+struct TlsConnector {
+    addr: String,
+    name: rustls::pki_types::ServerName<'static>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl TlsConnector {
+    fn new(args: &CtlArgs, ca_file: &std::path::Path) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let pem_certs = |path: &std::path::Path| {
+            CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .with_context(|| format!("cannot read PEM certificates from {}", path.display()))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in pem_certs(ca_file)? {
+            roots
+                .add(ca)
+                .with_context(|| format!("{}: not a CA certificate", ca_file.display()))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let mut config = match (&args.cert_file, &args.key_file) {
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(
+                    pem_certs(cert)?,
+                    PrivateKeyDer::from_pem_file(key).with_context(|| {
+                        format!("cannot read a PEM private key from {}", key.display())
+                    })?,
+                )
+                .context("the client certificate and its key do not go together")?,
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let host = match &args.server_name {
+            Some(name) => name.clone(),
+            None => args
+                .addr
+                .rsplit_once(':')
+                .map_or(args.addr.as_str(), |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        };
+        let name = ServerName::try_from(host.clone())
+            .with_context(|| format!("{host:?} is not a server name: pass --server-name"))?;
+        Ok(Self {
+            addr: args.addr.clone(),
+            name,
+            tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        })
+    }
+}
+
+impl tower_service::Service<http::Uri> for TlsConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(&this.addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = this.tls.connect(this.name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
 }
 
 /// Connects to the control API's Unix socket (`--addr unix:/path`).

@@ -102,8 +102,28 @@ pub struct RawState {
 pub struct RawControl {
     /// Bearer tokens, each read from a file, with the role it grants.
     pub tokens: Vec<RawControlToken>,
-    /// Where the admin token is written and read when `tokens` is empty.
+    /// Where the admin token is written and read when `tokens` and `clients` are empty.
     pub admin_token_file: String,
+    /// TLS on `listen.control`, and the CA client certificates are verified against.
+    pub tls: RawControlTls,
+    /// Client certificate identities allowed to call (needs `tls.client_ca_file`).
+    pub clients: Vec<RawControlClient>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawControlTls {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControlClient {
+    pub name: String,
+    pub identity: String,
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,7 +326,18 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct ControlConfig {
     pub tokens: Vec<crate::access::TokenFile>,
+    pub clients: Vec<crate::access::CertClient>,
     pub admin_token_file: Option<PathBuf>,
+    pub tls: Option<ControlTls>,
+}
+
+/// The control port's certificate and key, and the CA its clients' certificates must
+/// chain to (every client then presents one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// How leash reads a request before anything else.
@@ -431,11 +462,18 @@ impl Config {
         // key is set back to its default and the rest validated again.
         let mut problems = Vec::new();
         loop {
-            let raw: RawConfig =
-                yaml_serde::from_value(doc.clone()).map_err(|err| ConfigError::Parse {
-                    origin: "command line".to_owned(),
-                    message: err.to_string(),
-                })?;
+            let raw: RawConfig = match yaml_serde::from_value(doc.clone()) {
+                Ok(raw) => raw,
+                Err(err) if problems.is_empty() => {
+                    return Err(ConfigError::Parse {
+                        origin: "command line".to_owned(),
+                        message: err.to_string(),
+                    });
+                }
+                // The key set back was one a list entry needs (a client's role): what
+                // was found so far is the report.
+                Err(_) => break,
+            };
             let err = match raw.validate(origin) {
                 Ok(config) if problems.is_empty() => return Ok(config),
                 Ok(_) => break,
@@ -800,11 +838,13 @@ impl RawConfig {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
+            clients: control_clients(&self.control.clients, &invalid)?,
             admin_token_file: if self.control.admin_token_file.is_empty() {
                 crate::access::default_admin_token_file()
             } else {
                 Some(PathBuf::from(&self.control.admin_token_file))
             },
+            tls: control_tls(&self.control, listen.control.is_some(), &invalid)?,
         };
         let state_path = if self.state.path.is_empty() {
             crate::state::store::default_path().ok_or_else(|| {
@@ -841,6 +881,131 @@ impl RawConfig {
 }
 
 /// `behaviour.rules`, checked: each names what it counts, a threshold and a window.
+/// `control.clients`: each with a name, a role and an identity that is a URI (such as
+/// a SPIFFE ID) or a DNS name, no two sharing a name or an identity.
+fn control_clients(
+    raw: &[RawControlClient],
+    invalid: &impl Fn(&str, &str, &str) -> ConfigError,
+) -> Result<Vec<crate::access::CertClient>, ConfigError> {
+    let mut clients: Vec<crate::access::CertClient> = Vec::with_capacity(raw.len());
+    for (i, c) in raw.iter().enumerate() {
+        let key = |field: &str| format!("control.clients[{i}].{field}");
+        let role = crate::access::Role::parse(&c.role).ok_or_else(|| {
+            invalid(
+                &key("role"),
+                &c.role,
+                "use viewer, operator, approver or admin",
+            )
+        })?;
+        if c.name.trim().is_empty() {
+            return Err(invalid(
+                &key("name"),
+                &c.name,
+                "name the client for the log",
+            ));
+        }
+        let uri = c.identity.split_once("://").is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                && !rest.is_empty()
+        });
+        let dns = !c.identity.is_empty()
+            && c.identity.len() <= 253
+            && c.identity.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !(uri || dns) || c.identity.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(invalid(
+                &key("identity"),
+                &c.identity,
+                "use the certificate's URI SAN (such as spiffe://cluster.local/ns/sec/sa/console) \
+                 or its DNS SAN (such as console.sec.svc), exactly: no wildcards",
+            ));
+        }
+        if let Some(twin) = clients
+            .iter()
+            .find(|t| t.name == c.name || t.identity.eq_ignore_ascii_case(&c.identity))
+        {
+            return Err(invalid(
+                &key("identity"),
+                &c.identity,
+                &format!(
+                    "{} already lists this name or identity: each client once",
+                    twin.name
+                ),
+            ));
+        }
+        clients.push(crate::access::CertClient {
+            name: c.name.clone(),
+            identity: c.identity.clone(),
+            role,
+        });
+    }
+    Ok(clients)
+}
+
+/// `control.tls`: a certificate and its key together, a client CA only with them, and
+/// listed clients only with a client CA to verify them.
+fn control_tls(
+    raw: &RawControl,
+    tcp_port: bool,
+    invalid: &impl Fn(&str, &str, &str) -> ConfigError,
+) -> Result<Option<ControlTls>, ConfigError> {
+    let t = &raw.tls;
+    let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+    let tls = match (path(&t.cert_file), path(&t.key_file)) {
+        (Some(cert_file), Some(key_file)) => Some(ControlTls {
+            cert_file,
+            key_file,
+            client_ca_file: path(&t.client_ca_file),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "control.tls.key_file",
+                "",
+                "the certificate needs its key",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "control.tls.cert_file",
+                "",
+                "the key needs its certificate",
+            ));
+        }
+    };
+    if tls.is_none() && !t.client_ca_file.is_empty() {
+        return Err(invalid(
+            "control.tls.client_ca_file",
+            &t.client_ca_file,
+            "client certificates are verified over TLS: set control.tls.cert_file and key_file",
+        ));
+    }
+    if tls.is_some() && !tcp_port {
+        return Err(invalid(
+            "control.tls",
+            &t.cert_file,
+            "TLS serves listen.control, which is off: set it, or leave control.tls empty",
+        ));
+    }
+    let verifies = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    if let (Some(first), false) = (raw.clients.first(), verifies) {
+        return Err(invalid(
+            "control.clients",
+            &first.name,
+            "clients are known by certificates verified against control.tls.client_ca_file: set it",
+        ));
+    }
+    Ok(tls)
+}
+
 fn behaviour_rules(
     raw: &RawBehaviour,
     invalid: &impl Fn(&str, &str, &str) -> ConfigError,

@@ -236,3 +236,66 @@ fn behaviour_rules_are_read_and_mistakes_named() {
         assert!(err.contains(hint), "{err}");
     }
 }
+
+#[test]
+fn control_certificates_and_clients_are_read_and_mistakes_named() {
+    let yaml = "control:\n  tls: { cert_file: /c.pem, key_file: /k.pem, client_ca_file: /ca.pem }\n  clients:\n    - { name: console, identity: \"spiffe://corp/ns/sec/sa/console\", role: approver }\n    - { name: ops, identity: ops.corp.internal, role: operator }\n";
+    let config = Config::from_yaml("test", yaml, &[]).unwrap();
+    let tls = config.control.tls.unwrap();
+    assert_eq!(
+        tls.client_ca_file,
+        Some(std::path::PathBuf::from("/ca.pem"))
+    );
+    assert_eq!(config.control.clients.len(), 2);
+    assert_eq!(
+        config.control.clients[0].role,
+        crate::access::Role::Approver
+    );
+
+    let client = |identity: &str, role: &str| {
+        format!(
+            "control:\n  tls: {{ cert_file: /c.pem, key_file: /k.pem, client_ca_file: /ca.pem }}\n  clients:\n    - {{ name: a, identity: \"{identity}\", role: {role} }}\n"
+        )
+    };
+    let cases = [
+        (client("spiffe://corp/a", "root"), "control.clients[0].role"),
+        // A required field of a list entry is named too, not reported as missing.
+        (
+            "control:\n  tokens:\n    - { name: a, file: /x, role: boss }\n".to_owned(),
+            "control.tokens[0].role",
+        ),
+        (client("*.corp.internal", "viewer"), "no wildcards"),
+        (client("spiffe://", "viewer"), "control.clients[0].identity"),
+        (client("a b", "viewer"), "control.clients[0].identity"),
+        (
+            "control:\n  tls: { cert_file: /c.pem, key_file: /k.pem }\n  clients:\n    - { name: a, identity: a.corp, role: viewer }\n".to_owned(),
+            "client_ca_file: set it",
+        ),
+        (
+            "control:\n  tls: { cert_file: /c.pem }\n".to_owned(),
+            "the certificate needs its key",
+        ),
+        (
+            "control:\n  tls: { client_ca_file: /ca.pem }\n".to_owned(),
+            "control.tls.client_ca_file",
+        ),
+        (
+            "control:\n  tls: { cert_file: /c.pem, key_file: /k.pem, client_ca_file: /ca.pem }\n  clients:\n    - { name: a, identity: a.corp, role: viewer }\n    - { name: b, identity: A.corp, role: admin }\n".to_owned(),
+            "each client once",
+        ),
+    ];
+    for (yaml, hint) in cases {
+        let err = Config::from_yaml("f.yaml", &yaml, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(hint), "{yaml}: {err}");
+    }
+    let off = Config::from_yaml(
+        "f.yaml",
+        "control:\n  tls: { cert_file: /c.pem, key_file: /k.pem }\n",
+        &[("listen.control", String::new())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(off.contains("listen.control, which is off"), "{off}");
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::access::{Access, Refusal, Role};
+use crate::access::{Access, ClientIdentity, Refusal, Role};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyInfo, ReloadOutcome};
 use crate::reload::{Reloader, unix_seconds};
@@ -99,24 +99,30 @@ impl ControlService {
         Ok(Response::new(proto::ChangeResponse { seq }))
     }
 
-    /// The caller's name if its bearer token grants `needed`; else the gRPC refusal
-    /// (nothing has changed yet). Refusals are logged without the token.
+    /// The caller's name if its client certificate or bearer token grants `needed`;
+    /// else the gRPC refusal (nothing has changed yet). Refusals are logged without the
+    /// token.
     fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<String, Status> {
         let header = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        match self.access.authorize(header, needed) {
-            Ok(caller) => Ok(caller.name.clone()),
+        let certificate = request
+            .extensions()
+            .get::<Arc<ClientIdentity>>()
+            .map(|c| &**c);
+        match self.access.authorize(header, certificate, needed) {
+            Ok(caller) => Ok(caller.name.to_owned()),
             Err(refusal) => {
                 tracing::warn!(
                     needed = needed.name(),
                     "control API call refused: {refusal}"
                 );
                 Err(match refusal {
-                    Refusal::Missing | Refusal::Unknown => {
-                        Status::unauthenticated(refusal.to_string())
-                    }
+                    Refusal::Missing
+                    | Refusal::Unknown
+                    | Refusal::Unlisted { .. }
+                    | Refusal::Ambiguous { .. } => Status::unauthenticated(refusal.to_string()),
                     Refusal::Forbidden { .. } => Status::permission_denied(refusal.to_string()),
                 })
             }

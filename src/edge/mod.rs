@@ -14,3 +14,4 @@ pub mod json;
 mod mirror;
 mod protojson;
 pub mod serve;
+pub mod tls;

@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::service::Routes;
 
-use super::bounds::{Budget, Gate};
+use super::bounds::{Budget, Gate, Slotted};
+use super::tls::TlsConn;
+use crate::access::ClientIdentity;
 use crate::config::PortLimits;
 use crate::metrics::Metrics;
 
@@ -35,7 +37,7 @@ pub async fn grpc<IO>(
     port: GrpcPort,
     stop: impl Future<Output = ()>,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Peer + Unpin + Send + 'static,
 {
     let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http.timer(TokioTimer::new())
@@ -43,17 +45,40 @@ pub async fn grpc<IO>(
         .keep_alive_interval(limits.keepalive_interval)
         .keep_alive_timeout(limits.keepalive_timeout);
     let timeout = port.timeout;
-    let service = TowerToHyperService::new(Bounded {
+    let service = Bounded {
         routes: routes.prepare(),
         budget: Budget::new(limits.max_buffered_bytes.get()),
         port: Arc::new(port),
-    });
+        peer: None,
+    };
     let connections = Connections::new(limits.max_connection_age, timeout);
     connections
         .serve(incoming, stop, |io| {
-            http.serve_connection(TokioIo::new(io), service.clone())
+            let service = Bounded {
+                peer: io.client_identity(),
+                ..service.clone()
+            };
+            http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         })
         .await;
+}
+
+/// What a connection knows of its peer beyond its bytes: on a TLS port, the identity
+/// its verified client certificate names.
+pub trait Peer {
+    fn client_identity(&self) -> Option<Arc<ClientIdentity>>;
+}
+
+impl<IO> Peer for Slotted<IO> {
+    fn client_identity(&self) -> Option<Arc<ClientIdentity>> {
+        None
+    }
+}
+
+impl<IO> Peer for TlsConn<IO> {
+    fn client_identity(&self) -> Option<Arc<ClientIdentity>> {
+        self.peer()
+    }
 }
 
 /// Serves `router` over HTTP/1.1 on `incoming` until `stop`. A client must send each
@@ -154,12 +179,14 @@ pub struct GrpcPort {
 
 /// The gRPC routes behind a [`Gate`] on every request body, and answered within the
 /// port's timeout: a stream whose message never completes is ended with
-/// DEADLINE_EXCEEDED (the caller denies) and counted.
+/// DEADLINE_EXCEEDED (the caller denies) and counted. Each request carries its
+/// connection's client identity, when there is one, as an extension.
 #[derive(Debug, Clone)]
 struct Bounded {
     routes: Routes,
     budget: Arc<Budget>,
     port: Arc<GrpcPort>,
+    peer: Option<Arc<ClientIdentity>>,
 }
 
 impl tower_service::Service<http::Request<Incoming>> for Bounded {
@@ -172,9 +199,12 @@ impl tower_service::Service<http::Request<Incoming>> for Bounded {
     }
 
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
-        let req = req.map(|body| {
+        let mut req = req.map(|body| {
             tonic::body::Body::new(Gate::new(body, self.port.max_message, self.budget.clone()))
         });
+        if let Some(peer) = &self.peer {
+            req.extensions_mut().insert(peer.clone());
+        }
         let answer = self.routes.call(req);
         let port = self.port.clone();
         Box::pin(async move {

@@ -560,6 +560,109 @@ async fn ctl_reaches_the_control_api_on_a_unix_socket() {
     has(&stdout(&out), "\"revision\"");
 }
 
+/// With `control.tls` and `control.clients`, the control port speaks only TLS, wants
+/// a client certificate from its CA, and knows callers by the certificate's URI SAN:
+/// a listed operator reloads, a listed viewer reads but may not reload, and a workload
+/// of the same CA that is not listed, a certificate from another CA, a caller with no
+/// certificate and a plain-text caller all get nothing.
+#[tokio::test]
+async fn ctl_calls_the_control_api_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca = common::pki::Ca::new("leash control CA");
+    let server = ca.server();
+    let ca_file = write("ca.pem", &ca.pem);
+    let config = format!(
+        "control:\n  tls: {{ cert_file: {}, key_file: {}, client_ca_file: {ca_file} }}\n  clients:\n    - {{ name: oncall, identity: \"spiffe://corp/ns/sec/sa/oncall\", role: operator }}\n    - {{ name: dash, identity: \"spiffe://corp/ns/sec/sa/dash\", role: viewer }}\n",
+        write("server.pem", &server.cert),
+        write("server.key", &server.key),
+    );
+    let config_file = write("leash.yaml", &config);
+    let identity = |name: &str, issued: &common::pki::Issued| {
+        [
+            "--cert-file".to_owned(),
+            write(&format!("{name}.pem"), &issued.cert),
+            "--key-file".to_owned(),
+            write(&format!("{name}.key"), &issued.key),
+        ]
+    };
+    let oncall = identity("oncall", &ca.workload("spiffe://corp/ns/sec/sa/oncall"));
+    let dash = identity("dash", &ca.workload("spiffe://corp/ns/sec/sa/dash"));
+    let agent = identity("agent", &ca.workload("spiffe://corp/ns/agents/sa/agent"));
+    let forged = identity(
+        "forged",
+        &common::pki::Ca::new("another CA").workload("spiffe://corp/ns/sec/sa/oncall"),
+    );
+    let serving = common::LeashProcess::start(&["--config", &config_file]).await;
+    let addr = serving.control.to_string();
+    let ctl = |tls: &[String], rest: &[&str]| {
+        let mut args: Vec<String> = vec!["ctl".into(), "--addr".into(), addr.clone()];
+        args.extend(tls.iter().cloned());
+        args.extend(rest.iter().map(|s| (*s).to_owned()));
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            leash(&args)
+        })
+    };
+    let with_ca = |id: &[String; 4]| {
+        let mut args = vec!["--ca-file".to_owned(), ca_file.clone()];
+        args.extend(id.iter().cloned());
+        args
+    };
+
+    let out = ctl(&with_ca(&oncall), &["reload"]).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ctl(&with_ca(&dash), &["--json", "status"]).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    has(&stdout(&out), "\"revision\"");
+    let out = ctl(&with_ca(&dash), &["reload"]).await.unwrap();
+    assert!(!out.status.success());
+    has(&stderr(&out), "PermissionDenied");
+    has(&stderr(&out), "dash has the role viewer");
+
+    let out = ctl(&with_ca(&agent), &["status"]).await.unwrap();
+    assert!(!out.status.success());
+    has(&stderr(&out), "Unauthenticated");
+    has(&stderr(&out), "spiffe://corp/ns/agents/sa/agent");
+
+    // A certificate from another CA, or none at all, does not get past the handshake,
+    // even with a token; nor does plain text.
+    let out = ctl(&with_ca(&forged), &["status"]).await.unwrap();
+    assert!(!out.status.success());
+    let token = write("token", &"t".repeat(43));
+    let out = ctl(
+        &[
+            "--ca-file".to_owned(),
+            ca_file.clone(),
+            "--token-file".to_owned(),
+            token.clone(),
+        ],
+        &["status"],
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let out = ctl(&["--token-file".to_owned(), token], &["status"])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        serving
+            .lines()
+            .iter()
+            .any(|l| l.contains("TLS handshake refused")),
+        "refused handshakes are logged"
+    );
+    assert!(
+        !serving.control_token_file().exists(),
+        "with certificate clients listed, no admin token is written"
+    );
+}
+
 /// Kubernetes updates a mounted ConfigMap by pointing `..data` at a new snapshot
 /// folder in one rename; the watcher serves the new policy.
 #[tokio::test]
