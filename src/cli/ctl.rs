@@ -463,9 +463,15 @@ async fn connect(args: &CtlArgs) -> anyhow::Result<tonic::transport::Channel> {
     // The URI is not used by the connectors: each connection goes where they say.
     let endpoint = tonic::transport::Endpoint::from_static("http://localhost");
     if let Some(path) = args.addr.strip_prefix("unix:") {
-        return Ok(endpoint
-            .connect_with_connector(UnixConnector(std::path::PathBuf::from(path)))
-            .await?);
+        let path = std::path::PathBuf::from(path);
+        let unix = tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        return Ok(endpoint.connect_with_connector(unix).await?);
     }
     let Some(ca_file) = &args.ca_file else {
         return Ok(
@@ -474,117 +480,72 @@ async fn connect(args: &CtlArgs) -> anyhow::Result<tonic::transport::Channel> {
                 .await?,
         );
     };
-    let connector = TlsConnector::new(args, ca_file)?;
-    Ok(endpoint.connect_with_connector(connector).await?)
-}
-
-#[derive(Clone)]
-struct TlsConnector {
-    addr: String,
-    name: rustls::pki_types::ServerName<'static>,
-    tls: tokio_rustls::TlsConnector,
-}
-
-impl TlsConnector {
-    fn new(args: &CtlArgs, ca_file: &std::path::Path) -> anyhow::Result<Self> {
-        use rustls::pki_types::pem::PemObject as _;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-        let pem_certs = |path: &std::path::Path| {
-            CertificateDer::pem_file_iter(path)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .with_context(|| format!("cannot read PEM certificates from {}", path.display()))
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in pem_certs(ca_file)? {
-            roots
-                .add(ca)
-                .with_context(|| format!("{}: not a CA certificate", ca_file.display()))?;
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
-        let mut config = match (&args.cert_file, &args.key_file) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(
-                    pem_certs(cert)?,
-                    PrivateKeyDer::from_pem_file(key).with_context(|| {
-                        format!("cannot read a PEM private key from {}", key.display())
-                    })?,
-                )
-                .context("the client certificate and its key do not go together")?,
-            _ => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let host = match &args.server_name {
-            Some(name) => name.clone(),
-            None => args
-                .addr
-                .rsplit_once(':')
-                .map_or(args.addr.as_str(), |(host, _)| host)
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-        };
-        let name = ServerName::try_from(host.clone())
-            .with_context(|| format!("{host:?} is not a server name: pass --server-name"))?;
-        Ok(Self {
-            addr: args.addr.clone(),
-            name,
-            tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
-        })
-    }
-}
-
-impl tower_service::Service<http::Uri> for TlsConnector {
-    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let tcp = tokio::net::TcpStream::connect(&this.addr).await?;
+    let (name, tls) = tls_client(args, ca_file)?;
+    let addr = args.addr.clone();
+    let over_tls = tower::service_fn(move |_: http::Uri| {
+        let (addr, name, tls) = (addr.clone(), name.clone(), tls.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
-            let tls = this.tls.connect(this.name, tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
-        })
-    }
+            let stream = tls.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    Ok(endpoint.connect_with_connector(over_tls).await?)
 }
 
-/// Connects to the control API's Unix socket (`--addr unix:/path`).
-#[derive(Clone)]
-struct UnixConnector(std::path::PathBuf);
-
-impl tower_service::Service<http::Uri> for UnixConnector {
-    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+/// The server name to expect and a TLS client trusting `ca_file`, presenting the
+/// client certificate given.
+fn tls_client(
+    args: &CtlArgs,
+    ca_file: &std::path::Path,
+) -> anyhow::Result<(
+    rustls::pki_types::ServerName<'static>,
+    tokio_rustls::TlsConnector,
+)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let pem_certs = |path: &std::path::Path| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .with_context(|| format!("cannot read PEM certificates from {}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in pem_certs(ca_file)? {
+        roots
+            .add(ca)
+            .with_context(|| format!("{}: not a CA certificate", ca_file.display()))?;
     }
-
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move {
-            Ok(hyper_util::rt::TokioIo::new(
-                tokio::net::UnixStream::connect(path).await?,
-            ))
-        })
-    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(
+                pem_certs(cert)?,
+                PrivateKeyDer::from_pem_file(key).with_context(|| {
+                    format!("cannot read a PEM private key from {}", key.display())
+                })?,
+            )
+            .context("the client certificate and its key do not go together")?,
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let host = match &args.server_name {
+        Some(name) => name.clone(),
+        None => args
+            .addr
+            .rsplit_once(':')
+            .map_or(args.addr.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    };
+    let name = ServerName::try_from(host.clone())
+        .with_context(|| format!("{host:?} is not a server name: pass --server-name"))?;
+    Ok((
+        name,
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+    ))
 }
