@@ -7,10 +7,11 @@ use anyhow::Context as _;
 use leash::edge::control::proto::control_client::ControlClient;
 use leash::edge::control::proto::{
     ApprovalInfo, ApproveRequest, ChangeResponse, ClearRiskSignalRequest, CompleteTaskRequest,
-    DenyRequest, GetTaskRequest, ListApprovalsRequest, ListSessionsRequest, ListTasksRequest,
-    PauseSessionRequest, PolicyStatus, ReloadPolicyRequest, ReloadPolicyResponse,
-    ReportRiskSignalRequest, ResumeSessionRequest, RevokeSubjectRequest, RevokeTokenRequest,
-    SessionInfo, StatusRequest, StatusResponse, TaskInfo, WatchEventsRequest,
+    DenyRequest, GetTaskRequest, ListApprovalsRequest, ListApprovalsResponse, ListSessionsRequest,
+    ListSessionsResponse, ListTasksRequest, ListTasksResponse, PauseSessionRequest, PolicyStatus,
+    ReloadPolicyRequest, ReloadPolicyResponse, ReportRiskSignalRequest, ResumeSessionRequest,
+    RevokeSubjectRequest, RevokeTokenRequest, SessionInfo, StatusRequest, StatusResponse, TaskInfo,
+    WatchEventsRequest,
 };
 use serde_json::{Value as Json, json};
 
@@ -99,19 +100,50 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             return show(args.json, &t, || print_task(&t));
         }
         CtlCommand::Tasks { status } => {
-            let list = client
-                .list_tasks(ListTasksRequest { status })
-                .await
-                .map_err(refused)?
-                .into_inner();
+            let tasks = all_pages(|page_token| {
+                let (mut client, status) = (client.clone(), status.clone());
+                async move {
+                    let page = client
+                        .list_tasks(ListTasksRequest {
+                            status,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.tasks, page.next_page_token))
+                }
+            })
+            .await
+            .map_err(refused)?;
+            let list = ListTasksResponse {
+                tasks,
+                next_page_token: String::new(),
+            };
             return show(args.json, &list, || list.tasks.iter().for_each(print_task));
         }
         CtlCommand::Sessions { agent, task } => {
-            let list = client
-                .list_sessions(ListSessionsRequest { agent, task })
-                .await
-                .map_err(refused)?
-                .into_inner();
+            let sessions = all_pages(|page_token| {
+                let (mut client, agent, task) = (client.clone(), agent.clone(), task.clone());
+                async move {
+                    let page = client
+                        .list_sessions(ListSessionsRequest {
+                            agent,
+                            task,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.sessions, page.next_page_token))
+                }
+            })
+            .await
+            .map_err(refused)?;
+            let list = ListSessionsResponse {
+                sessions,
+                next_page_token: String::new(),
+            };
             return show(args.json, &list, || {
                 list.sessions.iter().for_each(print_session);
             });
@@ -172,11 +204,26 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             }
         }
         CtlCommand::Approvals { status } => {
-            let list = client
-                .list_approvals(ListApprovalsRequest { status })
-                .await
-                .map_err(refused)?
-                .into_inner();
+            let approvals = all_pages(|page_token| {
+                let (mut client, status) = (client.clone(), status.clone());
+                async move {
+                    let page = client
+                        .list_approvals(ListApprovalsRequest {
+                            status,
+                            page_token,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.approvals, page.next_page_token))
+                }
+            })
+            .await
+            .map_err(refused)?;
+            let list = ListApprovalsResponse {
+                approvals,
+                next_page_token: String::new(),
+            };
             return show(args.json, &list, || {
                 list.approvals.iter().for_each(print_approval);
             });
@@ -312,6 +359,25 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints `value` as JSON, or as `text` prints it.
+/// Every entry of a List verb, page after page until the server says there is no
+/// next one.
+async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, tonic::Status>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = fetch(token).await?;
+        all.extend(page);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
+}
+
 fn show(
     json: bool,
     value: &impl serde::Serialize,

@@ -130,6 +130,52 @@ impl ControlService {
     }
 }
 
+/// Entries a List verb returns when the caller names no page size, and at most.
+const DEFAULT_PAGE: usize = 500;
+const MAX_PAGE: usize = 1000;
+
+/// One page of `items` in the order of `key`: those after the key `token` encodes, at
+/// most `size` of them, and the token of the next page (empty on the last). A token is
+/// the last key returned, not a position, so entries that come or go between calls
+/// neither repeat nor hide others.
+fn page<T, K>(
+    mut items: Vec<T>,
+    key: impl Fn(&T) -> K,
+    size: u32,
+    token: &str,
+) -> Result<(Vec<T>, String), Status>
+where
+    K: Ord + serde::Serialize + serde::de::DeserializeOwned,
+{
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let malformed = || Status::invalid_argument("page_token is not one this API returned");
+    items.sort_by_cached_key(&key);
+    let start = if token.is_empty() {
+        0
+    } else {
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
+        let after: K = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+        items.partition_point(|item| key(item) <= after)
+    };
+    let size = match usize::try_from(size).unwrap_or(MAX_PAGE) {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let mut rest = items.split_off(start);
+    let more = rest.len() > size;
+    rest.truncate(size);
+    let next = match rest.last() {
+        Some(last) if more => {
+            let encoded = serde_json::to_vec(&key(last))
+                .map_err(|e| Status::internal(format!("cannot encode a page token: {e}")))?;
+            URL_SAFE_NO_PAD.encode(encoded)
+        }
+        _ => String::new(),
+    };
+    Ok((rest, next))
+}
+
 /// A stream fed by a task through a small channel: when the watcher stops reading,
 /// the task blocks, then ends when the watcher goes away.
 fn async_stream<F, Fut>(produce: F) -> EventStream
@@ -411,15 +457,23 @@ impl Control for ControlService {
         request: Request<proto::ListTasksRequest>,
     ) -> Result<Response<proto::ListTasksResponse>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let status = &request.get_ref().status;
+        let r = request.get_ref();
         let snapshot = self.updater.state().snapshot();
-        let mut tasks: Vec<proto::TaskInfo> = snapshot
+        let tasks: Vec<proto::TaskInfo> = snapshot
             .tasks()
-            .filter(|t| status.is_empty() || t.status.name() == status)
+            .filter(|t| r.status.is_empty() || t.status.name() == r.status)
             .map(task_info)
             .collect();
-        tasks.sort_by(|a, b| (a.first_seen, &a.id).cmp(&(b.first_seen, &b.id)));
-        Ok(Response::new(proto::ListTasksResponse { tasks }))
+        let (tasks, next_page_token) = page(
+            tasks,
+            |t| (t.first_seen, t.id.clone()),
+            r.page_size,
+            &r.page_token,
+        )?;
+        Ok(Response::new(proto::ListTasksResponse {
+            tasks,
+            next_page_token,
+        }))
     }
 
     async fn list_sessions(
@@ -429,14 +483,22 @@ impl Control for ControlService {
         self.authorize(&request, Role::Viewer)?;
         let r = request.get_ref();
         let snapshot = self.updater.state().snapshot();
-        let mut sessions: Vec<proto::SessionInfo> = snapshot
+        let sessions: Vec<proto::SessionInfo> = snapshot
             .sessions()
             .filter(|s| r.agent.is_empty() || *s.agent == *r.agent)
             .filter(|s| r.task.is_empty() || *s.task == *r.task)
             .map(session_info)
             .collect();
-        sessions.sort_by(|a, b| (&a.agent, &a.task).cmp(&(&b.agent, &b.task)));
-        Ok(Response::new(proto::ListSessionsResponse { sessions }))
+        let (sessions, next_page_token) = page(
+            sessions,
+            |s| (s.agent.clone(), s.task.clone()),
+            r.page_size,
+            &r.page_token,
+        )?;
+        Ok(Response::new(proto::ListSessionsResponse {
+            sessions,
+            next_page_token,
+        }))
     }
 
     async fn list_approvals(
@@ -444,22 +506,24 @@ impl Control for ControlService {
         request: Request<proto::ListApprovalsRequest>,
     ) -> Result<Response<proto::ListApprovalsResponse>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let status = &request.get_ref().status;
+        let r = request.get_ref();
         let now = crate::clock::unix_now();
         let snapshot = self.updater.state().snapshot();
-        let mut approvals: Vec<proto::ApprovalInfo> = snapshot
+        let approvals: Vec<proto::ApprovalInfo> = snapshot
             .approvals()
             .map(|a| approval_info(a, now))
-            .filter(|a| status.is_empty() || a.status == *status)
+            .filter(|a| r.status.is_empty() || a.status == r.status)
             .collect();
-        approvals.sort_by(|a, b| {
-            (a.status != "pending", a.requested_at, &a.id).cmp(&(
-                b.status != "pending",
-                b.requested_at,
-                &b.id,
-            ))
-        });
-        Ok(Response::new(proto::ListApprovalsResponse { approvals }))
+        let (approvals, next_page_token) = page(
+            approvals,
+            |a| (a.status != "pending", a.requested_at, a.id.clone()),
+            r.page_size,
+            &r.page_token,
+        )?;
+        Ok(Response::new(proto::ListApprovalsResponse {
+            approvals,
+            next_page_token,
+        }))
     }
 
     async fn approve(
@@ -612,5 +676,46 @@ impl Control for ControlService {
             policy,
             problems,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(items: &[(i64, String)]) -> Vec<&str> {
+        items.iter().map(|(_, id)| id.as_str()).collect()
+    }
+
+    #[test]
+    fn pages_follow_the_last_key_so_changes_between_calls_shift_nothing() {
+        let key = |t: &(i64, String)| t.clone();
+        let items: Vec<(i64, String)> = [(3, "c"), (1, "a"), (2, "b"), (2, "bb"), (4, "d")]
+            .into_iter()
+            .map(|(at, id)| (at, id.to_owned()))
+            .collect();
+        let (first, token) = page(items.clone(), key, 2, "").unwrap();
+        assert_eq!(ids(&first), ["a", "b"]);
+        // "a" ends and "aa" arrives before the next call: neither moves the page.
+        let mut changed: Vec<_> = items.into_iter().filter(|t| t.1 != "a").collect();
+        changed.push((1, "aa".to_owned()));
+        let (second, token) = page(changed.clone(), key, 2, &token).unwrap();
+        assert_eq!(ids(&second), ["bb", "c"]);
+        let (last, token) = page(changed.clone(), key, 2, &token).unwrap();
+        assert_eq!((ids(&last), token.as_str()), (vec!["d"], ""));
+        // Exactly a page's worth left: no empty page after it.
+        let (all, token) = page(changed.clone(), key, 5, "").unwrap();
+        assert_eq!((all.len(), token.as_str()), (5, ""));
+        // No size: the default page; a size past the cap: the cap.
+        let many: Vec<(i64, String)> = (0..1500).map(|i| (i, i.to_string())).collect();
+        assert_eq!(
+            page(many.clone(), key, 0, "").unwrap().0.len(),
+            DEFAULT_PAGE
+        );
+        assert_eq!(page(many, key, u32::MAX, "").unwrap().0.len(), MAX_PAGE);
+        for bad in ["%%%", "bm90IGpzb24", "WyJ4Il0"] {
+            let err = page(changed.clone(), key, 2, bad).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
     }
 }

@@ -226,6 +226,7 @@ async fn each_change_holds_from_the_next_check_and_lifts_as_it_should() {
     let completed = control
         .list_tasks(ListTasksRequest {
             status: "completed".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -243,6 +244,36 @@ async fn each_change_holds_from_the_next_check_and_lifts_as_it_should() {
     assert!(is_allowed(&leash.check(call(&other_task, "t-2")).await));
     let resp = leash.check(call(&fresh, "t-1")).await;
     assert_eq!(reason(&resp).as_deref(), Some("task.completed"));
+
+    // Listed a page at a time: the completed task, then the new one, then no more.
+    let mut control = leash.control_client().await;
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..3 {
+        let page = control
+            .list_tasks(ListTasksRequest {
+                page_size: 1,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.tasks.len() <= 1);
+        listed.extend(page.tasks.into_iter().map(|t| (t.id, t.status)));
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    assert!(page_token.is_empty());
+    assert_eq!(
+        listed,
+        [
+            ("t-1".to_owned(), "completed".to_owned()),
+            ("t-2".to_owned(), "active".to_owned())
+        ]
+    );
 }
 
 #[tokio::test]
@@ -718,6 +749,7 @@ allow := {"allowed": false, "pause": {"reason": "asked to wipe everything"}} if 
         .list_sessions(ListSessionsRequest {
             agent: "planner".into(),
             task: "t-2".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -859,6 +891,7 @@ async fn through_envoy_an_approval_allows_exactly_one_matching_call() {
             control
                 .list_approvals(ListApprovalsRequest {
                     status: "pending".into(),
+                    ..Default::default()
                 })
                 .await
                 .is_ok_and(|r| r.get_ref().approvals.len() == 2)
@@ -875,6 +908,7 @@ async fn through_envoy_an_approval_allows_exactly_one_matching_call() {
     let pending = control
         .list_approvals(ListApprovalsRequest {
             status: "pending".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
