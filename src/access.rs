@@ -68,18 +68,56 @@ struct Caller {
     digest: [u8; 32],
 }
 
-/// A client certificate identity allowed to call, and its role, as configured: a URI
-/// (a SPIFFE ID, `spiffe://...`) matched against the certificate's URI SANs, or a DNS
-/// name matched against its DNS SANs.
+/// A client certificate identity allowed to call, and its role, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertClient {
     pub name: String,
-    pub identity: String,
+    pub identity: Identity,
     pub role: Role,
 }
 
-/// What a client certificate, verified against the control port's client CA, names:
-/// its URI and DNS subject alternative names. Never its subject's common name.
+/// What a listed client's certificate must name, exactly: a URI SAN (a SPIFFE ID,
+/// compared byte for byte) or a DNS SAN (compared in any case). Never a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Uri(String),
+    Dns(String),
+}
+
+impl Identity {
+    /// `scheme://rest` is a URI, a dotted name of letters, digits and hyphens a DNS
+    /// name; anything else (a wildcard, whitespace, an empty part) is neither.
+    pub fn parse(text: &str) -> Option<Self> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'%')
+        };
+        if let Some((scheme, rest)) = text.split_once("://") {
+            let scheme_ok = scheme
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic())
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+            return (scheme_ok && plain(rest)).then(|| Self::Uri(text.to_owned()));
+        }
+        let dns = text.len() <= 253
+            && text.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        dns.then(|| Self::Dns(text.to_ascii_lowercase()))
+    }
+}
+
+/// What a client certificate, verified against the control port's client CA and
+/// issued for client authentication, names: its URI and DNS subject alternative
+/// names. Never its subject's common name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientIdentity {
     pub uris: Vec<String>,
@@ -88,21 +126,20 @@ pub struct ClientIdentity {
 
 impl ClientIdentity {
     fn names(&self, client: &CertClient) -> bool {
-        if client.identity.contains("://") {
-            self.uris.contains(&client.identity)
-        } else {
-            self.dns_names
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(&client.identity))
+        match &client.identity {
+            Identity::Uri(uri) => self.uris.contains(uri),
+            Identity::Dns(name) => self.dns_names.iter().any(|d| d.eq_ignore_ascii_case(name)),
         }
     }
 
+    /// The names, quoted and escaped: they come from a certificate, and must not
+    /// forge a log line.
     fn describe(&self) -> String {
-        let all: Vec<&str> = self
+        let all: Vec<String> = self
             .uris
             .iter()
             .chain(&self.dns_names)
-            .map(String::as_str)
+            .map(|n| format!("{n:?}"))
             .collect();
         if all.is_empty() {
             "no URI or DNS name".to_owned()
@@ -645,12 +682,12 @@ mod tests {
         let clients = [
             CertClient {
                 name: "console".into(),
-                identity: "spiffe://corp/ns/sec/sa/console".into(),
+                identity: Identity::parse("spiffe://corp/ns/sec/sa/console").unwrap(),
                 role: Role::Approver,
             },
             CertClient {
                 name: "ops".into(),
-                identity: "ops.corp.internal".into(),
+                identity: Identity::parse("ops.corp.internal").unwrap(),
                 role: Role::Operator,
             },
         ];
@@ -729,7 +766,7 @@ mod tests {
         let path = dir.path().join("leash/control.token");
         let clients = [CertClient {
             name: "console".into(),
-            identity: "spiffe://corp/console".into(),
+            identity: Identity::parse("spiffe://corp/console").unwrap(),
             role: Role::Admin,
         }];
         let access = Access::load(&[], &clients, Some(&path)).unwrap();
@@ -740,5 +777,40 @@ mod tests {
                 .err(),
             Some(Refusal::Unknown)
         );
+    }
+
+    #[test]
+    fn identities_are_exact_uris_or_dns_names() {
+        use Identity::{Dns, Uri};
+        let parsed = |t: &str| Identity::parse(t);
+        assert_eq!(
+            parsed("spiffe://corp/ns/a/sa/b"),
+            Some(Uri("spiffe://corp/ns/a/sa/b".into()))
+        );
+        assert_eq!(
+            parsed("Console.Sec.svc"),
+            Some(Dns("console.sec.svc".into()))
+        );
+        for bad in [
+            "",
+            "*.corp",
+            "spiffe://corp/*",
+            "spiffe://",
+            "://x",
+            "1x://y",
+            "a b",
+            "spiffe://corp/a b",
+            "spiffe://corp/%2e",
+            "a..b",
+            "a.",
+            "-\n",
+        ] {
+            assert_eq!(parsed(bad), None, "{bad:?}");
+        }
+        let forged = ClientIdentity {
+            uris: vec!["spiffe://x\nINFO forged".into()],
+            dns_names: vec![],
+        };
+        assert!(!forged.describe().contains('\n'));
     }
 }

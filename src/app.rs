@@ -279,12 +279,7 @@ impl App {
                         tracing::info!(
                             %addr,
                             tls = true,
-                            client_certificates = self
-                                .config
-                                .control
-                                .tls
-                                .as_ref()
-                                .is_some_and(|t| t.client_ca_file.is_some()),
+                            client_certificates = tls.verifies_clients(),
                             "control API (leash.v1.Control) listening"
                         );
                         tasks.spawn(serve::grpc(

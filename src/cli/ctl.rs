@@ -529,6 +529,11 @@ async fn connect(args: &CtlArgs) -> anyhow::Result<tonic::transport::Channel> {
     // The URI is not used by the connectors: each connection goes where they say.
     let endpoint = tonic::transport::Endpoint::from_static("http://localhost");
     if let Some(path) = args.addr.strip_prefix("unix:") {
+        anyhow::ensure!(
+            args.ca_file.is_none() && args.cert_file.is_none(),
+            "the control API's Unix socket has no TLS: drop --ca-file and --cert-file, or \
+             call its TCP port with them"
+        );
         let path = std::path::PathBuf::from(path);
         let unix = tower::service_fn(move |_: http::Uri| {
             let path = path.clone();

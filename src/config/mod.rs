@@ -116,6 +116,8 @@ pub struct RawControlTls {
     pub cert_file: String,
     pub key_file: String,
     pub client_ca_file: String,
+    /// PEM certificate revocation lists of the client CA.
+    pub client_crl_files: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,6 +340,7 @@ pub struct ControlTls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub client_ca_file: Option<PathBuf>,
+    pub client_crl_files: Vec<PathBuf>,
 }
 
 /// How leash reads a request before anything else.
@@ -844,7 +847,12 @@ impl RawConfig {
             } else {
                 Some(PathBuf::from(&self.control.admin_token_file))
             },
-            tls: control_tls(&self.control, listen.control.is_some(), &invalid)?,
+            tls: control_tls(
+                &self.control,
+                listen.control.is_some(),
+                listen.control_uds.is_some(),
+                &invalid,
+            )?,
         };
         let state_path = if self.state.path.is_empty() {
             crate::state::store::default_path().ok_or_else(|| {
@@ -880,7 +888,6 @@ impl RawConfig {
     }
 }
 
-/// `behaviour.rules`, checked: each names what it counts, a threshold and a window.
 /// `control.clients`: each with a name, a role and an identity that is a URI (such as
 /// a SPIFFE ID) or a DNS name, no two sharing a name or an identity.
 fn control_clients(
@@ -904,33 +911,17 @@ fn control_clients(
                 "name the client for the log",
             ));
         }
-        let uri = c.identity.split_once("://").is_some_and(|(scheme, rest)| {
-            !scheme.is_empty()
-                && scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-                && !rest.is_empty()
-        });
-        let dns = !c.identity.is_empty()
-            && c.identity.len() <= 253
-            && c.identity.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if !(uri || dns) || c.identity.bytes().any(|b| b.is_ascii_whitespace()) {
-            return Err(invalid(
+        let identity = crate::access::Identity::parse(&c.identity).ok_or_else(|| {
+            invalid(
                 &key("identity"),
                 &c.identity,
                 "use the certificate's URI SAN (such as spiffe://cluster.local/ns/sec/sa/console) \
                  or its DNS SAN (such as console.sec.svc), exactly: no wildcards",
-            ));
-        }
+            )
+        })?;
         if let Some(twin) = clients
             .iter()
-            .find(|t| t.name == c.name || t.identity.eq_ignore_ascii_case(&c.identity))
+            .find(|t| t.name == c.name || t.identity == identity)
         {
             return Err(invalid(
                 &key("identity"),
@@ -943,7 +934,7 @@ fn control_clients(
         }
         clients.push(crate::access::CertClient {
             name: c.name.clone(),
-            identity: c.identity.clone(),
+            identity,
             role,
         });
     }
@@ -955,6 +946,7 @@ fn control_clients(
 fn control_tls(
     raw: &RawControl,
     tcp_port: bool,
+    uds_port: bool,
     invalid: &impl Fn(&str, &str, &str) -> ConfigError,
 ) -> Result<Option<ControlTls>, ConfigError> {
     let t = &raw.tls;
@@ -964,6 +956,7 @@ fn control_tls(
             cert_file,
             key_file,
             client_ca_file: path(&t.client_ca_file),
+            client_crl_files: t.client_crl_files.iter().map(PathBuf::from).collect(),
         }),
         (None, None) => None,
         (Some(_), None) => {
@@ -988,11 +981,26 @@ fn control_tls(
             "client certificates are verified over TLS: set control.tls.cert_file and key_file",
         ));
     }
+    if !t.client_crl_files.is_empty() && t.client_ca_file.is_empty() {
+        return Err(invalid(
+            "control.tls.client_crl_files",
+            "",
+            "revocation lists apply to client certificates: set control.tls.client_ca_file",
+        ));
+    }
     if tls.is_some() && !tcp_port {
         return Err(invalid(
             "control.tls",
             &t.cert_file,
             "TLS serves listen.control, which is off: set it, or leave control.tls empty",
+        ));
+    }
+    if !raw.clients.is_empty() && raw.tokens.is_empty() && uds_port {
+        return Err(invalid(
+            "control.clients",
+            "",
+            "listen.control_uds has no TLS and so no client certificates: with no \
+             control.tokens no caller could use it; list a token too, or turn the socket off",
         ));
     }
     let verifies = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
@@ -1006,6 +1014,7 @@ fn control_tls(
     Ok(tls)
 }
 
+/// `behaviour.rules`, checked: each names what it counts, a threshold and a window.
 fn behaviour_rules(
     raw: &RawBehaviour,
     invalid: &impl Fn(&str, &str, &str) -> ConfigError,

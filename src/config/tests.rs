@@ -298,4 +298,20 @@ fn control_certificates_and_clients_are_read_and_mistakes_named() {
     .unwrap_err()
     .to_string();
     assert!(off.contains("listen.control, which is off"), "{off}");
+    let crl = Config::from_yaml(
+        "f.yaml",
+        "control:\n  tls: { cert_file: /c.pem, key_file: /k.pem, client_crl_files: [/ca.crl] }\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(crl.contains("control.tls.client_crl_files"), "{crl}");
+    let socket = Config::from_yaml(
+        "f.yaml",
+        &client("spiffe://corp/a", "viewer"),
+        &[("listen.control_uds", "/run/leash/control.sock".to_owned())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(socket.contains("list a token too"), "{socket}");
 }

@@ -125,7 +125,7 @@ impl Connections {
     {
         let (stopping, stop_rx) = watch::channel(false);
         let mut open = tokio::task::JoinSet::new();
-        let mut incoming = std::pin::pin!(incoming);
+        let mut incoming = Box::pin(incoming);
         let mut stop = std::pin::pin!(stop);
         loop {
             let accepted = tokio::select! {
@@ -145,6 +145,9 @@ impl Connections {
                 }
             }
         }
+        // No new connection from here on: the listener (and any TLS handshakes still
+        // running behind it) goes now, not after the grace period.
+        drop(incoming);
         let _ = stopping.send(true);
         while open.join_next().await.is_some() {}
     }

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ServerConfig, ServerConnection, WebPkiClientVerifier};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::{
+    NoServerSessionStorage, ServerConfig, ServerConnection, WebPkiClientVerifier,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -46,6 +48,7 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsError {
 pub struct TlsPort {
     acceptor: TlsAcceptor,
     handshake_within: Duration,
+    verifies_clients: bool,
 }
 
 impl std::fmt::Debug for TlsPort {
@@ -78,8 +81,17 @@ impl TlsPort {
                 for ca in certificates(ca_file)? {
                     roots.add(ca).map_err(|e| file_error(ca_file, e))?;
                 }
+                let mut crls = Vec::new();
+                for crl_file in &tls.client_crl_files {
+                    for crl in CertificateRevocationListDer::pem_file_iter(crl_file)
+                        .map_err(|e| file_error(crl_file, e))?
+                    {
+                        crls.push(crl.map_err(|e| file_error(crl_file, e))?);
+                    }
+                }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .with_crls(crls)
                         .build()
                         .map_err(|e| file_error(ca_file, e))?;
                 builder.with_client_cert_verifier(verifier)
@@ -89,10 +101,20 @@ impl TlsPort {
             .with_single_cert(chain, key)
             .map_err(|e| file_error(&tls.cert_file, format!("{e} (does the key match?)")))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
+        // A resumed session would skip verifying the client certificate again: every
+        // connection shows one that is valid now.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             handshake_within,
+            verifies_clients: tls.client_ca_file.is_some(),
         })
+    }
+
+    /// Whether every connection must present a client certificate.
+    pub fn verifies_clients(&self) -> bool {
+        self.verifies_clients
     }
 
     /// The connections of `incoming` that complete a handshake in time, with the
@@ -155,18 +177,29 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The URI and DNS names of the verified client certificate, if one was presented and
-/// has any; `None` otherwise, so the caller must then show a token.
+/// The URI and DNS names of the verified client certificate; none for a certificate
+/// not issued for client authentication (webpki accepts one with no extended key
+/// usage at all, such as a server's), so that it names no caller. `None` when no
+/// certificate was presented or it cannot be read: the caller must then show a token.
 fn client_identity(conn: &ServerConnection) -> Option<ClientIdentity> {
     let leaf = conn.peer_certificates()?.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let names = cert.subject_alternative_name().ok()??;
     let mut identity = ClientIdentity::default();
-    for name in &names.value.general_names {
-        match name {
-            GeneralName::URI(uri) => identity.uris.push((*uri).to_owned()),
-            GeneralName::DNSName(dns) => identity.dns_names.push((*dns).to_owned()),
-            _ => {}
+    let for_clients = cert
+        .extended_key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|eku| eku.value.client_auth);
+    if !for_clients {
+        return Some(identity);
+    }
+    if let Some(names) = cert.subject_alternative_name().ok().flatten() {
+        for name in &names.value.general_names {
+            match name {
+                GeneralName::URI(uri) => identity.uris.push((*uri).to_owned()),
+                GeneralName::DNSName(dns) => identity.dns_names.push((*dns).to_owned()),
+                _ => {}
+            }
         }
     }
     Some(identity)

@@ -2,7 +2,8 @@
 //! server certificate and the JWKS server's, all issued per test run.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 pub struct Ca {
@@ -37,11 +38,51 @@ impl Ca {
         self.issue(params)
     }
 
-    /// An agent's workload certificate with `spiffe` as its URI SAN.
+    /// A workload's client certificate with `spiffe` as its URI SAN.
     pub fn workload(&self, spiffe: &str) -> Issued {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.subject_alt_names = vec![SanType::URI(spiffe.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(params)
+    }
+
+    /// A certificate for the DNS name `dns` with no extended key usage, as many
+    /// servers get: not one issued for clients.
+    pub fn named(&self, dns: &str) -> Issued {
+        self.issue(CertificateParams::new(vec![dns.to_owned()]).unwrap())
+    }
+
+    /// A workload's client certificate with this serial number, to revoke by it.
+    pub fn workload_numbered(&self, spiffe: &str, serial: u64) -> Issued {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(spiffe.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(serial.into());
+        self.issue(params)
+    }
+
+    /// A revocation list, PEM, revoking the certificates with these serial numbers.
+    pub fn crl(&self, serials: &[u64]) -> String {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&serial| rcgen::RevokedCertParams {
+                    serial_number: serial.into(),
+                    revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
     }
 
     fn issue(&self, params: CertificateParams) -> Issued {

@@ -576,8 +576,9 @@ async fn ctl_calls_the_control_api_with_a_client_certificate() {
     let ca = common::pki::Ca::new("leash control CA");
     let server = ca.server();
     let ca_file = write("ca.pem", &ca.pem);
+    let crl_file = write("ca.crl", &ca.crl(&[666]));
     let config = format!(
-        "control:\n  tls: {{ cert_file: {}, key_file: {}, client_ca_file: {ca_file} }}\n  clients:\n    - {{ name: oncall, identity: \"spiffe://corp/ns/sec/sa/oncall\", role: operator }}\n    - {{ name: dash, identity: \"spiffe://corp/ns/sec/sa/dash\", role: viewer }}\n",
+        "control:\n  tls: {{ cert_file: {}, key_file: {}, client_ca_file: {ca_file}, client_crl_files: [{crl_file}] }}\n  clients:\n    - {{ name: oncall, identity: \"spiffe://corp/ns/sec/sa/oncall\", role: operator }}\n    - {{ name: dash, identity: \"spiffe://corp/ns/sec/sa/dash\", role: viewer }}\n    - {{ name: ops, identity: ops.corp.internal, role: operator }}\n",
         write("server.pem", &server.cert),
         write("server.key", &server.key),
     );
@@ -593,6 +594,12 @@ async fn ctl_calls_the_control_api_with_a_client_certificate() {
     let oncall = identity("oncall", &ca.workload("spiffe://corp/ns/sec/sa/oncall"));
     let dash = identity("dash", &ca.workload("spiffe://corp/ns/sec/sa/dash"));
     let agent = identity("agent", &ca.workload("spiffe://corp/ns/agents/sa/agent"));
+    let revoked = identity(
+        "revoked",
+        &ca.workload_numbered("spiffe://corp/ns/sec/sa/oncall", 666),
+    );
+    // A server's certificate for a listed DNS name is not a client certificate.
+    let server_named = identity("server-named", &ca.named("ops.corp.internal"));
     let forged = identity(
         "forged",
         &common::pki::Ca::new("another CA").workload("spiffe://corp/ns/sec/sa/oncall"),
@@ -628,9 +635,22 @@ async fn ctl_calls_the_control_api_with_a_client_certificate() {
     assert!(!out.status.success());
     has(&stderr(&out), "Unauthenticated");
     has(&stderr(&out), "spiffe://corp/ns/agents/sa/agent");
+    let out = ctl(&with_ca(&server_named), &["status"]).await.unwrap();
+    assert!(!out.status.success());
+    has(&stderr(&out), "Unauthenticated");
 
-    // A certificate from another CA, or none at all, does not get past the handshake,
-    // even with a token; nor does plain text.
+    // A revoked certificate, one from another CA, or none at all, does not get past
+    // the handshake, even with a token; nor does plain text.
+    let out = ctl(&with_ca(&revoked), &["status"]).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), async || serving
+            .lines()
+            .iter()
+            .any(|l| l.contains("TLS handshake refused") && l.contains("Revoked")))
+        .await,
+        "the revoked certificate is refused as revoked"
+    );
     let out = ctl(&with_ca(&forged), &["status"]).await.unwrap();
     assert!(!out.status.success());
     let token = write("token", &"t".repeat(43));

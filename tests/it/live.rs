@@ -245,8 +245,18 @@ async fn each_change_holds_from_the_next_check_and_lifts_as_it_should() {
     let resp = leash.check(call(&fresh, "t-1")).await;
     assert_eq!(reason(&resp).as_deref(), Some("task.completed"));
 
-    // Listed a page at a time: the completed task, then the new one, then no more.
+    // Listed a page at a time: the completed task, then the new one (recorded after
+    // its first Check, not during it), then no more.
     let mut control = leash.control_client().await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            control
+                .list_tasks(ListTasksRequest::default())
+                .await
+                .is_ok_and(|r| r.get_ref().tasks.len() == 2)
+        })
+        .await
+    );
     let mut listed = Vec::new();
     let mut page_token = String::new();
     for _ in 0..3 {
