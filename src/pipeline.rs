@@ -411,10 +411,13 @@ impl Pipeline {
                 })
                 .flatten()
         };
-        let binding = if snapshot.no_approvals() {
-            None
-        } else {
-            binding_of()
+        let task = facts
+            .identity
+            .as_ref()
+            .and_then(|i| i.binding.task.as_deref());
+        let binding = match task {
+            Some(task) if snapshot.approvals_on(task) => binding_of(),
+            _ => None,
         };
         let approval = binding
             .as_ref()

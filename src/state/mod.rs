@@ -61,6 +61,9 @@ pub struct Snapshot {
     /// By id, and the latest id by the digest of what it allows.
     approvals: Map<Approval>,
     approval_by_digest: Map<Arc<str>>,
+    /// How many approvals each task has: a Check on a task with none skips working
+    /// out which one applies (hashing its action).
+    approvals_per_task: Map<usize>,
 }
 
 /// Who a verified request speaks for, as the state reads it. Plain strings: the state
@@ -255,10 +258,9 @@ impl Snapshot {
         self.sessions.get(agent).and_then(|s| s.get(task))
     }
 
-    /// Whether no approval was ever asked (or all were swept): a Check then skips
-    /// working out which one applies.
-    pub fn no_approvals(&self) -> bool {
-        self.approvals.is_empty()
+    /// Whether an approval was asked (and not yet swept) for an action of `task`.
+    pub fn approvals_on(&self, task: &str) -> bool {
+        self.approvals_per_task.contains_key(task)
     }
 
     pub fn approval(&self, id: &str) -> Option<&Approval> {
@@ -342,7 +344,14 @@ impl Snapshot {
             Record::Approval(approval) => {
                 self.approval_by_digest
                     .insert(approval.digest.clone(), approval.id.clone());
-                self.approvals.insert(approval.id.clone(), *approval);
+                let task = approval.binding.task.clone();
+                if self
+                    .approvals
+                    .insert(approval.id.clone(), *approval)
+                    .is_none()
+                {
+                    *self.approvals_per_task.entry(task).or_default() += 1;
+                }
             }
             Record::Risk(signal) => {
                 let map = self.risk_of(signal.subject);
@@ -384,6 +393,15 @@ impl Snapshot {
                 if let Some(gone) = self.approvals.remove(*id) {
                     if self.approval_by_digest.get(&*gone.digest) == Some(&gone.id) {
                         self.approval_by_digest.remove(&*gone.digest);
+                    }
+                    let task = &gone.binding.task;
+                    match self.approvals_per_task.get(&**task) {
+                        Some(1) | None => {
+                            self.approvals_per_task.remove(&**task);
+                        }
+                        Some(&n) => {
+                            self.approvals_per_task.insert(task.clone(), n - 1);
+                        }
                     }
                 }
             }

@@ -581,7 +581,31 @@ fn an_approved_approval_can_be_withdrawn_and_asking_has_a_limit() {
         s = applied(&s, changes);
     }
     assert_eq!(s.approvals().count(), ops::MAX_WAITING_PER_SESSION);
+    // Checks on a task look for an approval only while it has one.
+    assert!(s.approvals_on("t1") && !s.approvals_on("t2"));
+    let ids: Vec<Arc<str>> = s.approvals().map(|a| a.id.clone()).collect();
+    let (last, others) = ids.split_last().unwrap();
+    let fewer = applied(
+        &s,
+        others
+            .iter()
+            .map(|id| Change::Delete(Key::approval(id)))
+            .collect(),
+    );
+    assert!(fewer.approvals_on("t1"));
+    let none = applied(&fewer, vec![Change::Delete(Key::approval(last))]);
+    assert!(!none.approvals_on("t1"));
     let s = applied(&s, ops::approve(&s, "a0", 5, 0, "", BY).unwrap());
+    let swept = applied(
+        &s,
+        ids.iter()
+            .map(|id| Change::Delete(Key::approval(id)))
+            .collect(),
+    );
+    assert!(
+        !swept.approvals_on("t1"),
+        "a decision updates, it adds no count"
+    );
     assert!(s.approval("a0").unwrap().usable(1_000));
     let s = applied(
         &s,
