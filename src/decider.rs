@@ -75,6 +75,7 @@ impl Decider {
                     .unwrap_or_else(|_| {
                         refused_use(
                             fallback,
+                            DenyReason::ApprovalUnavailable,
                             "the approval could not be spent: the updater stopped",
                         )
                     })
@@ -104,7 +105,11 @@ impl Decider {
         }
         match &self.approvals {
             Some(updater) => spend(updater, verdict, (self.clock)()),
-            None => refused_use(verdict, "no live context keeps approvals here"),
+            None => refused_use(
+                verdict,
+                DenyReason::ApprovalUnavailable,
+                "no live context keeps approvals here",
+            ),
         }
     }
 
@@ -180,19 +185,116 @@ fn spend(updater: &crate::state::Updater, verdict: Verdict, now: i64) -> Verdict
         Ok(true) => verdict,
         Ok(false) => refused_use(
             verdict,
+            DenyReason::ApprovalRequired,
             &format!("approval {id} was spent, expired or decided otherwise meanwhile"),
         ),
-        Err(err) => refused_use(verdict, &format!("approval {id} could not be spent: {err}")),
+        Err(err) => refused_use(
+            verdict,
+            DenyReason::ApprovalUnavailable,
+            &format!("approval {id} could not be spent: {err}"),
+        ),
     }
 }
 
 /// The allow turned into a denial because its approval's use could not be had.
-fn refused_use(verdict: Verdict, why: &str) -> Verdict {
-    let mut refused = Verdict::new(
-        Decision::deny(DenyReason::ApprovalRequired, why),
-        verdict.revision,
-        verdict.facts,
-    );
+fn refused_use(verdict: Verdict, reason: DenyReason, why: &str) -> Verdict {
+    let mut refused = Verdict::new(Decision::deny(reason, why), verdict.revision, verdict.facts);
     refused.decision_id = verdict.decision_id;
     refused
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::{
+        Approval, ApprovalStatus, Binding, Change, Event, Party, Record, Store, StoreError, Stored,
+        Updater,
+    };
+
+    /// A store that holds one approved approval and then cannot write.
+    #[derive(Debug)]
+    struct Broken(Approval);
+
+    impl Store for Broken {
+        fn load(&self) -> Result<Stored, StoreError> {
+            Ok(Stored {
+                seq: 1,
+                records: vec![Record::Approval(Box::new(self.0.clone()))],
+            })
+        }
+        fn commit(&self, _: &[Change], _: &str, _: i64) -> Result<u64, StoreError> {
+            Err(gone())
+        }
+        fn swap(&self, _: &Record, _: &Record, _: &str, _: i64) -> Result<Option<u64>, StoreError> {
+            Err(gone())
+        }
+        fn changes_since(&self, _: u64) -> Result<Option<Vec<Event>>, StoreError> {
+            Ok(None)
+        }
+        fn describe(&self) -> String {
+            "a broken disk".into()
+        }
+    }
+
+    fn gone() -> StoreError {
+        StoreError::Io(Box::new(redb::Error::Io(std::io::Error::other(
+            "disk gone",
+        ))))
+    }
+
+    fn allowed_on(approval: &str) -> Verdict {
+        let mut verdict = Verdict::new(allow(), None, Facts::default());
+        verdict.spends_approval = Some(Arc::from(approval));
+        verdict
+    }
+
+    fn allow() -> Decision {
+        match crate::policy::outcome::read(&crate::policy::Value::from(true)) {
+            Ok(answer) => Decision::from_policy(answer),
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    #[test]
+    fn an_approval_whose_use_cannot_be_recorded_is_refused_as_unavailable() {
+        let party = Party {
+            issuer: "https://idp",
+            task: "t1",
+            agent: "planner",
+            human: None,
+        };
+        let binding = Binding::http(party, "DELETE", "https://x/repo", b"");
+        let approval = Approval {
+            id: Arc::from("a1"),
+            digest: Arc::from(binding.digest()),
+            binding,
+            reason: String::new(),
+            status: ApprovalStatus::Approved,
+            requested_at: 1_000,
+            expires_at: 2_000,
+            uses_left: 1,
+            decided_by: Some("alice".into()),
+            decided_reason: None,
+        };
+        let (updater, _inbox) = Updater::open(Box::new(Broken(approval))).unwrap();
+        let refused = spend(&updater, allowed_on("a1"), 1_500);
+        assert_eq!(
+            refused.decision.reason(),
+            Some(DenyReason::ApprovalUnavailable)
+        );
+        // The use was not taken: the approval is still there for a retry.
+        assert_eq!(
+            updater
+                .state()
+                .snapshot()
+                .approval("a1")
+                .map(|a| a.uses_left),
+            Some(1)
+        );
+        // One that is gone was lost to another call: the agent must ask again.
+        let lost = spend(&updater, allowed_on("a2"), 1_500);
+        assert_eq!(lost.decision.reason(), Some(DenyReason::ApprovalRequired));
+    }
 }

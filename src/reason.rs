@@ -100,6 +100,9 @@ pub enum DenyReason {
     SessionPaused,
     /// The policy asks a human to approve this very action first.
     ApprovalRequired,
+    /// An approval allows the call, but its use could not be recorded durably (the
+    /// store failed, or nothing keeps approvals here): refused rather than spent twice.
+    ApprovalUnavailable,
     /// A credential was to be minted for the call and could not be: nothing to mint
     /// for, or signing failed. The agent's token is never sent instead.
     MintFailed,
@@ -171,6 +174,7 @@ impl DenyReason {
             Self::TaskRevoked => "task.revoked",
             Self::SessionPaused => "session.paused",
             Self::ApprovalRequired => "approval.required",
+            Self::ApprovalUnavailable => "approval.unavailable",
             Self::MintFailed => "mint.failed",
             Self::MintWidening => "mint.widening",
             Self::MintTokenExposed => "mint.token_exposed",
