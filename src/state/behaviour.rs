@@ -231,7 +231,10 @@ impl Behaviour {
                     !tasks.is_empty()
                 });
                 if count(&shard) >= self.per_shard {
-                    return None;
+                    // Full of live sessions: the one seen longest ago makes room. Not
+                    // counting the new one instead would let an agent escape every rule
+                    // by opening sessions until the table is full.
+                    evict_least_recent(&mut shard);
                 }
             }
             shard
@@ -348,4 +351,21 @@ fn sum(session: &Session, since: i64) -> Bucket {
         }
     }
     total
+}
+
+/// Drops the session of `shard` whose last call is the oldest.
+fn evict_least_recent(shard: &mut Shard) {
+    let oldest = shard
+        .iter()
+        .flat_map(|(agent, tasks)| tasks.iter().map(move |(task, s)| (s.last, agent, task)))
+        .min_by_key(|(last, _, _)| *last)
+        .map(|(_, agent, task)| (agent.clone(), task.clone()));
+    if let Some((agent, task)) = oldest {
+        if let Some(tasks) = shard.get_mut(&agent) {
+            tasks.remove(&task);
+            if tasks.is_empty() {
+                shard.remove(&agent);
+            }
+        }
+    }
 }

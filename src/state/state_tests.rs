@@ -506,6 +506,26 @@ mod behaviour {
         assert!(fired.detail.contains("delete_repo"));
         assert_eq!(b.counts("planner", "t1", 701).tools, 2);
     }
+
+    #[test]
+    fn a_full_table_makes_room_for_a_new_session_rather_than_not_counting_it() {
+        // Room for one session per shard: every new session finds its shard full of
+        // live ones, and is still counted and held to the rules.
+        let b = Behaviour::new(vec![rule("denials", Trigger::Denials, 2, 600)], 1);
+        for i in 0..64 {
+            let filler = format!("filler-{i}");
+            let o = Observation {
+                agent: &filler,
+                ..call(100, 0, None, false)
+            };
+            assert_eq!(b.observe(&o), None);
+        }
+        assert_eq!(b.observe(&call(200, 0, None, true)), None);
+        assert!(
+            b.observe(&call(201, 0, None, true)).is_some(),
+            "the newest session is counted, whatever else is live"
+        );
+    }
 }
 
 #[test]
