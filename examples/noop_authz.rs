@@ -1,11 +1,13 @@
 //! The benchmark's ceiling: an ext_authz server that allows everything, written the
 //! default tonic way (generated server, async trait). `bench/e2e` runs it beside leash.
 //!
-//! `cargo run --release --example noop_authz -- 127.0.0.1:9291 [--leash-answer]`
+//! `cargo run --release --example noop_authz -- 127.0.0.1:9291 [--leash-answer]
+//! [--worker-threads N]`
 //!
 //! With `--leash-answer` it allows with what leash answers the benchmark's governed
 //! request (the three `x-leash-*` headers, `decision_id` and `leash_action` metadata),
-//! so that Envoy's cost of applying that answer shows apart from leash's own.
+//! so that Envoy's cost of applying that answer shows apart from leash's own. With
+//! `--worker-threads 1` it runs on one thread, as leash does by default.
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
@@ -65,24 +67,36 @@ fn leash_answer() -> CheckResponse {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let addr = args
         .next()
         .unwrap_or_else(|| "127.0.0.1:9291".into())
         .parse()?;
-    let answer = match args.next().as_deref() {
-        None => CheckResponse {
-            status: Some(rpc::Status::default()),
-            ..Default::default()
-        },
-        Some("--leash-answer") => leash_answer(),
-        Some(other) => return Err(format!("unknown argument {other:?}").into()),
+    let mut answer = CheckResponse {
+        status: Some(rpc::Status::default()),
+        ..Default::default()
     };
-    tonic::transport::Server::builder()
-        .add_service(AuthorizationServer::new(AllowAll { answer }))
-        .serve(addr)
-        .await?;
+    // tokio's default, as `#[tokio::main]` would: one worker per CPU.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--leash-answer" => answer = leash_answer(),
+            "--worker-threads" => {
+                runtime.worker_threads(
+                    args.next()
+                        .ok_or("--worker-threads needs a number")?
+                        .parse()?,
+                );
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    runtime.enable_all().build()?.block_on(async {
+        tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(AllowAll { answer }))
+            .serve(addr)
+            .await
+    })?;
     Ok(())
 }

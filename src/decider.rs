@@ -196,9 +196,26 @@ fn spend(updater: &crate::state::Updater, verdict: Verdict, now: i64) -> Verdict
     }
 }
 
-/// The allow turned into a denial because its approval's use could not be had.
+/// The allow turned into a denial because its approval's use could not be had. One
+/// that could not be recorded is a 503 with `Retry-After`: the use is still there, and
+/// an agent reads a 403 as final.
 fn refused_use(verdict: Verdict, reason: DenyReason, why: &str) -> Verdict {
-    let mut refused = Verdict::new(Decision::deny(reason, why), verdict.revision, verdict.facts);
+    let decision = match reason {
+        DenyReason::ApprovalUnavailable => Decision::deny_with(
+            reason,
+            crate::decision::DenyResponse {
+                status: crate::decision::HttpStatus::SERVICE_UNAVAILABLE,
+                headers: vec![crate::decision::Header {
+                    name: "retry-after".into(),
+                    value: "1".into(),
+                }],
+                body: String::new(),
+            },
+            why.to_owned(),
+        ),
+        _ => Decision::deny(reason, why),
+    };
+    let mut refused = Verdict::new(decision, verdict.revision, verdict.facts);
     refused.decision_id = verdict.decision_id;
     refused
 }
@@ -284,6 +301,10 @@ mod tests {
             refused.decision.reason(),
             Some(DenyReason::ApprovalUnavailable)
         );
+        match &refused.decision {
+            Decision::Deny(denial) => assert_eq!(denial.response().status.code(), 503),
+            Decision::Allow(_) => panic!("allowed"),
+        }
         // The use was not taken: the approval is still there for a retry.
         assert_eq!(
             updater

@@ -137,6 +137,7 @@ pub struct HttpStatus(u16);
 
 impl HttpStatus {
     pub const FORBIDDEN: Self = Self(403);
+    pub const SERVICE_UNAVAILABLE: Self = Self(503);
 
     /// Every code in `envoy.type.v3.StatusCode` except `Empty` (0).
     pub(crate) const KNOWN: [u16; 56] = [

@@ -358,7 +358,6 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Prints `value` as JSON, or as `text` prints it.
 /// Every entry of a List verb, page after page until the server says there is no
 /// next one.
 async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, tonic::Status>
@@ -378,6 +377,7 @@ where
     }
 }
 
+/// Prints `value` as JSON, or as `text` prints it.
 fn show(
     json: bool,
     value: &impl serde::Serialize,

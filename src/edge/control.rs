@@ -60,6 +60,20 @@ impl ControlService {
         }
     }
 
+    /// Runs `list` over the serving snapshot on the blocking pool: reading a large
+    /// table must not hold up the Checks that share the runtime's thread.
+    async fn listing<T, F>(&self, list: F) -> Result<Response<T>, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Snapshot) -> Result<T, Status> + Send + 'static,
+    {
+        let snapshot = arc_swap::Guard::into_inner(self.updater.state().snapshot());
+        tokio::task::spawn_blocking(move || list(&snapshot))
+            .await
+            .map_err(|_| Status::unavailable("the listing was cut short: leash is stopping"))?
+            .map(Response::new)
+    }
+
     fn trust(&self) -> OwnedTrust {
         OwnedTrust {
             issuers: self.issuers.clone(),
@@ -137,9 +151,9 @@ const MAX_PAGE: usize = 1000;
 /// One page of `items` in the order of `key`: those after the key `token` encodes, at
 /// most `size` of them, and the token of the next page (empty on the last). A token is
 /// the last key returned, not a position, so entries that come or go between calls
-/// neither repeat nor hide others.
+/// neither repeat nor hide others. Only the page is sorted, not every entry.
 fn page<T, K>(
-    mut items: Vec<T>,
+    items: impl Iterator<Item = T>,
     key: impl Fn(&T) -> K,
     size: u32,
     token: &str,
@@ -150,21 +164,25 @@ where
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let malformed = || Status::invalid_argument("page_token is not one this API returned");
-    items.sort_by_cached_key(&key);
-    let start = if token.is_empty() {
-        0
+    let after: Option<K> = if token.is_empty() {
+        None
     } else {
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
-        let after: K = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
-        items.partition_point(|item| key(item) <= after)
+        Some(serde_json::from_slice(&bytes).map_err(|_| malformed())?)
     };
     let size = match usize::try_from(size).unwrap_or(MAX_PAGE) {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     };
-    let mut rest = items.split_off(start);
+    let mut rest: Vec<T> = items
+        .filter(|item| after.as_ref().is_none_or(|after| key(item) > *after))
+        .collect();
     let more = rest.len() > size;
-    rest.truncate(size);
+    if more {
+        rest.select_nth_unstable_by_key(size, &key);
+        rest.truncate(size);
+    }
+    rest.sort_by_cached_key(&key);
     let next = match rest.last() {
         Some(last) if more => {
             let encoded = serde_json::to_vec(&key(last))
@@ -457,23 +475,24 @@ impl Control for ControlService {
         request: Request<proto::ListTasksRequest>,
     ) -> Result<Response<proto::ListTasksResponse>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let r = request.get_ref();
-        let snapshot = self.updater.state().snapshot();
-        let tasks: Vec<proto::TaskInfo> = snapshot
-            .tasks()
-            .filter(|t| r.status.is_empty() || t.status.name() == r.status)
-            .map(task_info)
-            .collect();
-        let (tasks, next_page_token) = page(
-            tasks,
-            |t| (t.first_seen, t.id.clone()),
-            r.page_size,
-            &r.page_token,
-        )?;
-        Ok(Response::new(proto::ListTasksResponse {
-            tasks,
-            next_page_token,
-        }))
+        let r = request.into_inner();
+        self.listing(move |snapshot| {
+            let tasks = snapshot
+                .tasks()
+                .filter(|t| r.status.is_empty() || t.status.name() == r.status)
+                .map(task_info);
+            let (tasks, next_page_token) = page(
+                tasks,
+                |t| (t.first_seen, t.id.clone()),
+                r.page_size,
+                &r.page_token,
+            )?;
+            Ok(proto::ListTasksResponse {
+                tasks,
+                next_page_token,
+            })
+        })
+        .await
     }
 
     async fn list_sessions(
@@ -481,24 +500,25 @@ impl Control for ControlService {
         request: Request<proto::ListSessionsRequest>,
     ) -> Result<Response<proto::ListSessionsResponse>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let r = request.get_ref();
-        let snapshot = self.updater.state().snapshot();
-        let sessions: Vec<proto::SessionInfo> = snapshot
-            .sessions()
-            .filter(|s| r.agent.is_empty() || *s.agent == *r.agent)
-            .filter(|s| r.task.is_empty() || *s.task == *r.task)
-            .map(session_info)
-            .collect();
-        let (sessions, next_page_token) = page(
-            sessions,
-            |s| (s.agent.clone(), s.task.clone()),
-            r.page_size,
-            &r.page_token,
-        )?;
-        Ok(Response::new(proto::ListSessionsResponse {
-            sessions,
-            next_page_token,
-        }))
+        let r = request.into_inner();
+        self.listing(move |snapshot| {
+            let sessions = snapshot
+                .sessions()
+                .filter(|s| r.agent.is_empty() || *s.agent == *r.agent)
+                .filter(|s| r.task.is_empty() || *s.task == *r.task)
+                .map(session_info);
+            let (sessions, next_page_token) = page(
+                sessions,
+                |s| (s.agent.clone(), s.task.clone()),
+                r.page_size,
+                &r.page_token,
+            )?;
+            Ok(proto::ListSessionsResponse {
+                sessions,
+                next_page_token,
+            })
+        })
+        .await
     }
 
     async fn list_approvals(
@@ -506,24 +526,27 @@ impl Control for ControlService {
         request: Request<proto::ListApprovalsRequest>,
     ) -> Result<Response<proto::ListApprovalsResponse>, Status> {
         self.authorize(&request, Role::Viewer)?;
-        let r = request.get_ref();
+        let r = request.into_inner();
         let now = crate::clock::unix_now();
-        let snapshot = self.updater.state().snapshot();
-        let approvals: Vec<proto::ApprovalInfo> = snapshot
-            .approvals()
-            .map(|a| approval_info(a, now))
-            .filter(|a| r.status.is_empty() || a.status == r.status)
-            .collect();
-        let (approvals, next_page_token) = page(
-            approvals,
-            |a| (a.status != "pending", a.requested_at, a.id.clone()),
-            r.page_size,
-            &r.page_token,
-        )?;
-        Ok(Response::new(proto::ListApprovalsResponse {
-            approvals,
-            next_page_token,
-        }))
+        self.listing(move |snapshot| {
+            let approvals = snapshot
+                .approvals()
+                .map(|a| approval_info(a, now))
+                .filter(|a| r.status.is_empty() || a.status == r.status);
+            // Ordered by what does not change while an approval is decided, so a page
+            // boundary does not move under one.
+            let (approvals, next_page_token) = page(
+                approvals,
+                |a| (a.requested_at, a.id.clone()),
+                r.page_size,
+                &r.page_token,
+            )?;
+            Ok(proto::ListApprovalsResponse {
+                approvals,
+                next_page_token,
+            })
+        })
+        .await
     }
 
     async fn approve(
@@ -694,27 +717,30 @@ mod tests {
             .into_iter()
             .map(|(at, id)| (at, id.to_owned()))
             .collect();
-        let (first, token) = page(items.clone(), key, 2, "").unwrap();
+        let (first, token) = page(items.clone().into_iter(), key, 2, "").unwrap();
         assert_eq!(ids(&first), ["a", "b"]);
         // "a" ends and "aa" arrives before the next call: neither moves the page.
         let mut changed: Vec<_> = items.into_iter().filter(|t| t.1 != "a").collect();
         changed.push((1, "aa".to_owned()));
-        let (second, token) = page(changed.clone(), key, 2, &token).unwrap();
+        let (second, token) = page(changed.clone().into_iter(), key, 2, &token).unwrap();
         assert_eq!(ids(&second), ["bb", "c"]);
-        let (last, token) = page(changed.clone(), key, 2, &token).unwrap();
+        let (last, token) = page(changed.clone().into_iter(), key, 2, &token).unwrap();
         assert_eq!((ids(&last), token.as_str()), (vec!["d"], ""));
         // Exactly a page's worth left: no empty page after it.
-        let (all, token) = page(changed.clone(), key, 5, "").unwrap();
+        let (all, token) = page(changed.clone().into_iter(), key, 5, "").unwrap();
         assert_eq!((all.len(), token.as_str()), (5, ""));
         // No size: the default page; a size past the cap: the cap.
         let many: Vec<(i64, String)> = (0..1500).map(|i| (i, i.to_string())).collect();
         assert_eq!(
-            page(many.clone(), key, 0, "").unwrap().0.len(),
+            page(many.clone().into_iter(), key, 0, "").unwrap().0.len(),
             DEFAULT_PAGE
         );
-        assert_eq!(page(many, key, u32::MAX, "").unwrap().0.len(), MAX_PAGE);
+        assert_eq!(
+            page(many.into_iter(), key, u32::MAX, "").unwrap().0.len(),
+            MAX_PAGE
+        );
         for bad in ["%%%", "bm90IGpzb24", "WyJ4Il0"] {
-            let err = page(changed.clone(), key, 2, bad).unwrap_err();
+            let err = page(changed.clone().into_iter(), key, 2, bad).unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
         }
     }

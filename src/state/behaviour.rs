@@ -230,11 +230,11 @@ impl Behaviour {
                     tasks.retain(|_, s| s.last > idle);
                     !tasks.is_empty()
                 });
-                if count(&shard) >= self.per_shard {
-                    // Full of live sessions: the one seen longest ago makes room. Not
-                    // counting the new one instead would let an agent escape every rule
-                    // by opening sessions until the table is full.
-                    evict_least_recent(&mut shard);
+                // Full of live sessions, one makes room: not counting the new one
+                // would let an agent escape every rule by opening sessions until the
+                // table is full.
+                if count(&shard) >= self.per_shard && !make_room(&mut shard, o.agent, o.at) {
+                    return None;
                 }
             }
             shard
@@ -353,19 +353,88 @@ fn sum(session: &Session, since: i64) -> Bucket {
     total
 }
 
-/// Drops the session of `shard` whose last call is the oldest.
-fn evict_least_recent(shard: &mut Shard) {
-    let oldest = shard
-        .iter()
-        .flat_map(|(agent, tasks)| tasks.iter().map(move |(task, s)| (s.last, agent, task)))
-        .min_by_key(|(last, _, _)| *last)
-        .map(|(_, agent, task)| (agent.clone(), task.clone()));
-    if let Some((agent, task)) = oldest {
-        if let Some(tasks) = shard.get_mut(&agent) {
-            tasks.remove(&task);
-            if tasks.is_empty() {
-                shard.remove(&agent);
-            }
+/// Drops a session from a full `shard` for `agent`'s new one: the least recent of the
+/// agent's own if it has any here, so that an agent opening sessions pushes out only
+/// its own; else the least recent of any. Never one held after a rule fired. False
+/// when every candidate is held.
+fn make_room(shard: &mut Shard, agent: &str, now: i64) -> bool {
+    let own = shard
+        .get_key_value(agent)
+        .filter(|(_, tasks)| !tasks.is_empty());
+    let oldest = match own {
+        Some((agent, tasks)) => least_recent(agent, tasks, now),
+        None => shard
+            .iter()
+            .filter_map(|(agent, tasks)| least_recent(agent, tasks, now))
+            .min_by_key(|(last, _, _)| *last),
+    }
+    .map(|(_, agent, task)| (agent.clone(), task.clone()));
+    let Some((agent, task)) = oldest else {
+        return false;
+    };
+    if let Some(tasks) = shard.get_mut(&agent) {
+        tasks.remove(&task);
+        if tasks.is_empty() {
+            shard.remove(&agent);
         }
+    }
+    true
+}
+
+/// The session of `agent` not held at `now` whose last call is the oldest.
+fn least_recent<'a>(
+    agent: &'a Arc<str>,
+    tasks: &'a HashMap<Arc<str>, Session>,
+    now: i64,
+) -> Option<(i64, &'a Arc<str>, &'a Arc<str>)> {
+    tasks
+        .iter()
+        .filter(|(_, s)| now >= s.held_until)
+        .map(|(task, s)| (s.last, agent, task))
+        .min_by_key(|(last, _, _)| *last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(sessions: &[(&str, &str, i64, i64)]) -> Shard {
+        let mut shard = Shard::default();
+        for &(agent, task, last, held_until) in sessions {
+            shard.entry(Arc::from(agent)).or_default().insert(
+                Arc::from(task),
+                Session {
+                    last,
+                    held_until,
+                    ..Session::default()
+                },
+            );
+        }
+        shard
+    }
+
+    fn has(shard: &Shard, agent: &str, task: &str) -> bool {
+        shard.get(agent).is_some_and(|t| t.contains_key(task))
+    }
+
+    #[test]
+    fn room_is_made_from_the_agents_own_sessions_first_and_never_from_held_ones() {
+        // The newcomer's agent has sessions here: its own oldest goes, not the older
+        // session of another agent.
+        let mut s = shard(&[
+            ("victim", "v", 10, 0),
+            ("mallory", "m1", 20, 0),
+            ("mallory", "m2", 30, 0),
+        ]);
+        assert!(make_room(&mut s, "mallory", 100));
+        assert!(has(&s, "victim", "v") && !has(&s, "mallory", "m1") && has(&s, "mallory", "m2"));
+        // A newcomer with none here takes the oldest of anyone's, skipping a held one.
+        let mut s = shard(&[("a", "held", 10, 200), ("b", "t", 20, 0), ("c", "t", 30, 0)]);
+        assert!(make_room(&mut s, "new", 100));
+        assert!(has(&s, "a", "held") && !has(&s, "b", "t") && has(&s, "c", "t"));
+        // Nothing but held sessions: no room.
+        let mut s = shard(&[("a", "t", 10, 200)]);
+        assert!(!make_room(&mut s, "new", 100));
+        assert!(has(&s, "a", "t"));
     }
 }

@@ -345,12 +345,15 @@ impl Snapshot {
                 self.approval_by_digest
                     .insert(approval.digest.clone(), approval.id.clone());
                 let task = approval.binding.task.clone();
-                if self
-                    .approvals
-                    .insert(approval.id.clone(), *approval)
-                    .is_none()
-                {
-                    *self.approvals_per_task.entry(task).or_default() += 1;
+                let replaced = self.approvals.insert(approval.id.clone(), *approval);
+                // An id names one action, so one task; counted anew only if not.
+                match replaced {
+                    Some(old) if old.binding.task == task => {}
+                    Some(old) => {
+                        self.uncount_approval(&old.binding.task);
+                        *self.approvals_per_task.entry(task).or_default() += 1;
+                    }
+                    None => *self.approvals_per_task.entry(task).or_default() += 1,
                 }
             }
             Record::Risk(signal) => {
@@ -361,6 +364,17 @@ impl Snapshot {
                 let id = signal.id.clone();
                 signals.push(signal);
                 map.insert(id, signals.into());
+            }
+        }
+    }
+
+    fn uncount_approval(&mut self, task: &Arc<str>) {
+        match self.approvals_per_task.get(&**task) {
+            Some(&n) if n > 1 => {
+                self.approvals_per_task.insert(task.clone(), n - 1);
+            }
+            _ => {
+                self.approvals_per_task.remove(&**task);
             }
         }
     }
@@ -394,15 +408,7 @@ impl Snapshot {
                     if self.approval_by_digest.get(&*gone.digest) == Some(&gone.id) {
                         self.approval_by_digest.remove(&*gone.digest);
                     }
-                    let task = &gone.binding.task;
-                    match self.approvals_per_task.get(&**task) {
-                        Some(1) | None => {
-                            self.approvals_per_task.remove(&**task);
-                        }
-                        Some(&n) => {
-                            self.approvals_per_task.insert(task.clone(), n - 1);
-                        }
-                    }
+                    self.uncount_approval(&gone.binding.task);
                 }
             }
             (Table::Tokens, [issuer, jti]) => remove_nested(&mut self.tokens, jti, issuer),

@@ -633,3 +633,36 @@ fn an_approved_approval_can_be_withdrawn_and_asking_has_a_limit() {
     );
     assert!(!s.approval("a0").unwrap().usable(1_000));
 }
+
+#[test]
+fn the_approvals_count_follows_an_approval_that_moves_to_another_task() {
+    let on = |task: &str| {
+        let binding = Binding::http(
+            Party {
+                issuer: "https://idp",
+                task,
+                agent: "planner",
+                human: None,
+            },
+            "DELETE",
+            "https://x/repo",
+            b"",
+        );
+        Change::Put(Record::Approval(Box::new(Approval {
+            id: Arc::from("a1"),
+            digest: Arc::from(binding.digest()),
+            binding,
+            reason: String::new(),
+            status: ApprovalStatus::Pending,
+            requested_at: 1_000,
+            expires_at: 2_000,
+            uses_left: 0,
+            decided_by: None,
+            decided_reason: None,
+        })))
+    };
+    let s = applied(&Snapshot::default(), vec![on("t1"), on("t2")]);
+    assert!(!s.approvals_on("t1") && s.approvals_on("t2"));
+    let s = applied(&s, vec![Change::Delete(Key::approval("a1"))]);
+    assert!(!s.approvals_on("t2"));
+}
