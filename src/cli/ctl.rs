@@ -17,6 +17,27 @@ use serde_json::{Value as Json, json};
 
 use super::args::{CtlArgs, CtlCommand};
 
+/// Every entry of a List verb: page after page, until the server says there is no
+/// next one.
+macro_rules! all_pages {
+    ($client:ident, $verb:ident, $request:expr, $field:ident, $refused:ident) => {{
+        let mut request = $request;
+        let mut all = Vec::new();
+        loop {
+            let page = $client
+                .$verb(request.clone())
+                .await
+                .map_err($refused)?
+                .into_inner();
+            all.extend(page.$field);
+            if page.next_page_token.is_empty() {
+                break all;
+            }
+            request.page_token = page.next_page_token;
+        }
+    }};
+}
+
 pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
     // A client certificate names the caller by itself; a token is read only when one
     // is named, or when there is no certificate.
@@ -100,22 +121,16 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             return show(args.json, &t, || print_task(&t));
         }
         CtlCommand::Tasks { status } => {
-            let tasks = all_pages(|page_token| {
-                let (mut client, status) = (client.clone(), status.clone());
-                async move {
-                    let page = client
-                        .list_tasks(ListTasksRequest {
-                            status,
-                            page_token,
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_inner();
-                    Ok((page.tasks, page.next_page_token))
-                }
-            })
-            .await
-            .map_err(refused)?;
+            let tasks = all_pages!(
+                client,
+                list_tasks,
+                ListTasksRequest {
+                    status,
+                    ..Default::default()
+                },
+                tasks,
+                refused
+            );
             let list = ListTasksResponse {
                 tasks,
                 next_page_token: String::new(),
@@ -123,23 +138,17 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             return show(args.json, &list, || list.tasks.iter().for_each(print_task));
         }
         CtlCommand::Sessions { agent, task } => {
-            let sessions = all_pages(|page_token| {
-                let (mut client, agent, task) = (client.clone(), agent.clone(), task.clone());
-                async move {
-                    let page = client
-                        .list_sessions(ListSessionsRequest {
-                            agent,
-                            task,
-                            page_token,
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_inner();
-                    Ok((page.sessions, page.next_page_token))
-                }
-            })
-            .await
-            .map_err(refused)?;
+            let sessions = all_pages!(
+                client,
+                list_sessions,
+                ListSessionsRequest {
+                    agent,
+                    task,
+                    ..Default::default()
+                },
+                sessions,
+                refused
+            );
             let list = ListSessionsResponse {
                 sessions,
                 next_page_token: String::new(),
@@ -204,22 +213,16 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             }
         }
         CtlCommand::Approvals { status } => {
-            let approvals = all_pages(|page_token| {
-                let (mut client, status) = (client.clone(), status.clone());
-                async move {
-                    let page = client
-                        .list_approvals(ListApprovalsRequest {
-                            status,
-                            page_token,
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_inner();
-                    Ok((page.approvals, page.next_page_token))
-                }
-            })
-            .await
-            .map_err(refused)?;
+            let approvals = all_pages!(
+                client,
+                list_approvals,
+                ListApprovalsRequest {
+                    status,
+                    ..Default::default()
+                },
+                approvals,
+                refused
+            );
             let list = ListApprovalsResponse {
                 approvals,
                 next_page_token: String::new(),
@@ -356,25 +359,6 @@ pub(super) async fn run(args: CtlArgs) -> anyhow::Result<ExitCode> {
             reply.seq
         );
     })
-}
-
-/// Every entry of a List verb, page after page until the server says there is no
-/// next one.
-async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>, tonic::Status>
-where
-    F: FnMut(String) -> Fut,
-    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
-{
-    let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (page, next) = fetch(token).await?;
-        all.extend(page);
-        if next.is_empty() {
-            return Ok(all);
-        }
-        token = next;
-    }
 }
 
 /// Prints `value` as JSON, or as `text` prints it.

@@ -626,6 +626,10 @@ async fn ctl_calls_the_control_api_with_a_client_certificate() {
     let out = ctl(&with_ca(&dash), &["--json", "status"]).await.unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     has(&stdout(&out), "\"revision\"");
+    let out = ctl(&with_ca(&dash), &["--json", "tasks"]).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(listed["tasks"], serde_json::json!([]));
     let out = ctl(&with_ca(&dash), &["reload"]).await.unwrap();
     assert!(!out.status.success());
     has(&stderr(&out), "PermissionDenied");
