@@ -258,9 +258,10 @@ impl Snapshot {
         self.sessions.get(agent).and_then(|s| s.get(task))
     }
 
-    /// Whether an approval was asked (and not yet swept) for an action of `task`.
+    /// Whether an approval was asked (and not yet swept) for an action of `task`. With
+    /// none at all, as on most Checks, the task is not even hashed.
     pub fn approvals_on(&self, task: &str) -> bool {
-        self.approvals_per_task.contains_key(task)
+        !self.approvals_per_task.is_empty() && self.approvals_per_task.contains_key(task)
     }
 
     pub fn approval(&self, id: &str) -> Option<&Approval> {
