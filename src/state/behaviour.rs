@@ -6,9 +6,13 @@
 //! uncontended lock. They restart empty with leash; the pauses they cause are durable
 //! like any other.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+use std::collections::VecDeque;
+use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex};
+
+/// Every Check hashes its session's names here: foldhash, seeded per process, costs a
+/// fraction of SipHash on short names.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What a rule counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +129,7 @@ pub struct Behaviour {
     bucket: i64,
     /// Sessions kept per shard before idle ones are dropped.
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     shards: [Mutex<Shard>; SHARDS],
 }
 
@@ -155,10 +159,8 @@ impl Behaviour {
     }
 
     fn shard(&self, agent: &str, task: &str) -> &Mutex<Shard> {
-        let mut h = self.hasher.build_hasher();
-        agent.hash(&mut h);
-        task.hash(&mut h);
-        let i = usize::try_from(h.finish() % SHARDS as u64).unwrap_or_default();
+        let i = usize::try_from(self.hasher.hash_one((agent, task)) % SHARDS as u64)
+            .unwrap_or_default();
         let [first, ..] = &self.shards;
         self.shards.get(i).unwrap_or(first)
     }

@@ -19,7 +19,6 @@ mod updater;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
-use imbl::HashMap;
 
 pub use approvals::{Approval, ApprovalStatus, Binding, Party};
 pub use record::{Change, DecisionNote, Event, Key, Record, Table, Watched};
@@ -30,7 +29,15 @@ pub use store::{RedbStore, Store, StoreError, Stored};
 pub use tasks::{Task, TaskStatus};
 pub use updater::{Inbox, PauseRequest, Reports, Sighting, UpdateError, Updater};
 
-type Map<V> = HashMap<Arc<str>, V>;
+/// A persistent map by name. Hashed with foldhash, seeded per process: a Check looks up
+/// a dozen names, and SipHash was most of what that cost. The names come from verified
+/// tokens and operators, and a seed the agent cannot see keeps collisions unplannable.
+type Map<V> = imbl::GenericHashMap<
+    Arc<str>,
+    V,
+    foldhash::fast::RandomState,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 /// How long an ended task is kept: far longer than any token bound to it can live,
 /// so that no such token finds the task unrecorded and records it afresh as active.
@@ -218,7 +225,7 @@ impl Snapshot {
     }
 
     pub fn session_count(&self) -> usize {
-        self.sessions.values().map(HashMap::len).sum()
+        self.sessions.values().map(Map::len).sum()
     }
 
     pub fn task(&self, id: &str) -> Option<&Task> {
@@ -288,12 +295,12 @@ impl Snapshot {
     /// How many entries each kind holds: tasks, token revocations, subject revocations,
     /// sessions, risk signals.
     pub fn counts(&self) -> [usize; 5] {
-        let nested = |m: &Map<Map<_>>| m.values().map(HashMap::len).sum::<usize>();
+        let nested = |m: &Map<Map<_>>| m.values().map(Map::len).sum::<usize>();
         [
             self.tasks.len(),
-            self.tokens.values().map(HashMap::len).sum(),
+            self.tokens.values().map(Map::len).sum(),
             self.agents.len() + self.humans.len() + self.workloads.len() + nested(&self.subjects),
-            self.sessions.values().map(HashMap::len).sum(),
+            self.sessions.values().map(Map::len).sum(),
             self.risk
                 .iter()
                 .map(|m| m.values().map(|s| s.len()).sum::<usize>())

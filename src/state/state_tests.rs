@@ -370,6 +370,11 @@ fn ids_no_operator_could_name_are_ungovernable() {
     for good in ["é¡ü", "spiffe://x/y", "\u{a0}", "日本"] {
         assert!(ops::valid_id(good), "{good:?}");
     }
+    // The byte-wise test agrees with `char::is_control` on every character.
+    for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+        let id = format!("a{c}b");
+        assert_eq!(ops::valid_id(&id), !c.is_control(), "{c:?}");
+    }
     let long = "a".repeat(ops::MAX_ID_BYTES + 1);
     let tab = Who {
         task: Some("t\t1"),
