@@ -625,12 +625,12 @@ pub fn decider(
 
 /// Inputs every candidate policy set is evaluated on before it may serve: built from
 /// real CheckRequests by the pipeline's own steps, with the agent context of a
-/// request that carries no token.
+/// request that carries no token, with and without a live context.
 pub fn warmup_inputs(config: &Config) -> Vec<Value> {
     ingress::sample_requests()
         .into_iter()
         .filter_map(|req| crate::view::RequestView::try_from(req).ok())
-        .filter_map(|view| {
+        .flat_map(|view| {
             pipeline::warmup_input(&view, &config.request, &config.mcp_routes, &config.actions)
         })
         .collect()

@@ -42,9 +42,284 @@ pub struct CheckReport {
     pub verdict: Verdict,
 }
 
+/// What `leash check --context` takes to be live when the request arrives, said of the
+/// request's own names, as an operator, a detector or the agent's earlier calls would
+/// have made it. The task and the agent's session on it are recorded, as after their
+/// first Check.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssumedContext {
+    /// The task's status: active (the default), completed or revoked.
+    pub task: Option<String>,
+    /// The agent's session on the task is paused, for this reason.
+    pub paused: Option<String>,
+    /// Which of the request's names are revoked: token, agent, human, workload, subject.
+    pub revoked: Vec<String>,
+    /// A live risk signal about the request's agent, human, workload or task, by score.
+    pub risk: std::collections::BTreeMap<String, u32>,
+    /// The session's calls within the behaviour window, before this one.
+    pub counters: AssumedCounters,
+    /// The file it was read from, for errors.
+    #[serde(skip)]
+    pub file: String,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssumedCounters {
+    pub read: u64,
+    pub write: u64,
+    pub destructive: u64,
+    pub denials: u64,
+    pub body_bytes: u64,
+    /// Distinct tools called.
+    pub tools: u64,
+}
+
+/// The most calls `--context` replays into the behaviour counters.
+const MAX_ASSUMED_CALLS: u64 = 100_000;
+
+impl AssumedContext {
+    /// Reads `text` (YAML or JSON) from `file`.
+    pub fn parse(file: &str, text: &str) -> Result<Self, CliError> {
+        if text.trim().is_empty() {
+            return Ok(Self {
+                file: file.to_owned(),
+                ..Self::default()
+            });
+        }
+        let mut assumed: Self = yaml_serde::from_str(text).map_err(|e| CliError::Input {
+            file: file.to_owned(),
+            message: e.to_string(),
+        })?;
+        assumed.file = file.to_owned();
+        Ok(assumed)
+    }
+
+    /// The live context this describes for `identity` at `now`, built with the control
+    /// API's own operations, so what they refuse is refused here too.
+    fn snapshot(
+        &self,
+        identity: &crate::token::Identity,
+        workload: Option<&str>,
+        now: i64,
+    ) -> Result<crate::state::Snapshot, String> {
+        use crate::state::ops::{self, By, Report, Subject, Trust};
+        use crate::state::{Change, Record, Session, Task, TaskStatus};
+        let claims = &identity.token.claims;
+        let issuer = identity.token.issuer.config.issuer.clone();
+        let issuers = [issuer.clone()];
+        let trust = Trust {
+            issuers: &issuers,
+            longest: 0,
+            leeway: 0,
+        };
+        let by = By {
+            caller: "leash check --context",
+            now,
+        };
+        let task = identity.binding.task.clone();
+        let agent = claims.agent.clone();
+        let mut snapshot = crate::state::Snapshot::default();
+        fn apply(snapshot: &mut crate::state::Snapshot, changes: Vec<Change>) {
+            for change in &changes {
+                snapshot.apply(change);
+            }
+        }
+        if let Some(task) = &task {
+            apply(
+                &mut snapshot,
+                vec![Change::Put(Record::Task(Task {
+                    id: task.clone(),
+                    human: claims.human.clone(),
+                    agents: agent.iter().cloned().collect(),
+                    status: TaskStatus::Active,
+                    first_seen: now,
+                    ended: None,
+                    ended_by: None,
+                    end_reason: None,
+                }))],
+            );
+            if let Some(agent) = &agent {
+                apply(
+                    &mut snapshot,
+                    vec![Change::Put(Record::Session(Session {
+                        agent: agent.clone(),
+                        task: task.clone(),
+                        first_seen: now,
+                        pause: None,
+                    }))],
+                );
+            }
+        }
+        let need = |name: Option<&str>, what: &str| {
+            name.map(str::to_owned)
+                .ok_or_else(|| format!("the request names no {what} to assume this of"))
+        };
+        let changes = match self.task.as_deref() {
+            None | Some("active") => Vec::new(),
+            Some(status @ ("completed" | "revoked")) => ops::complete_task(
+                &snapshot,
+                &need(task.as_deref(), "task")?,
+                "assumed",
+                status == "revoked",
+                by,
+            )
+            .map_err(|e| e.to_string())?,
+            Some(other) => {
+                return Err(format!(
+                    "task: {other:?} is not active, completed or revoked"
+                ));
+            }
+        };
+        apply(&mut snapshot, changes);
+        if let Some(why) = &self.paused {
+            let changes = ops::pause_session(
+                &snapshot,
+                &need(agent.as_deref(), "agent")?,
+                &need(task.as_deref(), "task")?,
+                why,
+                0,
+                by,
+            )
+            .map_err(|e| e.to_string())?;
+            apply(&mut snapshot, changes);
+        }
+        for kind in &self.revoked {
+            let changes = match kind.as_str() {
+                "token" => ops::revoke_token(
+                    &snapshot,
+                    &issuer,
+                    &need(claims.jti.as_deref(), "jti")?,
+                    claims.exp.unwrap_or(now),
+                    "assumed",
+                    trust,
+                    by,
+                ),
+                kind @ ("agent" | "human" | "workload" | "subject") => {
+                    let id = match kind {
+                        "agent" => need(agent.as_deref(), "agent")?,
+                        "human" => need(claims.human.as_deref(), "human")?,
+                        "workload" => need(workload, "workload")?,
+                        _ => need(claims.subject.as_deref(), "sub")?,
+                    };
+                    ops::revoke_subject(
+                        &snapshot,
+                        &Subject {
+                            kind,
+                            id: &id,
+                            issuer: if kind == "subject" { &issuer } else { "" },
+                            // Revoked after the token was issued would not hold: at it.
+                            after: claims.iat.unwrap_or(now).max(1),
+                        },
+                        "assumed",
+                        trust,
+                        by,
+                    )
+                }
+                other => {
+                    return Err(format!(
+                        "revoked: {other:?} is not token, agent, human, workload or subject"
+                    ));
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            apply(&mut snapshot, changes);
+        }
+        for (kind, score) in &self.risk {
+            let id = match kind.as_str() {
+                "agent" => need(agent.as_deref(), "agent")?,
+                "human" => need(claims.human.as_deref(), "human")?,
+                "workload" => need(workload, "workload")?,
+                "task" => need(task.as_deref(), "task")?,
+                other => {
+                    return Err(format!(
+                        "risk: {other:?} is not agent, human, workload or task"
+                    ));
+                }
+            };
+            let changes = ops::report_risk(
+                &Report {
+                    subject_kind: kind,
+                    subject_id: &id,
+                    kind: "assumed",
+                    score: *score,
+                    source: "leash check --context",
+                    ttl_seconds: 3600,
+                },
+                by,
+            )
+            .map_err(|e| e.to_string())?;
+            apply(&mut snapshot, changes);
+        }
+        Ok(snapshot)
+    }
+
+    /// Behaviour counters holding the calls this describes, replayed as Checks of the
+    /// agent on its task just before `now`: a rule they trip holds the session as it
+    /// would live.
+    fn behaviour(
+        &self,
+        config: &Config,
+        identity: &crate::token::Identity,
+        now: i64,
+    ) -> Result<crate::state::behaviour::Behaviour, String> {
+        use crate::state::behaviour::{Behaviour, Observation};
+        let behaviour = Behaviour::new(config.behaviour.clone(), crate::state::MAX_RECORDED);
+        let c = &self.counters;
+        let calls = [c.read, c.write, c.destructive, c.denials, c.tools]
+            .iter()
+            .fold(0u64, |sum, n| sum.saturating_add(*n));
+        if calls > MAX_ASSUMED_CALLS {
+            return Err(format!(
+                "counters: {calls} calls in all; at most {MAX_ASSUMED_CALLS} are replayed"
+            ));
+        }
+        let (Some(agent), Some(task)) = (
+            identity.token.claims.agent.as_deref(),
+            identity.binding.task.as_deref(),
+        ) else {
+            return if calls > 0 || c.body_bytes > 0 {
+                Err("counters: the request names no agent and task, so it has no session".into())
+            } else {
+                Ok(behaviour)
+            };
+        };
+        let call = |class: Option<usize>, denied: bool, tool: Option<&str>, body_bytes: u64| {
+            behaviour.observe(&Observation {
+                agent,
+                task,
+                class,
+                tool,
+                denied,
+                body_bytes,
+                at: now,
+                task_since: Some(now),
+            });
+        };
+        for (class, n) in [c.read, c.write, c.destructive].into_iter().enumerate() {
+            (0..n).for_each(|_| call(Some(class), false, None, 0));
+        }
+        (0..c.denials).for_each(|_| call(None, true, None, 0));
+        for i in 0..c.tools {
+            call(None, false, Some(&format!("tool-{i}")), 0);
+        }
+        if c.body_bytes > 0 {
+            call(None, false, None, c.body_bytes);
+        }
+        Ok(behaviour)
+    }
+}
+
 /// Decides one request read from `file` (an input document, or a CheckRequest as
-/// JSON) with the configured policy and every key source `serve` would load.
-pub async fn check(config: &Config, file: &str, text: &str) -> Result<CheckReport, CliError> {
+/// JSON) with the configured policy and every key source `serve` would load; with
+/// `assumed`, as if that live context held.
+pub async fn check(
+    config: &Config,
+    file: &str,
+    text: &str,
+    assumed: Option<&AssumedContext>,
+) -> Result<CheckReport, CliError> {
     let bad = |message: String| CliError::Input {
         file: file.to_owned(),
         message,
@@ -67,16 +342,54 @@ pub async fn check(config: &Config, file: &str, text: &str) -> Result<CheckRepor
         .iter()
         .any(|k| doc.get(k).is_some());
     let (input, verdict) = if is_document {
+        if assumed.is_some() {
+            return Err(bad(
+                "--context needs a CheckRequest: an input document holds its own input.leash.context".into(),
+            ));
+        }
         let input = Value::from(doc);
         (input.clone(), pipeline.decide(input))
     } else {
         let request = edge::json::check_request(&doc).map_err(bad)?;
         let view = RequestView::try_from(request).map_err(|e| bad(e.to_string()))?;
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let (audit, _) =
-            crate::audit::AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
-        let decider = crate::app::decider(config, Arc::new(pipeline), metrics, audit);
-        let (verdict, input) = decider.explain(&view);
+        let explain = |pipeline: crate::pipeline::Pipeline| {
+            let metrics = Arc::new(crate::metrics::Metrics::new());
+            let (audit, _) =
+                crate::audit::AuditSink::new(AuditLevel::Off, metrics.decision_log_dropped());
+            crate::app::decider(config, Arc::new(pipeline), metrics, audit).explain(&view)
+        };
+        let (mut verdict, mut input) = explain(pipeline);
+        if let Some(assumed) = assumed {
+            // The context is about the names the verified token carries: read them
+            // first, then decide again with that context live.
+            let Some(identity) = verdict.facts.identity.clone() else {
+                return Err(bad(format!(
+                    "--context is about the request's task and agent, and it carries no verified token (the decision without context: {})",
+                    verdict.decision.reason().map_or("allow", |r| r.code())
+                )));
+            };
+            let now = unix_now();
+            let workload = Some(view.source_principal.as_str())
+                .filter(|p| !p.is_empty())
+                .or(identity.token.claims.workload.as_deref());
+            let context = |e: String| CliError::Input {
+                file: assumed.file.clone(),
+                message: e,
+            };
+            let snapshot = assumed
+                .snapshot(&identity, workload, now)
+                .map_err(context)?;
+            let behaviour = assumed.behaviour(config, &identity, now).map_err(context)?;
+            let live = crate::app::pipeline(config, store.clone())
+                .map_err(|e| bad(e.to_string()))?
+                .reading(Arc::new(crate::state::State::new(snapshot)))
+                .with_behaviour(Arc::new(behaviour));
+            live.authenticator()
+                .load_key_sources()
+                .await
+                .map_err(CliError::Token)?;
+            (verdict, input) = explain(live);
+        }
         (input.unwrap_or(Value::Undefined), verdict)
     };
     // The policy's raw result, for authors; none when a hard denial came before policy.

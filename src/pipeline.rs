@@ -175,6 +175,15 @@ impl Pipeline {
         self
     }
 
+    /// Reads the live context from `state` and reports nothing back: `leash check`,
+    /// which decides as if that context were live and changes none.
+    #[must_use]
+    pub fn reading(mut self, state: Arc<State>) -> Self {
+        self.state = state;
+        self.reports = None;
+        self
+    }
+
     /// Counts each governed Check per session, and pauses a session when a rule fires.
     #[must_use]
     pub fn with_behaviour(mut self, behaviour: Arc<Behaviour>) -> Self {
@@ -245,7 +254,19 @@ impl Pipeline {
         let paused = fired.as_ref().map(|f| f.summary());
         let (rule, reason, pause_for) = match (fired, &verdict.pause) {
             (Some(fired), _) => (Some(fired.rule), fired.detail, fired.pause_for),
-            (None, Some(reason)) => (None, reason.clone(), None),
+            (None, Some(reason)) => {
+                // Held at once, as a rule's pause is: the Checks that arrive while the
+                // pause is recorded are refused too.
+                if let Some(behaviour) = &self.behaviour {
+                    behaviour.hold(
+                        agent,
+                        task,
+                        now,
+                        &format!("the policy paused the session: {reason}"),
+                    );
+                }
+                (None, reason.clone(), None)
+            }
             (None, None) => return None,
         };
         let sent = reports.pauses.try_send(PauseRequest {
@@ -966,23 +987,121 @@ pub fn warmup_input(
     request: &RequestConfig,
     mcp_routes: &[RouteMatcher],
     actions: &Actions,
-) -> Option<Value> {
-    let shape = shape(view, request, mcp_routes).ok()?;
+) -> Vec<Value> {
+    let Ok(shape) = shape(view, request, mcp_routes) else {
+        return Vec::new();
+    };
     let classifier = Classifier::new(actions, None);
     let (action, tool) = classify(view, &shape, &classifier);
-    let leash = context::leash_document(&Established {
-        view,
-        target: &shape.target,
-        identity: None,
-        action: &action,
-        tool: tool.as_ref(),
-        mcp: shape.mcp.as_ref(),
-        live: None,
-        counters: None,
-        approval: None,
-        now: 0,
-    });
-    Some(shape.parsed.assemble(view, Some(leash)))
+    let sample = SampleContext::new();
+    let live = sample.live();
+    // Once as a request no context holds, once with every part of
+    // `input.leash.context` filled: a policy that reads it is evaluated on both shapes
+    // before it serves.
+    [None, Some(&live)]
+        .into_iter()
+        .map(|live| {
+            let leash = context::leash_document(&Established {
+                view,
+                target: &shape.target,
+                identity: None,
+                action: &action,
+                tool: tool.as_ref(),
+                mcp: shape.mcp.as_ref(),
+                live,
+                counters: live.map(|_| &sample.counters),
+                approval: live.map(|_| &sample.approval),
+                now: 0,
+            });
+            shape.parsed.clone().assemble(view, Some(leash))
+        })
+        .collect()
+}
+
+/// A live context with every part present, for warm-up: an active task and its
+/// session, a live signal about each kind of subject, counts, an approval.
+struct SampleContext {
+    task: crate::state::Task,
+    session: crate::state::Session,
+    risk: [Arc<[crate::state::RiskSignal]>; 4],
+    counters: Counts,
+    approval: Approval,
+}
+
+impl SampleContext {
+    fn new() -> Self {
+        use crate::state::{RiskSignal, RiskSubject, Session, Task, TaskStatus};
+        let name: Arc<str> = Arc::from("warmup");
+        let task = Task {
+            id: name.clone(),
+            human: Some(name.clone()),
+            agents: vec![name.clone()],
+            status: TaskStatus::Active,
+            first_seen: 0,
+            ended: None,
+            ended_by: None,
+            end_reason: None,
+        };
+        let session = Session {
+            agent: name.clone(),
+            task: name.clone(),
+            first_seen: 0,
+            pause: None,
+        };
+        let risk = RiskSubject::ALL.map(|subject| {
+            Arc::from([RiskSignal {
+                subject,
+                id: name.clone(),
+                kind: name.clone(),
+                score: 10,
+                source: name.clone(),
+                at: 0,
+                expires_at: i64::MAX,
+            }])
+        });
+        let binding = Binding {
+            issuer: name.clone(),
+            task: name.clone(),
+            agent: name.clone(),
+            human: None,
+            action: "GET https://warmup/".into(),
+            arguments: None,
+        };
+        let approval = Approval {
+            id: name.clone(),
+            digest: Arc::from(binding.digest()),
+            binding,
+            reason: String::new(),
+            status: ApprovalStatus::Approved,
+            requested_at: 0,
+            expires_at: i64::MAX,
+            uses_left: 1,
+            decided_by: None,
+            decided_reason: None,
+        };
+        Self {
+            task,
+            session,
+            risk,
+            counters: Counts {
+                window: 60,
+                calls: [1, 1, 1],
+                denials: 1,
+                body_bytes: 1,
+                tools: 1,
+            },
+            approval,
+        }
+    }
+
+    fn live(&self) -> Live<'_> {
+        let [agent, human, workload, task] = &self.risk;
+        Live {
+            task: Some(&self.task),
+            session: Some(&self.session),
+            risk: [Some(agent), Some(human), Some(workload), Some(task)].map(|s| s.map(|s| &**s)),
+        }
+    }
 }
 
 fn decision_of(result: Result<Value, EvalError>) -> Decision {

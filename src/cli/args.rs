@@ -407,6 +407,10 @@ pub(crate) struct CheckArgs {
     /// Also print the input document the policy saw
     #[arg(long)]
     pub(crate) show_input: bool,
+    /// Decide as if this live context held (YAML or JSON): task status, a pause,
+    /// revocations, risk scores and behaviour counters, about the request's own names
+    #[arg(long)]
+    pub(crate) context: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

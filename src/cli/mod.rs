@@ -223,7 +223,21 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let file = args.input.display().to_string();
     let text =
         std::fs::read_to_string(&args.input).with_context(|| format!("cannot read {file}"))?;
-    let report = block_on(leash::commands::check(&config, &file, &text))??;
+    let assumed = match &args.context {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
+            Some(leash::commands::AssumedContext::parse(&name, &text)?)
+        }
+        None => None,
+    };
+    let report = block_on(leash::commands::check(
+        &config,
+        &file,
+        &text,
+        assumed.as_ref(),
+    ))??;
     println!(
         "{}",
         serde_json::to_string_pretty(&report.to_json(args.show_input))?

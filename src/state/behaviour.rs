@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher as _;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Every Check hashes its session's names here: foldhash, seeded per process, costs a
@@ -131,6 +132,9 @@ pub struct Behaviour {
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
     shards: [Mutex<Shard>; SHARDS],
+    /// The latest moment any session is held until: while none is, a Check takes no
+    /// lock to learn that its own is not.
+    holds_until: AtomicI64,
 }
 
 impl Behaviour {
@@ -144,6 +148,7 @@ impl Behaviour {
             per_shard: (max_sessions / SHARDS).max(1),
             hasher: Default::default(),
             shards: Default::default(),
+            holds_until: AtomicI64::new(0),
         }
     }
 
@@ -169,7 +174,7 @@ impl Behaviour {
     /// the Checks that arrive between a rule firing and its pause being recorded are
     /// refused too, not only the one that tripped it.
     pub fn held(&self, agent: &str, task: &str, now: i64) -> Option<Arc<str>> {
-        if self.rules.is_empty() {
+        if now >= self.holds_until.load(Ordering::Relaxed) {
             return None;
         }
         let shard = self
@@ -180,6 +185,21 @@ impl Behaviour {
         (now < session.held_until)
             .then(|| session.held_for.clone())
             .flatten()
+    }
+
+    /// Holds the session from now for [`HOLD_SECONDS`], for `why`, while a pause the
+    /// policy asked for is recorded: as after a rule fired.
+    pub fn hold(&self, agent: &str, task: &str, now: i64, why: &str) {
+        let mut shard = self
+            .shard(agent, task)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(session) = shard.get_mut(agent).and_then(|t| t.get_mut(task)) {
+            session.held_until = now.saturating_add(HOLD_SECONDS);
+            session.held_for = Some(Arc::from(why));
+            self.holds_until
+                .fetch_max(session.held_until, Ordering::Relaxed);
+        }
     }
 
     /// Lets a session's rules fire again at once: the pause the last one asked for
@@ -327,6 +347,8 @@ impl Behaviour {
             session.quiet_until = o.at.saturating_add(self.window);
             session.held_until = o.at.saturating_add(HOLD_SECONDS);
             session.held_for = Some(Arc::from(fired.summary()));
+            self.holds_until
+                .fetch_max(session.held_until, Ordering::Relaxed);
         }
         fired
     }

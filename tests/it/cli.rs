@@ -390,6 +390,134 @@ fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
     );
 }
 
+/// `leash check --context` decides as if an operator, a detector or the agent's earlier
+/// calls had made the live context so: each hard denial with its own reason, risk
+/// against the library's limits, counters in the input and against the behaviour rules.
+#[test]
+fn check_decides_as_if_an_assumed_live_context_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_arg = &es256_issuer(dir.path());
+    let config = dir.path().join("leash.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tokens:\n  issuers:\n    - {{ issuer: https://idp.local, audiences: [tools], algorithms: [ES256], jwks_file: {}/jwks.json,\n        require_workload_binding: false }}\nactions:\n  tools: {{ search: {{ class: read }} }}\nbehaviour:\n  rules:\n    - {{ name: too-many-denials, when: denials, at_least: 3, within: 1m }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let token = mint(
+        key_arg,
+        "https://idp.local",
+        &["--act", "planner", "--scope", "tool:search:read"],
+    );
+    let request = dir.path().join("req.json");
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#;
+    std::fs::write(
+        &request,
+        serde_json::json!({"attributes": {"request": {"http": {
+            "method": "POST", "host": "tools.example", "path": "/mcp", "body": call,
+            "headers": {"content-type": "application/json", "authorization": format!("Bearer {token}"),
+                        "x-agent-task": "t-1"},
+        }}}})
+        .to_string(),
+    )
+    .unwrap();
+    let context = dir.path().join("context.yaml");
+    let check = |assumed: &str| {
+        std::fs::write(&context, assumed).unwrap();
+        let out = leash(&[
+            "check",
+            "-c",
+            config.to_str().unwrap(),
+            "--input",
+            request.to_str().unwrap(),
+            "--context",
+            context.to_str().unwrap(),
+            "--show-input",
+        ]);
+        assert!(out.status.success(), "{assumed}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report
+    };
+
+    // Recorded as after the first Check: the task active, the session; risk under
+    // the read limit (80), and the counters as the policy reads them.
+    let report = check("risk: { agent: 60 }\ncounters: { read: 2, tools: 1 }\n");
+    assert_eq!(report["decision"], "allow", "{report:#}");
+    let live = &report["input"]["leash"]["context"];
+    assert_eq!(live["task"]["id"], "t-1", "{live:#}");
+    assert_eq!(live["task"]["status"], "active");
+    assert_eq!(live["session"]["agent"], "planner");
+    assert_eq!(live["risk"]["agent"]["max"], 60);
+    assert_eq!(live["counters"]["calls"]["read"], 2);
+    assert_eq!(live["counters"]["tools"], 1);
+
+    // Over the read limit: the library refuses.
+    let report = check("risk: { agent: 90 }\n");
+    assert_eq!(report["decision"], "deny", "{report:#}");
+    has(&report["detail"].to_string(), "risk");
+
+    // Each hard denial, before policy.
+    for (assumed, reason) in [
+        ("task: completed\n", "task.completed"),
+        ("task: revoked\n", "task.revoked"),
+        ("paused: looks odd\n", "session.paused"),
+        ("revoked: [agent]\n", "agent.revoked"),
+        ("revoked: [human]\n", "human.revoked"),
+        ("revoked: [token]\n", "token.revoked"),
+        ("revoked: [subject]\n", "subject.revoked"),
+    ] {
+        let report = check(assumed);
+        assert_eq!(report["decision"], "deny", "{assumed}: {report:#}");
+        assert_eq!(report["reason"], reason, "{assumed}: {report:#}");
+    }
+
+    // Three denials already in the window trip the configured rule.
+    let report = check("counters: { denials: 3 }\n");
+    assert_eq!(report["reason"], "session.paused", "{report:#}");
+    has(&report["detail"].to_string(), "too-many-denials");
+
+    // A mistake names the file and what to write instead; nothing is decided.
+    for (bad, says) in [
+        (
+            "revoked: [everyone]\n",
+            "token, agent, human, workload or subject",
+        ),
+        ("risk: { agent: 101 }\n", "score 101 is not 0 to 100"),
+        ("revoked: [workload]\n", "no workload"),
+        ("colour: red\n", "colour"),
+    ] {
+        std::fs::write(&context, bad).unwrap();
+        let out = leash(&[
+            "check",
+            "-c",
+            config.to_str().unwrap(),
+            "--input",
+            request.to_str().unwrap(),
+            "--context",
+            context.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{bad}");
+        has(&stderr(&out), says);
+    }
+}
+
+/// The warm-up evaluates a candidate on a request with every part of the live context
+/// filled, so a rule that fails only once a task is live is refused at load, not met
+/// on the first governed Check.
+#[test]
+fn validate_refuses_a_policy_that_fails_only_on_a_live_context() {
+    let failing = PolicyDir::new(&[(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if {\n\tx := input.leash.context.task.first_seen / 0\n\tx > 1\n}\n",
+    )]);
+    let out = leash(&["policy", "validate", &failing.path_str()]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    has(&stderr(&out), "warm-up");
+    has(&stderr(&out), "authz.rego:5");
+}
+
 /// Policy sources that cost far more to load than their size are refused before
 /// parsing, each with its own message naming the file.
 #[test]

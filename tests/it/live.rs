@@ -11,9 +11,9 @@ use common::keys::{bearer, claims, jwks, signing_key};
 use common::{Leash, LeashProcess, PolicyDir, eventually, is_allowed, reason, request};
 use jsonwebtoken::Algorithm;
 use leash::edge::control::proto::{
-    ClearRiskSignalRequest, CompleteTaskRequest, GetTaskRequest, ListSessionsRequest,
-    ListTasksRequest, PauseSessionRequest, ReportRiskSignalRequest, ResumeSessionRequest,
-    RevokeSubjectRequest, RevokeTokenRequest, WatchEventsRequest,
+    ApproveRequest, ClearRiskSignalRequest, CompleteTaskRequest, DenyRequest, GetTaskRequest,
+    ListSessionsRequest, ListTasksRequest, PauseSessionRequest, ReportRiskSignalRequest,
+    ResumeSessionRequest, RevokeSubjectRequest, RevokeTokenRequest, WatchEventsRequest,
 };
 use leash::token::mint::SigningKey;
 use serde_json::json;
@@ -354,6 +354,186 @@ async fn bad_changes_are_refused_and_change_nothing() {
     assert_eq!(code(refused), Some(tonic::Code::Unauthenticated));
     let token = issuer.token("jti-1", "t-1", 1);
     assert!(is_allowed(&leash.check(call(&token, "t-1")).await));
+}
+
+/// Each live verb answers only the roles it names: a viewer changes nothing, an
+/// operator decides no approval, an approver revokes and pauses nothing. Every refusal
+/// leaves the agent's next Check as it was.
+#[tokio::test]
+async fn each_live_verb_refuses_a_caller_without_its_role_and_changes_nothing() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let issuer = issuer();
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = |name: &str, token: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, token).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    };
+    let (viewer, operator, approver) = ("v".repeat(43), "o".repeat(43), "a".repeat(43));
+    let yaml = format!(
+        "{}control:\n  tokens:\n    - {{ name: dashboard, file: {}, role: viewer }}\n    - {{ name: oncall, file: {}, role: operator }}\n    - {{ name: lead, file: {}, role: approver }}\n",
+        issuer.yaml,
+        token_file("viewer", &viewer),
+        token_file("operator", &operator),
+        token_file("approver", &approver),
+    );
+    let policy = PolicyDir::new(&[("authz.rego", POLICY)]);
+    let dir = policy.path_str();
+    let leash = Leash::start_yaml(
+        &yaml,
+        &[
+            ("tokens.mode", "required"),
+            ("policy.dir", dir.as_str()),
+            ("policy.watch_interval", "0s"),
+        ],
+    )
+    .await;
+    let mut control = leash::edge::control::proto::control_client::ControlClient::new(
+        common::channel(leash.control).await,
+    );
+    fn as_<T>(token: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+    fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Option<tonic::Code> {
+        r.err().map(|s| s.code())
+    }
+    let agent = issuer.token("jti-1", "t-1", 10);
+    assert!(is_allowed(&leash.check(call(&agent, "t-1")).await));
+    // Recorded from the Check, as the viewer reads it.
+    let mut reader = control.clone();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            reader
+                .get_task(as_(&viewer, GetTaskRequest { task: "t-1".into() }))
+                .await
+                .is_ok()
+        })
+        .await
+    );
+
+    let denied = Some(tonic::Code::PermissionDenied);
+    for token in [&viewer, &approver] {
+        let complete = control
+            .complete_task(as_(
+                token,
+                CompleteTaskRequest {
+                    task: "t-1".into(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(code(complete), denied);
+        let revoke = control
+            .revoke_subject(as_(
+                token,
+                RevokeSubjectRequest {
+                    kind: "agent".into(),
+                    id: "planner".into(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(code(revoke), denied);
+        let revoke = control
+            .revoke_token(as_(
+                token,
+                RevokeTokenRequest {
+                    issuer: ISS.into(),
+                    jti: "jti-1".into(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(code(revoke), denied);
+        let pause = control
+            .pause_session(as_(
+                token,
+                PauseSessionRequest {
+                    agent: "planner".into(),
+                    task: "t-1".into(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(code(pause), denied);
+        let risk = control
+            .report_risk_signal(as_(
+                token,
+                ReportRiskSignalRequest {
+                    subject_kind: "agent".into(),
+                    subject_id: "planner".into(),
+                    kind: "x".into(),
+                    score: 99,
+                    source: "s".into(),
+                    ttl_seconds: 60,
+                },
+            ))
+            .await;
+        assert_eq!(code(risk), denied);
+    }
+    // Deciding approvals is the approver's alone: an operator cannot, a viewer cannot.
+    for token in [&viewer, &operator] {
+        let approve = control
+            .approve(as_(
+                token,
+                ApproveRequest {
+                    id: "any".into(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(code(approve), denied);
+        let deny = control
+            .deny(as_(
+                token,
+                DenyRequest {
+                    id: "any".into(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(code(deny), denied);
+    }
+    // The approver reaches the verb: the approval is simply not there.
+    let approve = control
+        .approve(as_(
+            &approver,
+            ApproveRequest {
+                id: "any".into(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_eq!(code(approve), Some(tonic::Code::NotFound));
+
+    // Nothing changed: the next Check passes, the viewer reads an active task.
+    assert!(is_allowed(&leash.check(call(&agent, "t-1")).await));
+    let task = control
+        .get_task(as_(&viewer, GetTaskRequest { task: "t-1".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(task.status, "active");
+    // And the operator's word holds from the next Check.
+    control
+        .complete_task(as_(
+            &operator,
+            CompleteTaskRequest {
+                task: "t-1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(&leash.check(call(&agent, "t-1")).await).as_deref(),
+        Some("task.completed")
+    );
 }
 
 #[tokio::test]
@@ -747,24 +927,31 @@ allow := {"allowed": false, "pause": {"reason": "asked to wipe everything"}} if 
     );
     let resp = leash.check(wipe).await;
     assert_eq!(reason(&resp).as_deref(), Some("policy.denied"));
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            reason(&leash.check(call(&other, "t-2")).await).as_deref() == Some("session.paused")
-        })
-        .await,
-        "the policy's pause holds from a later Check"
+    // Held from the very next Check, while the pause is being recorded.
+    assert_eq!(
+        reason(&leash.check(call(&other, "t-2")).await).as_deref(),
+        Some("session.paused"),
+        "the policy's pause holds from the next Check"
     );
     let mut control = leash.control_client().await;
-    let sessions = control
-        .list_sessions(ListSessionsRequest {
-            agent: "planner".into(),
-            task: "t-2".into(),
-            ..Default::default()
+    let mut sessions = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            sessions = control
+                .list_sessions(ListSessionsRequest {
+                    agent: "planner".into(),
+                    task: "t-2".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .sessions;
+            sessions.first().is_some_and(|s| !s.paused_by.is_empty())
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .sessions;
+        .await,
+        "the pause is recorded"
+    );
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].paused_by, "leash");
     assert!(
