@@ -380,12 +380,18 @@ fn show(
 fn print_task(t: &TaskInfo) {
     print!(
         "{:?}  {}  human {:?}  agents {:?}  since {}",
-        t.id, t.status, t.human, t.agents, t.first_seen
+        t.id,
+        t.status,
+        t.human,
+        t.agents,
+        when(t.first_seen)
     );
     if t.ended > 0 {
         print!(
             "  ended {} by {:?}: {:?}",
-            t.ended, t.ended_by, t.end_reason
+            when(t.ended),
+            t.ended_by,
+            t.end_reason
         );
     }
     println!();
@@ -399,7 +405,7 @@ fn print_approval(a: &ApprovalInfo) {
     if !a.arguments_sha256.is_empty() {
         print!(" (arguments sha256 {})", a.arguments_sha256);
     }
-    print!("  until {}  {:?}", a.expires_at, a.reason);
+    print!("  until {}  {:?}", when(a.expires_at), a.reason);
     if !a.decided_by.is_empty() {
         print!("  decided by {:?}: {:?}", a.decided_by, a.decided_reason);
     }
@@ -412,19 +418,33 @@ fn print_session(s: &SessionInfo) {
     } else {
         &s.task
     };
-    print!("{}  on {}  since {}", s.agent, task, s.first_seen);
+    print!("{:?}  on {:?}  since {}", s.agent, task, when(s.first_seen));
     if s.paused {
         let until = if s.paused_until > 0 {
-            s.paused_until.to_string()
+            when(s.paused_until)
         } else {
             "resumed".to_owned()
         };
         print!(
-            "  PAUSED by {} until {}: {}",
+            "  PAUSED by {:?} until {}: {:?}",
             s.paused_by, until, s.pause_reason
         );
     }
     println!();
+}
+
+/// A moment the API gives in Unix seconds, as people read it (UTC). `--json` keeps
+/// the seconds.
+fn when(unix: i64) -> String {
+    u64::try_from(unix).map_or_else(
+        |_| unix.to_string(),
+        |secs| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            )
+            .to_string()
+        },
+    )
 }
 
 fn policy_json(policy: Option<&PolicyStatus>) -> Json {
