@@ -70,10 +70,7 @@ impl App {
         let pipeline = Arc::new(
             pipeline(&config, store.clone())?
                 .with_state(updater.state().clone(), updater.reports())
-                .with_approval_url(match config.listen.admin {
-                    Some(addr) => format!("http://{addr}{}", admin::APPROVALS_PATH),
-                    None => admin::APPROVALS_PATH.to_owned(),
-                })
+                .with_approval_url(config.listen.approvals_url.clone())
                 .with_behaviour(Arc::new(crate::state::behaviour::Behaviour::new(
                     config.behaviour.clone(),
                     crate::state::MAX_RECORDED,

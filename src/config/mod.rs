@@ -143,6 +143,9 @@ pub struct RawListen {
     pub grpc_uds: String,
     pub control_uds: String,
     pub admin: String,
+    /// The admin port as agents reach it, for the `status_url` of an approval; empty
+    /// means `http://` and `admin`.
+    pub admin_url: String,
     pub control: String,
     pub max_receive_bytes: usize,
     pub max_connections: usize,
@@ -162,6 +165,7 @@ impl Default for RawListen {
             grpc_uds: String::new(),
             control_uds: String::new(),
             admin: "127.0.0.1:9192".into(),
+            admin_url: String::new(),
             control: "127.0.0.1:9193".into(),
             max_receive_bytes: 4 * 1024 * 1024,
             max_connections: 128,
@@ -358,6 +362,9 @@ pub struct ListenConfig {
     /// container does not mount is out of its reach, where a loopback port is not.
     pub control_uds: Option<PathBuf>,
     pub admin: Option<SocketAddr>,
+    /// Where agents poll an approval's status: the admin port as they reach it, ending
+    /// in the approvals path.
+    pub approvals_url: String,
     pub control: Option<SocketAddr>,
     pub max_receive_bytes: NonZeroUsize,
     pub limits: PortLimits,
@@ -593,11 +600,14 @@ impl RawConfig {
         };
         let span = |key: &'static str, value: &str| positive(key, duration(key, value)?);
         let l = &self.listen;
+        let admin = optional_addr("listen.admin", &l.admin)?;
         let listen = ListenConfig {
             grpc: addr("listen.grpc", &l.grpc)?,
             grpc_uds: (!l.grpc_uds.is_empty()).then(|| PathBuf::from(&l.grpc_uds)),
             control_uds: (!l.control_uds.is_empty()).then(|| PathBuf::from(&l.control_uds)),
-            admin: optional_addr("listen.admin", &l.admin)?,
+            admin,
+            approvals_url: approvals_url(&l.admin_url, admin)
+                .map_err(|hint| invalid("listen.admin_url", &l.admin_url, hint))?,
             control: optional_addr("listen.control", &l.control)?,
             max_receive_bytes: NonZeroUsize::new(l.max_receive_bytes).ok_or_else(|| {
                 invalid(
@@ -890,6 +900,30 @@ impl RawConfig {
 
 /// `control.clients`: each with a name, a role and an identity that is a URI (such as
 /// a SPIFFE ID) or a DNS name, no two sharing a name or an identity.
+/// Where the admin port serves an approval's status to the agent that asked, by id.
+pub const APPROVALS_PATH: &str = "/v1/approvals/";
+
+/// The base of every approval's `status_url`: `listen.admin_url` (scheme and authority,
+/// nothing after), else the admin listener's own address.
+fn approvals_url(admin_url: &str, admin: Option<SocketAddr>) -> Result<String, &'static str> {
+    if admin_url.is_empty() {
+        return Ok(match admin {
+            Some(addr) => format!("http://{addr}{APPROVALS_PATH}"),
+            None => APPROVALS_PATH.to_owned(),
+        });
+    }
+    let fix = "use the admin port's URL as agents reach it, such as https://leash.agents.svc:9192, with nothing after the port";
+    let uri: http::Uri = admin_url.parse().map_err(|_| fix)?;
+    let plain = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none();
+    if !plain {
+        return Err(fix);
+    }
+    Ok(format!("{}{APPROVALS_PATH}", admin_url.trim_end_matches('/')))
+}
+
 fn control_clients(
     raw: &[RawControlClient],
     invalid: &impl Fn(&str, &str, &str) -> ConfigError,

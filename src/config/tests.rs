@@ -85,6 +85,10 @@ fn invalid_values_say_how_to_fix_them() {
             "at least listen.max_receive_bytes",
         ),
         ("listen.request_timeout", "0s", "longer than 0s"),
+        ("listen.admin_url", "leash:9192", "as agents reach it"),
+        ("listen.admin_url", "ftp://leash:9192", "as agents reach it"),
+        ("listen.admin_url", "http://leash:9192/x", "nothing after the port"),
+        ("listen.admin_url", "http://u@leash:9192", "as agents reach it"),
         ("listen.max_connection_age", "later", "duration"),
         (
             "tokens.key_wait",
@@ -99,6 +103,24 @@ fn invalid_values_say_how_to_fix_them() {
         assert!(err.contains(key), "{key}={value}: {err}");
         assert!(err.contains(hint), "{key}={value}: {err}");
     }
+}
+
+#[test]
+fn approvals_are_polled_where_agents_reach_the_admin_port() {
+    let url = |overrides: &[(&str, String)]| {
+        Config::from_yaml("f.yaml", "", overrides)
+            .unwrap()
+            .listen
+            .approvals_url
+    };
+    assert_eq!(url(&[]), "http://127.0.0.1:9192/v1/approvals/");
+    assert_eq!(
+        url(&[(
+            "listen.admin_url",
+            "https://leash.agents.svc:9192/".to_owned()
+        )]),
+        "https://leash.agents.svc:9192/v1/approvals/"
+    );
 }
 
 #[test]

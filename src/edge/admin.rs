@@ -29,8 +29,7 @@ pub struct Approvals {
     pub tokens: Arc<crate::token::Authenticator>,
 }
 
-/// Where agents poll their approvals, followed by the approval's id.
-pub const APPROVALS_PATH: &str = "/v1/approvals/";
+pub use crate::config::APPROVALS_PATH;
 
 /// Where tools fetch the keys of leash's minted credentials.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
