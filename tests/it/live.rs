@@ -536,6 +536,75 @@ async fn each_live_verb_refuses_a_caller_without_its_role_and_changes_nothing() 
     );
 }
 
+/// A watcher that does not keep up is not waited for: Checks go on, and when it reads
+/// again it is told how many decisions it missed, then gets the ones after.
+#[tokio::test]
+async fn a_slow_watcher_is_told_how_many_decisions_it_missed() {
+    let policy = PolicyDir::new(&[(
+        "authz.rego",
+        "package envoy.authz\nimport rego.v1\nallow := true\n",
+    )]);
+    let dir = policy.path_str();
+    let leash = Leash::start(&[
+        ("policy.dir", dir.as_str()),
+        ("policy.watch_interval", "0s"),
+    ])
+    .await;
+    // A small stream window: the watcher's client buffers a few events, not thousands
+    // (h2 refuses a peer whose unread small frames pile up past a budget).
+    let slow = tonic::transport::Channel::from_shared(format!("http://{}", leash.control))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut subscribe = tonic::Request::new(WatchEventsRequest {
+        decisions: true,
+        ..Default::default()
+    });
+    subscribe.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", leash.control_token).parse().unwrap(),
+    );
+    let mut watch = leash::edge::control::proto::control_client::ControlClient::new(slow)
+        .watch_events(subscribe)
+        .await
+        .unwrap()
+        .into_inner();
+    // More decisions than the watcher's buffer (4096), the stream's window and leash's
+    // send buffer hold, while it reads nothing.
+    let client = leash.client().await;
+    let workers = (0..8).map(|_| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..1_500 {
+                let resp = client.check(request("GET", "/", &[])).await.unwrap();
+                assert!(is_allowed(resp.get_ref()));
+            }
+        })
+    });
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let mut missed = 0;
+    let mut after = 0;
+    let next = async |watch: &mut tonic::Streaming<_>| {
+        tokio::time::timeout(Duration::from_secs(2), watch.message())
+            .await
+            .ok()
+            .and_then(Result::unwrap)
+    };
+    while let Some(event) = next(&mut watch).await {
+        if event.missed_decisions > 0 {
+            missed += event.missed_decisions;
+        } else if missed > 0 && event.decision.is_some() {
+            after += 1;
+        }
+    }
+    assert!(missed > 0, "no gap was announced");
+    assert!(after > 0, "nothing came after the gap");
+}
+
 #[tokio::test]
 async fn watchers_see_every_change_in_order_and_can_replay_what_they_missed() {
     let issuer = issuer();
@@ -970,6 +1039,13 @@ async fn through_envoy_denials_pause_the_session_automatically() {
     let Some(Governed { leash, envoy, .. }) = governed(&issuer, rules).await else {
         return;
     };
+    let mut watch = leash
+        .control_client()
+        .await
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     // A token that may read hosts, not write them.
     let token = issuer.scoped("a-1", "t-1", 1, "host:*:read");
     let auth = bearer(&token);
@@ -1013,6 +1089,23 @@ async fn through_envoy_denials_pause_the_session_automatically() {
         .await
         .expect("the pause is logged");
     assert!(logged.to_string().contains("denial-burst"), "{logged}");
+    // And announced to watchers: the session's pause, by leash, naming the rule.
+    let announced = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = watch.message().await.unwrap() {
+            if event.table == "sessions" && event.record_json.contains("pause\":{") {
+                return event;
+            }
+        }
+        panic!("the stream ended before the pause");
+    })
+    .await
+    .expect("the pause is announced");
+    assert_eq!(announced.by, "leash");
+    assert!(
+        announced.record_json.contains("denial-burst"),
+        "{}",
+        announced.record_json
+    );
 }
 
 /// Through a real Envoy on the embedded library: a destructive tool call waits for a
@@ -1163,6 +1256,120 @@ async fn through_envoy_an_approval_allows_exactly_one_matching_call() {
     assert_eq!(again.header("x-leash-reason"), Some("approval.required"));
     let (_, body) = poll(Some(auth.clone())).await;
     assert!(body.contains(r#""status":"used""#), "{body}");
+}
+
+/// An approval for N uses allows exactly N matching calls, and none after its
+/// `approved_until`; a denied one stays refused for the time an approver had to decide.
+#[tokio::test]
+async fn an_approval_allows_its_uses_until_its_deadline_and_a_denial_stands() {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    use leash::edge::control::proto::{ApproveRequest, DenyRequest};
+
+    let issuer = issuer();
+    let yaml = format!(
+        "{}actions:\n  tools: {{ delete_repo: {{ class: destructive }} }}\n",
+        issuer.yaml
+    );
+    let leash = Leash::start_yaml(&yaml, &[("tokens.mode", "required")]).await;
+    let mut control = leash.control_client().await;
+    let token = issuer.scoped("p-1", "t-1", 1, "tool:delete_repo:destructive");
+    let auth = bearer(&token);
+    let delete = async |repo: &str| {
+        let body = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "delete_repo", "arguments": {"repo": repo}},
+        })
+        .to_string();
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-agent-task", "t-1"),
+            ("content-type", "application/json"),
+        ];
+        leash
+            .check(common::request_with_body("POST", "/mcp", &headers, &body))
+            .await
+    };
+    // The approval a refusal names, once the updater has recorded it.
+    let asked = async |repo: &str| {
+        let resp = delete(repo).await;
+        assert_eq!(reason(&resp).as_deref(), Some("approval.required"));
+        let Some(HttpResponse::DeniedResponse(denied)) = &resp.http_response else {
+            panic!("no denial body: {resp:?}");
+        };
+        let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
+        let id = body["approval"]["id"].as_str().unwrap().to_owned();
+        let mut reader = leash.control_client().await;
+        assert!(
+            eventually(Duration::from_secs(5), async || {
+                reader
+                    .list_approvals(leash::edge::control::proto::ListApprovalsRequest {
+                        status: "pending".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok_and(|r| r.get_ref().approvals.iter().any(|a| a.id == id))
+            })
+            .await,
+            "approval {id} is recorded"
+        );
+        id
+    };
+
+    // Three uses: three calls pass, the fourth asks again.
+    let id = asked("a").await;
+    control
+        .approve(ApproveRequest {
+            id,
+            uses: 3,
+            approved_until: 0,
+            reason: "three deletions".into(),
+        })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(is_allowed(&delete("a").await));
+    }
+    assert_eq!(
+        reason(&delete("a").await).as_deref(),
+        Some("approval.required")
+    );
+
+    // Approved until two seconds from now: used before, refused after.
+    let id = asked("b").await;
+    let until = leash::clock::unix_now() + 2;
+    control
+        .approve(ApproveRequest {
+            id,
+            uses: 10,
+            approved_until: until,
+            reason: "briefly".into(),
+        })
+        .await
+        .unwrap();
+    assert!(is_allowed(&delete("b").await));
+    while leash::clock::unix_now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        reason(&delete("b").await).as_deref(),
+        Some("approval.required")
+    );
+
+    // Denied: asking again at once is refused without a new approval.
+    let id = asked("c").await;
+    control
+        .deny(DenyRequest {
+            id: id.clone(),
+            reason: "no".into(),
+        })
+        .await
+        .unwrap();
+    let again = delete("c").await;
+    assert_eq!(reason(&again).as_deref(), Some("approval.required"));
+    let Some(HttpResponse::DeniedResponse(denied)) = &again.http_response else {
+        panic!("no denial body: {again:?}");
+    };
+    assert!(!denied.body.contains("status_url"), "{}", denied.body);
 }
 
 /// A policy's pause reason may be longer than the state keeps: the pause still holds,
