@@ -24,7 +24,7 @@ use crate::edge::serve::GrpcPort;
 use crate::edge::{admin, ingress, serve};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline};
-use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value};
+use crate::policy::{PolicySource, PolicyStore, ReloadOutcome, Value, Warmup};
 use crate::reload::Reloader;
 use crate::state::{Inbox, RedbStore, Updater};
 use crate::token::{Authenticator, TokenMode};
@@ -622,15 +622,19 @@ pub fn decider(
 
 /// Inputs every candidate policy set is evaluated on before it may serve: built from
 /// real CheckRequests by the pipeline's own steps, with the agent context of a
-/// request that carries no token, with and without a live context.
-pub fn warmup_inputs(config: &Config) -> Vec<Value> {
-    ingress::sample_requests()
+/// request that carries no token; each once more with a live context filled in (not
+/// probed member by member: those are the first ones).
+pub fn warmup_inputs(config: &Config) -> Warmup {
+    let (mut inputs, live): (Vec<Value>, Vec<Value>) = ingress::sample_requests()
         .into_iter()
         .filter_map(|req| crate::view::RequestView::try_from(req).ok())
-        .flat_map(|view| {
+        .filter_map(|view| {
             pipeline::warmup_input(&view, &config.request, &config.mcp_routes, &config.actions)
         })
-        .collect()
+        .unzip();
+    let probed = inputs.len();
+    inputs.extend(live);
+    Warmup { inputs, probed }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -57,6 +57,9 @@ pub struct AssumedContext {
     pub revoked: Vec<String>,
     /// A live risk signal about the request's agent, human, workload or task, by score.
     pub risk: std::collections::BTreeMap<String, u32>,
+    /// How long ago the task was first seen (a duration such as 10m; default: now), for
+    /// the policy and for `new_tool` rules.
+    pub task_age: Option<String>,
     /// The session's calls within the behaviour window, before this one.
     pub counters: AssumedCounters,
     /// The file it was read from, for errors.
@@ -96,6 +99,16 @@ impl AssumedContext {
         Ok(assumed)
     }
 
+    /// When the task was first seen, `task_age` before `now`.
+    fn task_since(&self, now: i64) -> Result<i64, String> {
+        let Some(age) = &self.task_age else {
+            return Ok(now);
+        };
+        let age = humantime::parse_duration(age)
+            .map_err(|e| format!("task_age: {age:?} is not a duration such as 10m ({e})"))?;
+        Ok(now.saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)))
+    }
+
     /// The live context this describes for `identity` at `now`, built with the control
     /// API's own operations, so what they refuse is refused here too.
     fn snapshot(
@@ -120,6 +133,7 @@ impl AssumedContext {
         };
         let task = identity.binding.task.clone();
         let agent = claims.agent.clone();
+        let since = self.task_since(now)?;
         let mut snapshot = crate::state::Snapshot::default();
         fn apply(snapshot: &mut crate::state::Snapshot, changes: Vec<Change>) {
             for change in &changes {
@@ -134,7 +148,7 @@ impl AssumedContext {
                     human: claims.human.clone(),
                     agents: agent.iter().cloned().collect(),
                     status: TaskStatus::Active,
-                    first_seen: now,
+                    first_seen: since,
                     ended: None,
                     ended_by: None,
                     end_reason: None,
@@ -146,7 +160,7 @@ impl AssumedContext {
                     vec![Change::Put(Record::Session(Session {
                         agent: agent.clone(),
                         task: task.clone(),
-                        first_seen: now,
+                        first_seen: since,
                         pause: None,
                     }))],
                 );
@@ -267,6 +281,13 @@ impl AssumedContext {
         use crate::state::behaviour::{Behaviour, Observation};
         let behaviour = Behaviour::new(config.behaviour.clone(), crate::state::MAX_RECORDED);
         let c = &self.counters;
+        let since = self.task_since(now)?;
+        if c.tools > crate::state::behaviour::MAX_TOOLS as u64 {
+            return Err(format!(
+                "counters.tools: a session remembers at most {} tools",
+                crate::state::behaviour::MAX_TOOLS
+            ));
+        }
         let calls = [c.read, c.write, c.destructive, c.denials, c.tools]
             .iter()
             .fold(0u64, |sum, n| sum.saturating_add(*n));
@@ -294,7 +315,7 @@ impl AssumedContext {
                 denied,
                 body_bytes,
                 at: now,
-                task_since: Some(now),
+                task_since: Some(since),
             });
         };
         for (class, n) in [c.read, c.write, c.destructive].into_iter().enumerate() {
@@ -369,9 +390,7 @@ pub async fn check(
                 )));
             };
             let now = unix_now();
-            let workload = Some(view.source_principal.as_str())
-                .filter(|p| !p.is_empty())
-                .or(identity.token.claims.workload.as_deref());
+            let workload = crate::pipeline::workload_of(&identity.token, &view);
             let context = |e: String| CliError::Input {
                 file: assumed.file.clone(),
                 message: e,

@@ -900,11 +900,20 @@ fn who<'a>(
         agent: claims.agent.as_deref(),
         actors: &claims.chain,
         human: claims.human.as_deref(),
-        workload: Some(view.source_principal.as_str())
-            .filter(|p| !p.is_empty())
-            .or(claims.workload.as_deref()),
+        workload: workload_of(token, view),
         task: identity.binding.task.as_deref(),
     }
+}
+
+/// The workload a request comes from, as the live context names it: the peer's
+/// certificate identity, else the token's workload claim.
+pub fn workload_of<'a>(
+    token: &'a crate::token::VerifiedToken,
+    view: &'a RequestView,
+) -> Option<&'a str> {
+    Some(view.source_principal.as_str())
+        .filter(|p| !p.is_empty())
+        .or(token.claims.workload.as_deref())
 }
 
 /// The denial for what the live context holds against a request.
@@ -980,42 +989,37 @@ pub fn classifier_hook(config: Actions) -> Prepare {
     }))
 }
 
-/// The input document `view` gets with no token and only the configured actions:
-/// what a candidate policy set is warmed with before it may serve.
+/// The input documents `view` gets with no token and only the configured actions, as
+/// the first Check of a task sees it and with every part of `input.leash.context`
+/// filled: what a candidate policy set is warmed with before it may serve, so a rule
+/// that fails only once a task is live is refused at load.
 pub fn warmup_input(
     view: &RequestView,
     request: &RequestConfig,
     mcp_routes: &[RouteMatcher],
     actions: &Actions,
-) -> Vec<Value> {
-    let Ok(shape) = shape(view, request, mcp_routes) else {
-        return Vec::new();
-    };
+) -> Option<(Value, Value)> {
+    let shape = shape(view, request, mcp_routes).ok()?;
     let classifier = Classifier::new(actions, None);
     let (action, tool) = classify(view, &shape, &classifier);
     let sample = SampleContext::new();
     let live = sample.live();
-    // Once as a request no context holds, once with every part of
-    // `input.leash.context` filled: a policy that reads it is evaluated on both shapes
-    // before it serves.
-    [None, Some(&live)]
-        .into_iter()
-        .map(|live| {
-            let leash = context::leash_document(&Established {
-                view,
-                target: &shape.target,
-                identity: None,
-                action: &action,
-                tool: tool.as_ref(),
-                mcp: shape.mcp.as_ref(),
-                live,
-                counters: live.map(|_| &sample.counters),
-                approval: live.map(|_| &sample.approval),
-                now: 0,
-            });
-            shape.parsed.clone().assemble(view, Some(leash))
-        })
-        .collect()
+    let input = |live: Option<&Live<'_>>| {
+        let leash = context::leash_document(&Established {
+            view,
+            target: &shape.target,
+            identity: None,
+            action: &action,
+            tool: tool.as_ref(),
+            mcp: shape.mcp.as_ref(),
+            live,
+            counters: live.map(|_| &sample.counters),
+            approval: live.map(|_| &sample.approval),
+            now: SampleContext::NOW,
+        });
+        shape.parsed.clone().assemble(view, Some(leash))
+    };
+    Some((input(None), input(Some(&live))))
 }
 
 /// A live context with every part present, for warm-up: an active task and its
@@ -1029,6 +1033,10 @@ struct SampleContext {
 }
 
 impl SampleContext {
+    /// A plausible moment (2026-01-01), so that a policy doing time arithmetic on the
+    /// context meets the magnitudes it meets live.
+    const NOW: i64 = 1_767_225_600;
+
     fn new() -> Self {
         use crate::state::{RiskSignal, RiskSubject, Session, Task, TaskStatus};
         let name: Arc<str> = Arc::from("warmup");
@@ -1037,7 +1045,7 @@ impl SampleContext {
             human: Some(name.clone()),
             agents: vec![name.clone()],
             status: TaskStatus::Active,
-            first_seen: 0,
+            first_seen: Self::NOW - 60,
             ended: None,
             ended_by: None,
             end_reason: None,
@@ -1045,7 +1053,7 @@ impl SampleContext {
         let session = Session {
             agent: name.clone(),
             task: name.clone(),
-            first_seen: 0,
+            first_seen: Self::NOW - 60,
             pause: None,
         };
         let risk = RiskSubject::ALL.map(|subject| {
@@ -1055,8 +1063,8 @@ impl SampleContext {
                 kind: name.clone(),
                 score: 10,
                 source: name.clone(),
-                at: 0,
-                expires_at: i64::MAX,
+                at: Self::NOW - 60,
+                expires_at: Self::NOW + 3600,
             }])
         });
         let binding = Binding {
@@ -1073,8 +1081,8 @@ impl SampleContext {
             binding,
             reason: String::new(),
             status: ApprovalStatus::Approved,
-            requested_at: 0,
-            expires_at: i64::MAX,
+            requested_at: Self::NOW - 60,
+            expires_at: Self::NOW + 600,
             uses_left: 1,
             decided_by: None,
             decided_reason: None,
@@ -1095,11 +1103,10 @@ impl SampleContext {
     }
 
     fn live(&self) -> Live<'_> {
-        let [agent, human, workload, task] = &self.risk;
         Live {
             task: Some(&self.task),
             session: Some(&self.session),
-            risk: [Some(agent), Some(human), Some(workload), Some(task)].map(|s| s.map(|s| &**s)),
+            risk: self.risk.each_ref().map(|s| Some(&**s)),
         }
     }
 }

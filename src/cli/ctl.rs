@@ -414,11 +414,11 @@ fn print_approval(a: &ApprovalInfo) {
 
 fn print_session(s: &SessionInfo) {
     let task = if s.task.is_empty() {
-        "(every task)"
+        "(every task)".to_owned()
     } else {
-        &s.task
+        format!("{:?}", s.task)
     };
-    print!("{:?}  on {:?}  since {}", s.agent, task, when(s.first_seen));
+    print!("{:?}  on {task}  since {}", s.agent, when(s.first_seen));
     if s.paused {
         let until = if s.paused_until > 0 {
             when(s.paused_until)
@@ -436,15 +436,15 @@ fn print_session(s: &SessionInfo) {
 /// A moment the API gives in Unix seconds, as people read it (UTC). `--json` keeps
 /// the seconds.
 fn when(unix: i64) -> String {
-    u64::try_from(unix).map_or_else(
-        |_| unix.to_string(),
-        |secs| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
-            )
-            .to_string()
-        },
-    )
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let readable = u64::try_from(unix).is_ok_and(|secs| {
+        std::time::UNIX_EPOCH
+            .checked_add(std::time::Duration::from_secs(secs))
+            .is_some_and(|t| write!(out, "{}", humantime::format_rfc3339_seconds(t)).is_ok())
+    });
+    // Past year 9999, or before 1970: the seconds themselves.
+    if readable { out } else { unix.to_string() }
 }
 
 fn policy_json(policy: Option<&PolicyStatus>) -> Json {

@@ -898,8 +898,6 @@ impl RawConfig {
     }
 }
 
-/// `control.clients`: each with a name, a role and an identity that is a URI (such as
-/// a SPIFFE ID) or a DNS name, no two sharing a name or an identity.
 /// Where the admin port serves an approval's status to the agent that asked, by id.
 pub const APPROVALS_PATH: &str = "/v1/approvals/";
 
@@ -921,9 +919,14 @@ fn approvals_url(admin_url: &str, admin: Option<SocketAddr>) -> Result<String, &
     if !plain {
         return Err(fix);
     }
-    Ok(format!("{}{APPROVALS_PATH}", admin_url.trim_end_matches('/')))
+    Ok(format!(
+        "{}{APPROVALS_PATH}",
+        admin_url.trim_end_matches('/')
+    ))
 }
 
+/// `control.clients`: each with a name, a role and an identity that is a URI (such as
+/// a SPIFFE ID) or a DNS name, no two sharing a name or an identity.
 fn control_clients(
     raw: &[RawControlClient],
     invalid: &impl Fn(&str, &str, &str) -> ConfigError,

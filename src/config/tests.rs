@@ -87,8 +87,16 @@ fn invalid_values_say_how_to_fix_them() {
         ("listen.request_timeout", "0s", "longer than 0s"),
         ("listen.admin_url", "leash:9192", "as agents reach it"),
         ("listen.admin_url", "ftp://leash:9192", "as agents reach it"),
-        ("listen.admin_url", "http://leash:9192/x", "nothing after the port"),
-        ("listen.admin_url", "http://u@leash:9192", "as agents reach it"),
+        (
+            "listen.admin_url",
+            "http://leash:9192/x",
+            "nothing after the port",
+        ),
+        (
+            "listen.admin_url",
+            "http://u@leash:9192",
+            "as agents reach it",
+        ),
         ("listen.max_connection_age", "later", "duration"),
         (
             "tokens.key_wait",

@@ -21,6 +21,7 @@ pub use regorus::Value;
 pub use regorus::value::Object;
 pub use set::{
     DecisionRule, EngineChoice, LoadOptions, PolicyInfo, PolicySet, Prepare, Prepared, RegoVersion,
+    Warmup,
 };
 pub use source::{PolicySource, embedded_files};
 pub use store::{PolicyStore, ReloadOutcome};

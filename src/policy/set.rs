@@ -153,13 +153,34 @@ pub struct PolicyInfo {
     pub reads_agent_context: bool,
 }
 
+/// The inputs every candidate set is evaluated on before it may serve, by every engine:
+/// regorus reports unknown functions, rule conflicts and runtime errors only then.
+#[derive(Debug, Clone, Default)]
+pub struct Warmup {
+    pub inputs: Vec<Value>,
+    /// How many of them, from the first, are also evaluated with each member removed in
+    /// turn, to catch the VM and the interpreter reading a missing value differently.
+    /// The others vary what the probed ones cover (a live context filled in), and
+    /// probing them too would double the time a reload takes.
+    pub probed: usize,
+}
+
+impl Warmup {
+    /// Inputs all probed.
+    pub fn of(inputs: Vec<Value>) -> Self {
+        Self {
+            probed: inputs.len(),
+            inputs,
+        }
+    }
+}
+
 impl PolicySet {
-    /// Reads, parses, compiles and warms a set. `warmup` inputs are evaluated by every
-    /// candidate engine: regorus reports unknown functions and rule conflicts only then.
+    /// Reads, parses, compiles and warms a set on `warmup`.
     pub fn load(
         source: &PolicySource,
         options: &LoadOptions,
-        warmup: &[Value],
+        warmup: &Warmup,
     ) -> Result<Self, PolicyLoadError> {
         let files = source.read()?;
         Self::compile(source, &files, options, warmup)
@@ -169,8 +190,10 @@ impl PolicySet {
         source: &PolicySource,
         files: &SourceFiles,
         options: &LoadOptions,
-        warmup: &[Value],
+        warmup: &Warmup,
     ) -> Result<Self, PolicyLoadError> {
+        let probed = warmup.inputs.get(..warmup.probed).unwrap_or(&warmup.inputs);
+        let warmup = warmup.inputs.as_slice();
         let (mut engine, data) = parse(files, options.rego_version)?;
         let prepared = options
             .prepare
@@ -218,7 +241,7 @@ impl PolicySet {
                             )
                             .into());
                         }
-                        match first_divergence(&vm, &interpreter, warmup) {
+                        match first_divergence(&vm, &interpreter, probed) {
                             None => Ok(vm),
                             Some(path) => Err(Problem::general(
                                 source.describe(),

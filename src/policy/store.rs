@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::{ArcSwapOption, Guard};
-use regorus::Value;
 
 use super::problem::{PolicyLoadError, Problem};
-use super::set::{LoadOptions, PolicyInfo, PolicySet, revision};
+use super::set::{LoadOptions, PolicyInfo, PolicySet, Warmup, revision};
 use super::source::{PolicySource, SourceFiles};
 
 #[derive(Debug)]
@@ -17,7 +16,7 @@ pub struct PolicyStore {
     current: ArcSwapOption<PolicySet>,
     source: PolicySource,
     options: LoadOptions,
-    warmup: Vec<Value>,
+    warmup: Warmup,
     /// Serializes reloads (watcher, SIGHUP, control API) so two never race to swap.
     reloading: std::sync::Mutex<()>,
     /// Turns true when the first set is applied; a rejected reload never turns it back.
@@ -50,7 +49,7 @@ pub enum ReloadOutcome {
 
 impl PolicyStore {
     /// A store with nothing loaded: every Check denies until [`reload`](Self::reload) succeeds.
-    pub fn new(source: PolicySource, options: LoadOptions, warmup: Vec<Value>) -> Self {
+    pub fn new(source: PolicySource, options: LoadOptions, warmup: Warmup) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             source,

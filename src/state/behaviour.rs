@@ -112,7 +112,7 @@ struct Session {
 pub const HOLD_SECONDS: i64 = 5;
 
 /// How many tools a session remembers; beyond it, new tools are not counted as new.
-const MAX_TOOLS: usize = 256;
+pub const MAX_TOOLS: usize = 256;
 /// Tool names longer than this are remembered as [`LONG_NAME`].
 const MAX_TOOL_NAME: usize = 128;
 const LONG_NAME: &str = "(a name over 128 bytes)";

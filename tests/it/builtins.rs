@@ -17,7 +17,7 @@ fn eval(expr: &str, input: serde_json::Value) -> (Value, EngineKind) {
     let set = PolicySet::load(
         &PolicySource::Dir(dir.path().to_owned()),
         &Default::default(),
-        &[],
+        &Default::default(),
     )
     .unwrap();
     let result = set.evaluate(Value::from(input)).unwrap();
@@ -256,7 +256,7 @@ fn decode_verify_reads_the_time_the_check_is_decided_at() {
     let set = PolicySet::load(
         &PolicySource::Dir(dir.path().to_owned()),
         &Default::default(),
-        &[],
+        &Default::default(),
     )
     .unwrap();
     let input = Value::from(json!({"t": token, "c": cert}));

@@ -443,11 +443,13 @@ fn check_decides_as_if_an_assumed_live_context_held() {
 
     // Recorded as after the first Check: the task active, the session; risk under
     // the read limit (80), and the counters as the policy reads them.
-    let report = check("risk: { agent: 60 }\ncounters: { read: 2, tools: 1 }\n");
+    let report = check("risk: { agent: 60 }\ntask_age: 20m\ncounters: { read: 2, tools: 1 }\n");
     assert_eq!(report["decision"], "allow", "{report:#}");
     let live = &report["input"]["leash"]["context"];
     assert_eq!(live["task"]["id"], "t-1", "{live:#}");
     assert_eq!(live["task"]["status"], "active");
+    let age = leash::clock::unix_now() - live["task"]["first_seen"].as_i64().unwrap();
+    assert!((1200..1300).contains(&age), "{live:#}");
     assert_eq!(live["session"]["agent"], "planner");
     assert_eq!(live["risk"]["agent"]["max"], 60);
     assert_eq!(live["counters"]["calls"]["read"], 2);
@@ -486,6 +488,8 @@ fn check_decides_as_if_an_assumed_live_context_held() {
         ),
         ("risk: { agent: 101 }\n", "score 101 is not 0 to 100"),
         ("revoked: [workload]\n", "no workload"),
+        ("counters: { tools: 300 }\n", "at most 256 tools"),
+        ("task_age: soon\n", "task_age"),
         ("colour: red\n", "colour"),
     ] {
         std::fs::write(&context, bad).unwrap();

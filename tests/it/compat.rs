@@ -44,7 +44,8 @@ allow if {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.rego"), policy).unwrap();
     let source = leash::policy::PolicySource::Dir(dir.path().to_owned());
-    let set = leash::policy::PolicySet::load(&source, &Default::default(), &[]).unwrap();
+    let set =
+        leash::policy::PolicySet::load(&source, &Default::default(), &Default::default()).unwrap();
     let view = RequestView::try_from(captured_request()).unwrap();
     let input = build(&view, &InputLimits::default()).unwrap();
     assert_eq!(
