@@ -666,6 +666,83 @@ async fn ctl_reads_status_and_reloads_with_the_admin_token() {
     has(&stderr(&out), "Unauthenticated");
 }
 
+/// Zero setup: `serve` with no control credential configured writes a random admin
+/// token to a 0600 file under the user's runtime folder, logs the path and never the
+/// token, and `leash ctl` finds it there without being told.
+#[test]
+fn ctl_finds_the_admin_token_serve_wrote_without_being_told() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let runtime = home.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let env = |cmd: &mut Command| {
+        cmd.env("HOME", home.path())
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env_remove("XDG_STATE_HOME");
+    };
+    let mut serve = Command::new(common::leash_bin());
+    env(&mut serve);
+    let mut child = serve
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--control-addr", "127.0.0.1:0", "--log-format", "text"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let output = child.stdout.take().unwrap();
+    let child = Kill(child);
+    let mut log = Vec::new();
+    let mut addr = None;
+    for line in std::io::BufReader::new(output).lines() {
+        let line = line.unwrap();
+        if line.contains("control API (leash.v1.Control) listening") {
+            addr = line
+                .split_once("addr=")
+                .and_then(|(_, a)| a.split_whitespace().next())
+                .map(str::to_owned);
+        }
+        log.push(line);
+        if addr.is_some() {
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no control address in:\n{}", log.join("\n")));
+
+    let file = runtime.join("leash/control.token");
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(token.trim().len() >= 32);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let log = log.join("\n");
+    has(&log, &file.display().to_string());
+    assert!(!log.contains(token.trim()), "the token is in the log");
+
+    let mut ctl = Command::new(common::leash_bin());
+    env(&mut ctl);
+    let out = ctl
+        .args(["ctl", "--addr", &addr, "status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    has(&stdout(&out), "policy:   revision");
+    drop(child);
+}
+
 /// In a pod, the control API sits on a Unix socket in a volume the agent's container
 /// does not mount; `leash ctl --addr unix:PATH` reaches it there.
 #[tokio::test]
