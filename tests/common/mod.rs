@@ -226,6 +226,16 @@ impl PolicyDir {
     }
 }
 
+/// Writes `contents` to `dir/name` as a secret file leash accepts (mode 0600), and
+/// returns its path.
+pub fn secret_file(dir: &std::path::Path, name: &str, contents: &str) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
 /// A CheckRequest like Envoy sends for `method path` with `headers`.
 pub fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     request_with_body(method, path, headers, "")

@@ -338,18 +338,16 @@ fn token_mint_and_inspect_round_trip() {
     assert_eq!(report["reason"], "token.lifetime_exceeded");
 }
 
-/// The README's token example, end to end through `leash check -c`: the key set in
-/// `jwks_file` is loaded as `serve` loads it.
-#[test]
-fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
-    let dir = tempfile::tempdir().unwrap();
-    let key_arg = &es256_issuer(dir.path());
-    let config = dir.path().join("leash.yaml");
+/// In `dir`: a configuration trusting an ES256 issuer (with `extra` appended) and a
+/// CheckRequest calling the read tool `search` with agent planner's token for task t-1.
+fn search_call(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key_arg = &es256_issuer(dir);
+    let config = dir.join("leash.yaml");
     std::fs::write(
         &config,
         format!(
-            "tokens:\n  issuers:\n    - {{ issuer: https://idp.local, audiences: [tools], algorithms: [ES256], jwks_file: {}/jwks.json,\n        require_workload_binding: false }}\nactions:\n  tools: {{ search: {{ class: read }} }}\n",
-            dir.path().display()
+            "tokens:\n  issuers:\n    - {{ issuer: https://idp.local, audiences: [tools], algorithms: [ES256], jwks_file: {}/jwks.json,\n        require_workload_binding: false }}\nactions:\n  tools: {{ search: {{ class: read }} }}\n{extra}",
+            dir.display()
         ),
     )
     .unwrap();
@@ -358,7 +356,7 @@ fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
         "https://idp.local",
         &["--act", "planner", "--scope", "tool:search:read"],
     );
-    let request = dir.path().join("req.json");
+    let request = dir.join("req.json");
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#;
     std::fs::write(
         &request,
@@ -370,6 +368,15 @@ fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
         .to_string(),
     )
     .unwrap();
+    (config, request)
+}
+
+/// The README's token example, end to end through `leash check -c`: the key set in
+/// `jwks_file` is loaded as `serve` loads it.
+#[test]
+fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, request) = search_call(dir.path(), "");
     let out = leash(&[
         "check",
         "-c",
@@ -396,37 +403,14 @@ fn check_with_a_config_loads_its_jwks_file_as_serve_does() {
 #[test]
 fn check_decides_as_if_an_assumed_live_context_held() {
     let dir = tempfile::tempdir().unwrap();
-    let key_arg = &es256_issuer(dir.path());
-    let config = dir.path().join("leash.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "tokens:\n  issuers:\n    - {{ issuer: https://idp.local, audiences: [tools], algorithms: [ES256], jwks_file: {}/jwks.json,\n        require_workload_binding: false }}\nactions:\n  tools: {{ search: {{ class: read }} }}\nbehaviour:\n  rules:\n    - {{ name: too-many-denials, when: denials, at_least: 3, within: 1m }}\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let token = mint(
-        key_arg,
-        "https://idp.local",
-        &["--act", "planner", "--scope", "tool:search:read"],
+    let (config, request) = search_call(
+        dir.path(),
+        "behaviour:\n  rules:\n    - { name: too-many-denials, when: denials, at_least: 3, within: 1m }\n",
     );
-    let request = dir.path().join("req.json");
-    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#;
-    std::fs::write(
-        &request,
-        serde_json::json!({"attributes": {"request": {"http": {
-            "method": "POST", "host": "tools.example", "path": "/mcp", "body": call,
-            "headers": {"content-type": "application/json", "authorization": format!("Bearer {token}"),
-                        "x-agent-task": "t-1"},
-        }}}})
-        .to_string(),
-    )
-    .unwrap();
     let context = dir.path().join("context.yaml");
-    let check = |assumed: &str| {
+    let run = |assumed: &str| {
         std::fs::write(&context, assumed).unwrap();
-        let out = leash(&[
+        leash(&[
             "check",
             "-c",
             config.to_str().unwrap(),
@@ -435,7 +419,10 @@ fn check_decides_as_if_an_assumed_live_context_held() {
             "--context",
             context.to_str().unwrap(),
             "--show-input",
-        ]);
+        ])
+    };
+    let check = |assumed: &str| {
+        let out = run(assumed);
         assert!(out.status.success(), "{assumed}: {}", stderr(&out));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         report
@@ -492,16 +479,7 @@ fn check_decides_as_if_an_assumed_live_context_held() {
         ("task_age: soon\n", "task_age"),
         ("colour: red\n", "colour"),
     ] {
-        std::fs::write(&context, bad).unwrap();
-        let out = leash(&[
-            "check",
-            "-c",
-            config.to_str().unwrap(),
-            "--input",
-            request.to_str().unwrap(),
-            "--context",
-            context.to_str().unwrap(),
-        ]);
+        let out = run(bad);
         assert!(!out.status.success(), "{bad}");
         has(&stderr(&out), says);
     }

@@ -900,14 +900,8 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 /// a refused call changes nothing.
 #[tokio::test]
 async fn the_control_api_refuses_callers_without_a_token_or_without_the_role() {
-    use std::os::unix::fs::PermissionsExt as _;
     let secrets = tempfile::tempdir().unwrap();
-    let token_file = |name: &str, token: &str| {
-        let path = secrets.path().join(name);
-        std::fs::write(&path, token).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path.display().to_string()
-    };
+    let token_file = |name: &str, token: &str| common::secret_file(secrets.path(), name, token);
     let (viewer, operator) = ("v".repeat(43), "o".repeat(43));
     let yaml = format!(
         "control:\n  tokens:\n    - {{ name: dashboard, file: {}, role: viewer }}\n    - {{ name: oncall, file: {}, role: operator }}\n",

@@ -361,15 +361,9 @@ async fn bad_changes_are_refused_and_change_nothing() {
 /// leaves the agent's next Check as it was.
 #[tokio::test]
 async fn each_live_verb_refuses_a_caller_without_its_role_and_changes_nothing() {
-    use std::os::unix::fs::PermissionsExt as _;
     let issuer = issuer();
     let secrets = tempfile::tempdir().unwrap();
-    let token_file = |name: &str, token: &str| {
-        let path = secrets.path().join(name);
-        std::fs::write(&path, token).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path.display().to_string()
-    };
+    let token_file = |name: &str, token: &str| common::secret_file(secrets.path(), name, token);
     let (viewer, operator, approver) = ("v".repeat(43), "o".repeat(43), "a".repeat(43));
     let yaml = format!(
         "{}control:\n  tokens:\n    - {{ name: dashboard, file: {}, role: viewer }}\n    - {{ name: oncall, file: {}, role: operator }}\n    - {{ name: lead, file: {}, role: approver }}\n",
@@ -417,87 +411,61 @@ async fn each_live_verb_refuses_a_caller_without_its_role_and_changes_nothing() 
     );
 
     let denied = Some(tonic::Code::PermissionDenied);
+    // Each call with `token`, refused for want of the role.
+    macro_rules! refused {
+        ($token:expr, $($verb:ident($request:expr)),+ $(,)?) => {
+            $(assert_eq!(
+                code(control.$verb(as_($token, $request)).await),
+                denied,
+                stringify!($verb)
+            );)+
+        };
+    }
     for token in [&viewer, &approver] {
-        let complete = control
-            .complete_task(as_(
-                token,
-                CompleteTaskRequest {
-                    task: "t-1".into(),
-                    ..Default::default()
-                },
-            ))
-            .await;
-        assert_eq!(code(complete), denied);
-        let revoke = control
-            .revoke_subject(as_(
-                token,
-                RevokeSubjectRequest {
-                    kind: "agent".into(),
-                    id: "planner".into(),
-                    ..Default::default()
-                },
-            ))
-            .await;
-        assert_eq!(code(revoke), denied);
-        let revoke = control
-            .revoke_token(as_(
-                token,
-                RevokeTokenRequest {
-                    issuer: ISS.into(),
-                    jti: "jti-1".into(),
-                    ..Default::default()
-                },
-            ))
-            .await;
-        assert_eq!(code(revoke), denied);
-        let pause = control
-            .pause_session(as_(
-                token,
-                PauseSessionRequest {
-                    agent: "planner".into(),
-                    task: "t-1".into(),
-                    ..Default::default()
-                },
-            ))
-            .await;
-        assert_eq!(code(pause), denied);
-        let risk = control
-            .report_risk_signal(as_(
-                token,
-                ReportRiskSignalRequest {
-                    subject_kind: "agent".into(),
-                    subject_id: "planner".into(),
-                    kind: "x".into(),
-                    score: 99,
-                    source: "s".into(),
-                    ttl_seconds: 60,
-                },
-            ))
-            .await;
-        assert_eq!(code(risk), denied);
+        refused!(
+            token,
+            complete_task(CompleteTaskRequest {
+                task: "t-1".into(),
+                ..Default::default()
+            }),
+            revoke_subject(RevokeSubjectRequest {
+                kind: "agent".into(),
+                id: "planner".into(),
+                ..Default::default()
+            }),
+            revoke_token(RevokeTokenRequest {
+                issuer: ISS.into(),
+                jti: "jti-1".into(),
+                ..Default::default()
+            }),
+            pause_session(PauseSessionRequest {
+                agent: "planner".into(),
+                task: "t-1".into(),
+                ..Default::default()
+            }),
+            report_risk_signal(ReportRiskSignalRequest {
+                subject_kind: "agent".into(),
+                subject_id: "planner".into(),
+                kind: "x".into(),
+                score: 99,
+                source: "s".into(),
+                ttl_seconds: 60,
+            }),
+        );
     }
     // Deciding approvals is the approver's alone: an operator cannot, a viewer cannot.
     for token in [&viewer, &operator] {
-        let approve = control
-            .approve(as_(
-                token,
-                ApproveRequest {
-                    id: "any".into(),
-                    ..Default::default()
-                },
-            ))
-            .await;
-        assert_eq!(code(approve), denied);
-        let deny = control
-            .deny(as_(
-                token,
-                DenyRequest {
-                    id: "any".into(),
-                    ..Default::default()
-                },
-            ))
-            .await;
-        assert_eq!(code(deny), denied);
+        refused!(
+            token,
+            approve(ApproveRequest {
+                id: "any".into(),
+                ..Default::default()
+            }),
+            deny(DenyRequest {
+                id: "any".into(),
+                ..Default::default()
+            }),
+        );
     }
     // The approver reaches the verb: the approval is simply not there.
     let approve = control
