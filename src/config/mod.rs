@@ -912,17 +912,18 @@ fn approvals_url(admin_url: &str, admin: Option<SocketAddr>) -> Result<String, &
     }
     let fix = "use the admin port's URL as agents reach it, such as https://leash.agents.svc:9192, with nothing after the port";
     let uri: http::Uri = admin_url.parse().map_err(|_| fix)?;
-    let plain = matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
-        && matches!(uri.path(), "" | "/")
-        && uri.query().is_none();
-    if !plain {
-        return Err(fix);
+    // Rebuilt from its parts: nothing the parser set aside comes along.
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme @ ("http" | "https")), Some(authority))
+            if !authority.as_str().contains('@')
+                && matches!(uri.path(), "" | "/")
+                && uri.query().is_none()
+                && !admin_url.contains('#') =>
+        {
+            Ok(format!("{scheme}://{authority}{APPROVALS_PATH}"))
+        }
+        _ => Err(fix),
     }
-    Ok(format!(
-        "{}{APPROVALS_PATH}",
-        admin_url.trim_end_matches('/')
-    ))
 }
 
 /// `control.clients`: each with a name, a role and an identity that is a URI (such as
