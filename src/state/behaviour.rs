@@ -195,11 +195,16 @@ impl Behaviour {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(session) = shard.get_mut(agent).and_then(|t| t.get_mut(task)) {
-            session.held_until = now.saturating_add(HOLD_SECONDS);
-            session.held_for = Some(Arc::from(why));
-            self.holds_until
-                .fetch_max(session.held_until, Ordering::Relaxed);
+            self.hold_session(session, now, why);
         }
+    }
+
+    /// Refuses `session`'s Checks for [`HOLD_SECONDS`] from `now`, for `why`.
+    fn hold_session(&self, session: &mut Session, now: i64, why: &str) {
+        session.held_until = now.saturating_add(HOLD_SECONDS);
+        session.held_for = Some(Arc::from(why));
+        self.holds_until
+            .fetch_max(session.held_until, Ordering::Relaxed);
     }
 
     /// Lets a session's rules fire again at once: the pause the last one asked for
@@ -345,10 +350,7 @@ impl Behaviour {
         });
         if let Some(fired) = &fired {
             session.quiet_until = o.at.saturating_add(self.window);
-            session.held_until = o.at.saturating_add(HOLD_SECONDS);
-            session.held_for = Some(Arc::from(fired.summary()));
-            self.holds_until
-                .fetch_max(session.held_until, Ordering::Relaxed);
+            self.hold_session(session, o.at, &fired.summary());
         }
         fired
     }

@@ -27,7 +27,7 @@ pub fn valid_id(value: &str) -> bool {
 
 /// Whether `value` holds a control character (`char::is_control`: C0, DEL and C1).
 /// Every Check tests each id it names, so the common case is one branch-free pass the
-/// compiler vectorises; only a name with a 0xC2 lead byte (Latin-1 text) is walked.
+/// compiler vectorises; only a name holding U+0080 to U+00BF (lead byte 0xC2) is walked.
 fn has_control(value: &str) -> bool {
     let bytes = value.as_bytes();
     let suspect = bytes.iter().fold(false, |acc, &b| {
