@@ -165,16 +165,6 @@ pub struct Warmup {
     pub probed: usize,
 }
 
-impl Warmup {
-    /// Inputs all probed.
-    pub fn of(inputs: Vec<Value>) -> Self {
-        Self {
-            probed: inputs.len(),
-            inputs,
-        }
-    }
-}
-
 impl PolicySet {
     /// Reads, parses, compiles and warms a set on `warmup`.
     pub fn load(
