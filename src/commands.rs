@@ -117,8 +117,8 @@ impl AssumedContext {
         workload: Option<&str>,
         now: i64,
     ) -> Result<crate::state::Snapshot, String> {
+        use crate::state::Change;
         use crate::state::ops::{self, By, Report, Subject, Trust};
-        use crate::state::{Change, Record, Session, Task, TaskStatus};
         let claims = &identity.token.claims;
         let issuer = identity.token.issuer.config.issuer.clone();
         let issuers = [issuer.clone()];
@@ -140,35 +140,28 @@ impl AssumedContext {
                 snapshot.apply(change);
             }
         }
+        // Recorded as a Check's sighting records them.
         if let Some(task) = &task {
-            apply(
-                &mut snapshot,
-                vec![Change::Put(Record::Task(Task {
-                    id: task.clone(),
-                    human: claims.human.clone(),
-                    agents: agent.iter().cloned().collect(),
-                    status: TaskStatus::Active,
-                    first_seen: since,
-                    ended: None,
-                    ended_by: None,
-                    end_reason: None,
-                }))],
-            );
-            if let Some(agent) = &agent {
-                apply(
-                    &mut snapshot,
-                    vec![Change::Put(Record::Session(Session {
-                        agent: agent.clone(),
-                        task: task.clone(),
-                        first_seen: since,
-                        pause: None,
-                    }))],
-                );
-            }
+            let seen = crate::state::Sighting {
+                task: task.clone(),
+                human: claims.human.clone(),
+                agent: agent.clone(),
+                at: since,
+            };
+            let changes = crate::state::sighted(&snapshot, &[seen]);
+            apply(&mut snapshot, changes);
         }
         let need = |name: Option<&str>, what: &str| {
             name.map(str::to_owned)
                 .ok_or_else(|| format!("the request names no {what} to assume this of"))
+        };
+        // The request's own name for a kind of subject.
+        let name_of = |kind: &str| match kind {
+            "agent" => need(agent.as_deref(), "agent"),
+            "human" => need(claims.human.as_deref(), "human"),
+            "workload" => need(workload, "workload"),
+            "task" => need(task.as_deref(), "task"),
+            _ => need(claims.subject.as_deref(), "sub"),
         };
         let changes = match self.task.as_deref() {
             None | Some("active") => Vec::new(),
@@ -211,12 +204,7 @@ impl AssumedContext {
                     by,
                 ),
                 kind @ ("agent" | "human" | "workload" | "subject") => {
-                    let id = match kind {
-                        "agent" => need(agent.as_deref(), "agent")?,
-                        "human" => need(claims.human.as_deref(), "human")?,
-                        "workload" => need(workload, "workload")?,
-                        _ => need(claims.subject.as_deref(), "sub")?,
-                    };
+                    let id = name_of(kind)?;
                     ops::revoke_subject(
                         &snapshot,
                         &Subject {
@@ -242,10 +230,7 @@ impl AssumedContext {
         }
         for (kind, score) in &self.risk {
             let id = match kind.as_str() {
-                "agent" => need(agent.as_deref(), "agent")?,
-                "human" => need(claims.human.as_deref(), "human")?,
-                "workload" => need(workload, "workload")?,
-                "task" => need(task.as_deref(), "task")?,
+                "agent" | "human" | "workload" | "task" => name_of(kind)?,
                 other => {
                     return Err(format!(
                         "risk: {other:?} is not agent, human, workload or task"

@@ -27,7 +27,7 @@ pub use risk::{RiskSignal, RiskSubject};
 pub use sessions::{Pause, Session};
 pub use store::{RedbStore, Store, StoreError, Stored};
 pub use tasks::{Task, TaskStatus};
-pub use updater::{Inbox, PauseRequest, Reports, Sighting, UpdateError, Updater};
+pub use updater::{Inbox, PauseRequest, Reports, Sighting, UpdateError, Updater, sighted};
 
 /// A persistent map by name. Hashed with foldhash, seeded per process: a Check looks up
 /// a dozen names, and SipHash was most of what that cost. foldhash resists collision

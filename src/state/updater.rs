@@ -372,7 +372,7 @@ impl Updater {
 /// The records that `seen` adds to `snapshot`: new tasks, new agents on known tasks,
 /// new sessions. Nothing that is already there, and never a status: a task ended
 /// meanwhile stays ended.
-pub(super) fn sighted(snapshot: &Snapshot, seen: &[Sighting]) -> Vec<Change> {
+pub fn sighted(snapshot: &Snapshot, seen: &[Sighting]) -> Vec<Change> {
     let mut tasks: std::collections::HashMap<Arc<str>, Task> = Default::default();
     let mut sessions: std::collections::HashMap<Key, Session> = Default::default();
     let (mut task_room, mut session_room) = (
